@@ -1,0 +1,315 @@
+//! Prepares the directory kustomize builds, as Flux's generator does, without ever writing into the
+//! user's repo: a "shadow" tree in a temp dir mirrors the source root with symlinks, except along
+//! the Kustomization's path, where real directories hold a rewritten kustomization.yaml (the
+//! user's, with Flux's overlay fields merged in), or one generated from the YAML files found.
+
+use std::fs;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use serde_json::{Map, Value, json};
+
+use crate::model::KustomizationSpec;
+
+/// The file names kustomize recognises, in its order of preference.
+pub const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
+
+/// Why the build directory could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum OverlayError {
+    /// Filesystem error.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The user's kustomization file does not parse.
+    #[error("{path}: invalid kustomization file: {message}")]
+    BadKustomization {
+        /// The file.
+        path: PathBuf,
+        /// Parser message.
+        message: String,
+    },
+    /// A YAML file that Flux would list does not decode as Kubernetes YAML.
+    #[error("failed to decode Kubernetes YAML from {path}: {message}")]
+    BadManifest {
+        /// The file.
+        path: PathBuf,
+        /// Parser message.
+        message: String,
+    },
+    /// spec.components names a path that is not local and relative.
+    #[error("component path '{0}' must be local and relative")]
+    ComponentNotLocal(String),
+    /// spec.components names a path that does not exist.
+    #[error("component path '{0}' not found (set spec.ignoreMissingComponents to drop it)")]
+    ComponentMissing(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> OverlayError + '_ {
+    move |source| OverlayError::Io { path: path.to_path_buf(), source }
+}
+
+/// The kustomization file in `dir`, if any.
+pub fn find_kustomization_file(dir: &Path) -> Option<PathBuf> {
+    KUSTOMIZATION_FILES.iter().map(|f| dir.join(f)).find(|p| p.is_file())
+}
+
+/// What was prepared: the directory to build, and whether flux-order added origin annotations
+/// (which it then strips from the output).
+#[derive(Debug)]
+pub struct Prepared {
+    /// The directory to pass to kustomize.
+    pub build_dir: PathBuf,
+    /// True when `config.kubernetes.io/origin` annotations were requested only to learn which file
+    /// each object came from, and must be removed from the output.
+    pub strip_origin: bool,
+}
+
+/// Mirrors `root` into `shadow` so that `root/rel` becomes a real, empty directory whose
+/// siblings and ancestors' siblings are symlinks to the originals. Returns the shadow of `rel`.
+fn shadow_tree(root: &Path, rel: &Path, shadow: &Path) -> Result<PathBuf, OverlayError> {
+    let mut src = root.to_path_buf();
+    let mut dst = shadow.to_path_buf();
+    let parts: Vec<_> = rel.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+    for part in parts {
+        let name = part.as_os_str();
+        link_entries(&src, &dst, |n| n == name)?;
+        src.push(name);
+        dst.push(name);
+        fs::create_dir(&dst).map_err(io_err(&dst))?;
+    }
+    // The Kustomization's own directory: everything but the kustomization file.
+    link_entries(&src, &dst, |n| KUSTOMIZATION_FILES.iter().any(|k| n == *k))?;
+    Ok(dst)
+}
+
+fn link_entries(
+    src: &Path,
+    dst: &Path,
+    skip: impl Fn(&std::ffi::OsStr) -> bool,
+) -> Result<(), OverlayError> {
+    for entry in fs::read_dir(src).map_err(io_err(src))? {
+        let entry = entry.map_err(io_err(src))?;
+        let name = entry.file_name();
+        if skip(&name) {
+            continue;
+        }
+        let target = dst.join(&name);
+        std::os::unix::fs::symlink(entry.path(), &target).map_err(io_err(&target))?;
+    }
+    Ok(())
+}
+
+/// Flux's generator: every `.yaml`/`.yml` file under `dir` (each must decode as Kubernetes YAML),
+/// and every sub-directory holding a kustomization file as one resource (not descended into).
+fn scan_resources(dir: &Path) -> Result<Vec<String>, OverlayError> {
+    let mut out = Vec::new();
+    scan_into(dir, dir, &mut out)?;
+    Ok(out)
+}
+
+fn scan_into(base: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), OverlayError> {
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .map_err(io_err(dir))?
+        .collect::<Result<_, _>>()
+        .map_err(io_err(dir))?;
+    // Go's filepath.Walk visits in lexical order.
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let rel = path.strip_prefix(base).unwrap_or(&path);
+        let rel_str = format!("./{}", rel.display());
+        let ft = fs::metadata(&path).map_err(io_err(&path))?;
+        if ft.is_dir() {
+            if entry.file_type().map(|t| t.is_symlink()).unwrap_or(false) {
+                continue; // filepath.Walk does not follow symlinked directories
+            }
+            if find_kustomization_file(&path).is_some() {
+                out.push(rel_str);
+            } else {
+                scan_into(base, &path, out)?;
+            }
+            continue;
+        }
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if ext != "yaml" && ext != "yml" {
+            continue;
+        }
+        let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+        let docs = crate::yaml::from_multi(&text)
+            .map_err(|e| OverlayError::BadManifest { path: path.clone(), message: e.to_string() })?;
+        for d in &docs {
+            if d.get("apiVersion").is_none() || d.get("kind").is_none() {
+                return Err(OverlayError::BadManifest {
+                    path: path.clone(),
+                    message: "missing apiVersion or kind".into(),
+                });
+            }
+        }
+        out.push(rel_str);
+    }
+    Ok(())
+}
+
+/// Prepares `root/rel` for a build under the Flux overlay of `spec` (None for the cluster root,
+/// which is built as it is) inside the temp directory `tmp`.
+pub fn prepare(
+    root: &Path,
+    rel: &Path,
+    spec: Option<&KustomizationSpec>,
+    tmp: &Path,
+) -> Result<Prepared, OverlayError> {
+    let src_dir = root.join(rel);
+    let build_dir = shadow_tree(root, rel, tmp)?;
+    let mut kus: Map<String, Value> = match find_kustomization_file(&src_dir) {
+        Some(file) => {
+            let text = fs::read_to_string(&file).map_err(io_err(&file))?;
+            let v: Value = if text.trim().is_empty() {
+                Value::Object(Map::new())
+            } else {
+                crate::yaml::from_str(&text).map_err(|e| OverlayError::BadKustomization {
+                    path: file.clone(),
+                    message: e.to_string(),
+                })?
+            };
+            match v {
+                Value::Object(m) => m,
+                Value::Null => Map::new(),
+                _ => {
+                    return Err(OverlayError::BadKustomization {
+                        path: file,
+                        message: "not a mapping".into(),
+                    });
+                }
+            }
+        }
+        None => {
+            let resources = scan_resources(&src_dir)?;
+            let mut m = Map::new();
+            m.insert("apiVersion".into(), json!("kustomize.config.k8s.io/v1beta1"));
+            m.insert("kind".into(), json!("Kustomization"));
+            if resources.is_empty() {
+                m.insert("namespace".into(), json!("_placeholder"));
+            } else {
+                m.insert("resources".into(), json!(resources));
+            }
+            m
+        }
+    };
+    if let Some(spec) = spec {
+        merge_flux_fields(&mut kus, spec, &src_dir)?;
+    }
+    let has_resources = kus.get("resources").and_then(Value::as_array).is_some_and(|r| !r.is_empty());
+    if !has_resources && !kus.contains_key("buildMetadata") && spec.is_some() {
+        // Flux sets this to avoid kustomize's "kustomization.yaml is empty" error.
+        kus.insert("buildMetadata".into(), json!(["originAnnotations"]));
+    }
+    let wants_origin = kus
+        .get("buildMetadata")
+        .and_then(Value::as_array)
+        .is_some_and(|b| b.iter().any(|x| x == "originAnnotations"));
+    let mut strip_origin = false;
+    if !wants_origin {
+        let bm = kus.entry("buildMetadata").or_insert_with(|| json!([]));
+        if let Some(a) = bm.as_array_mut() {
+            a.push(json!("originAnnotations"));
+            strip_origin = true;
+        }
+    }
+    let text = crate::yaml::to_string(&Value::Object(kus)).map_err(|e| {
+        OverlayError::BadKustomization { path: src_dir.clone(), message: e.to_string() }
+    })?;
+    let file = build_dir.join("kustomization.yaml");
+    fs::write(&file, text).map_err(io_err(&file))?;
+    Ok(Prepared { build_dir, strip_origin })
+}
+
+/// Merges the Flux overlay fields into a kustomization, in Flux's order and with Flux's rules:
+/// namespace/prefix/suffix override, patches and components append, images merge by name,
+/// buildMetadata replaces.
+fn merge_flux_fields(
+    kus: &mut Map<String, Value>,
+    spec: &KustomizationSpec,
+    src_dir: &Path,
+) -> Result<(), OverlayError> {
+    if let Some(ns) = &spec.target_namespace {
+        kus.insert("namespace".into(), json!(ns));
+    }
+    if let Some(p) = &spec.name_prefix {
+        kus.insert("namePrefix".into(), json!(p));
+    }
+    if let Some(s) = &spec.name_suffix {
+        kus.insert("nameSuffix".into(), json!(s));
+    }
+    if !spec.patches.is_empty() {
+        let list = array_field(kus, "patches");
+        for p in &spec.patches {
+            let mut entry = Map::new();
+            entry.insert("patch".into(), json!(p.patch));
+            if let Some(t) = &p.target {
+                entry.insert("target".into(), t.clone());
+            }
+            list.push(Value::Object(entry));
+        }
+    }
+    if !spec.components.is_empty() {
+        let mut keep = Vec::new();
+        for c in &spec.components {
+            let p = Path::new(c);
+            if p.is_absolute() || c.contains("://") {
+                return Err(OverlayError::ComponentNotLocal(c.clone()));
+            }
+            if !src_dir.join(p).exists() {
+                if spec.ignore_missing_components {
+                    continue;
+                }
+                return Err(OverlayError::ComponentMissing(c.clone()));
+            }
+            keep.push(json!(c));
+        }
+        array_field(kus, "components").extend(keep);
+    }
+    if !spec.images.is_empty() {
+        let list = array_field(kus, "images");
+        for img in &spec.images {
+            let existing = list.iter_mut().find(|e| e.get("name").and_then(Value::as_str) == Some(&img.name));
+            match existing.and_then(Value::as_object_mut) {
+                Some(e) => {
+                    if let Some(n) = &img.new_name {
+                        e.insert("newName".into(), json!(n));
+                    }
+                    if img.new_tag.is_some() || img.digest.is_some() {
+                        e.remove("newTag");
+                        e.remove("digest");
+                        if let Some(t) = &img.new_tag {
+                            e.insert("newTag".into(), json!(t));
+                        }
+                        if let Some(d) = &img.digest {
+                            e.insert("digest".into(), json!(d));
+                        }
+                    }
+                }
+                None => list.push(serde_json::to_value(img).unwrap_or(Value::Null)),
+            }
+        }
+    }
+    if let Some(bm) = &spec.build_metadata {
+        kus.insert("buildMetadata".into(), json!(bm));
+    }
+    Ok(())
+}
+
+fn array_field<'a>(kus: &'a mut Map<String, Value>, key: &str) -> &'a mut Vec<Value> {
+    let v = kus.entry(key).or_insert_with(|| json!([]));
+    if !v.is_array() {
+        *v = json!([]);
+    }
+    match v {
+        Value::Array(a) => a,
+        _ => unreachable!("just set to an array"),
+    }
+}

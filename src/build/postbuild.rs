@@ -1,0 +1,364 @@
+//! What Flux does to kustomize's output before applying it: postBuild variable substitution (per
+//! resource, on its YAML text, with Flux's precedence, name rule and opt-out), flattening of
+//! `List`s, Flux's owner labels, and commonMetadata last. Also the index of ConfigMaps and Secrets
+//! that substituteFrom reads. Pure: no I/O.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde_json::{Map, Value};
+
+use super::envsubst;
+use crate::model::{KUSTOMIZE_GROUP, KsId, KustomizationSpec, object_meta};
+
+/// Label Flux sets to the owning Kustomization's name.
+pub const OWNER_NAME_LABEL: &str = "kustomize.toolkit.fluxcd.io/name";
+/// Label Flux sets to the owning Kustomization's namespace.
+pub const OWNER_NAMESPACE_LABEL: &str = "kustomize.toolkit.fluxcd.io/namespace";
+/// Label or annotation that disables substitution for one object (value `disabled`, exact case).
+pub const SUBSTITUTE_KEY: &str = "kustomize.toolkit.fluxcd.io/substitute";
+/// The annotation kustomize writes with `buildMetadata: [originAnnotations]`.
+pub const ORIGIN_ANNOTATION: &str = "config.kubernetes.io/origin";
+/// What masked values print as.
+pub const MASK: &str = "***";
+
+/// A post-build failure.
+#[derive(Debug, thiserror::Error)]
+pub enum PostBuildError {
+    /// kustomize printed something that is not YAML.
+    #[error("cannot parse kustomize output: {0}")]
+    Parse(String),
+    /// A resource lacks apiVersion, kind or name.
+    #[error("failed to decode Kubernetes apiVersion, kind and name from: {0}")]
+    Incomplete(String),
+    /// Substitution failed for one object.
+    #[error("post build failed for '{subject}': envsubst error: variable substitution failed: {source}")]
+    Substitute {
+        /// `Kind/ns/name` of the object.
+        subject: String,
+        /// The envsubst error.
+        source: envsubst::EnvsubstError,
+    },
+    /// Substitution produced text that is not YAML.
+    #[error("post build failed for '{subject}': substituted YAML does not parse: {message}")]
+    Reparse {
+        /// `Kind/ns/name` of the object.
+        subject: String,
+        /// Parser message.
+        message: String,
+    },
+    /// A variable name Flux rejects.
+    #[error("'{name}' var name is invalid, must match '^[_[:alpha:]][_[:alpha:][:digit:]]*$' (from {from})")]
+    InvalidVarName {
+        /// The key.
+        name: String,
+        /// Where it came from (`spec.postBuild.substitute`, `ConfigMap/x`, `Secret/y`).
+        from: String,
+    },
+}
+
+/// One object of a build, with the file it came from (relative to the Kustomization's path) when
+/// kustomize reported it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    /// The object.
+    pub object: Value,
+    /// `config.kubernetes.io/origin` path, e.g. `deploy.yaml` or `../base/app.yaml`.
+    pub origin: Option<String>,
+}
+
+/// ConfigMaps and Secrets by `(namespace, kind, name)`, with Secret values decoded.
+#[derive(Debug, Default, Clone)]
+pub struct VarIndex {
+    map: HashMap<(String, String, String), BTreeMap<String, String>>,
+}
+
+impl VarIndex {
+    /// Adds every ConfigMap (`data`) and Secret (`data` decoded, `stringData`) in `objects`.
+    pub fn add(&mut self, objects: &[Manifest]) {
+        for m in objects {
+            let (api, kind, ns, name) = object_meta(&m.object);
+            if api != "v1" || (kind != "ConfigMap" && kind != "Secret") {
+                continue;
+            }
+            let mut values = BTreeMap::new();
+            if let Some(Value::Object(data)) = m.object.get("data") {
+                for (k, v) in data {
+                    let s = v.as_str().unwrap_or_default();
+                    let s = if kind == "Secret" { decode_base64(s).unwrap_or_default() } else { s.to_string() };
+                    values.insert(k.clone(), s);
+                }
+            }
+            if let Some(Value::Object(data)) = m.object.get("stringData") {
+                for (k, v) in data {
+                    values.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
+                }
+            }
+            self.map.insert((ns.to_string(), kind.to_string(), name.to_string()), values);
+        }
+    }
+
+    /// Adds one source's values directly (used for objects read from a cluster).
+    pub fn insert(&mut self, namespace: &str, kind: &str, name: &str, values: BTreeMap<String, String>) {
+        self.map.insert((namespace.into(), kind.into(), name.into()), values);
+    }
+
+    /// Adds every source of `other`, overriding same-named ones.
+    pub fn merge(&mut self, other: &VarIndex) {
+        for (k, v) in &other.map {
+            self.map.insert(k.clone(), v.clone());
+        }
+    }
+
+    /// Looks one source up.
+    pub fn get(&self, namespace: &str, kind: &str, name: &str) -> Option<&BTreeMap<String, String>> {
+        self.map.get(&(namespace.to_string(), kind.to_string(), name.to_string()))
+    }
+}
+
+/// Decodes standard base64 (as Secret `data` holds it).
+pub fn decode_base64(s: &str) -> Option<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut buf, mut bits) = (0u32, 0u32);
+    for c in s.bytes().filter(|c| !c.is_ascii_whitespace()) {
+        if c == b'=' {
+            break;
+        }
+        let v = ALPHABET.iter().position(|&a| a == c)? as u32;
+        buf = (buf << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+            buf &= (1 << bits) - 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The variables of one Kustomization, resolved.
+#[derive(Debug, Default, Clone)]
+pub struct Vars {
+    /// name → value, newlines removed.
+    pub values: BTreeMap<String, String>,
+    /// Names whose value came from a Secret (masked wherever shown).
+    pub secret: BTreeSet<String>,
+    /// Non-optional sources that were not found (`ConfigMap/name`).
+    pub missing: Vec<String>,
+}
+
+impl Vars {
+    /// The same variables with Secret-backed values replaced by the mask.
+    pub fn masked(&self) -> Vars {
+        let mut m = self.clone();
+        for k in &self.secret {
+            m.values.insert(k.clone(), MASK.to_string());
+        }
+        m
+    }
+}
+
+/// Resolves spec.postBuild variables: substituteFrom in order (later wins), then the inline map;
+/// every name must pass Flux's rule; every `\n` is deleted from values.
+pub fn resolve_vars(id: &KsId, spec: &KustomizationSpec, index: &VarIndex) -> Result<Vars, PostBuildError> {
+    let mut vars = Vars::default();
+    let Some(pb) = &spec.post_build else { return Ok(vars) };
+    for r in &pb.substitute_from {
+        let from = format!("{}/{}", r.kind, r.name);
+        match index.get(&id.namespace, &r.kind, &r.name) {
+            Some(values) => {
+                for (k, v) in values {
+                    if !envsubst::valid_var_name(k) {
+                        return Err(PostBuildError::InvalidVarName { name: k.clone(), from });
+                    }
+                    vars.values.insert(k.clone(), v.replace('\n', ""));
+                    if r.kind == "Secret" {
+                        vars.secret.insert(k.clone());
+                    } else {
+                        vars.secret.remove(k);
+                    }
+                }
+            }
+            None if r.optional => {}
+            None => vars.missing.push(from),
+        }
+    }
+    for (k, v) in &pb.substitute {
+        if !envsubst::valid_var_name(k) {
+            return Err(PostBuildError::InvalidVarName {
+                name: k.clone(),
+                from: "spec.postBuild.substitute".into(),
+            });
+        }
+        vars.values.insert(k.clone(), v.replace('\n', ""));
+        vars.secret.remove(k);
+    }
+    Ok(vars)
+}
+
+fn has_key_value(obj: &Value, key: &str, value: &str) -> bool {
+    ["labels", "annotations"].iter().any(|f| {
+        obj.pointer(&format!("/metadata/{f}"))
+            .and_then(|m| m.get(key))
+            .and_then(Value::as_str)
+            .is_some_and(|v| v == value)
+    })
+}
+
+/// Splits kustomize's output into per-document texts (kustomize separates with `---` lines).
+fn split_documents(text: &str) -> Vec<&str> {
+    let mut docs = Vec::new();
+    let mut start = 0;
+    let mut pos = 0;
+    for line in text.split_inclusive('\n') {
+        if line.trim_end() == "---" {
+            docs.push(&text[start..pos]);
+            start = pos + line.len();
+        }
+        pos += line.len();
+    }
+    docs.push(&text[start..]);
+    docs.into_iter().filter(|d| !d.trim().is_empty()).collect()
+}
+
+/// Options of one post-build run.
+pub struct PostBuildOptions<'a> {
+    /// The owning Kustomization (for owner labels); None for the cluster root.
+    pub owner: Option<&'a KsId>,
+    /// Its spec (substitution, commonMetadata); None for the cluster root.
+    pub spec: Option<&'a KustomizationSpec>,
+    /// Resolved variables.
+    pub vars: &'a Vars,
+    /// Fail on undefined variables without default.
+    pub strict: bool,
+    /// Remove origin annotations flux-order added only for bookkeeping.
+    pub strip_origin: bool,
+}
+
+/// Turns kustomize's output into the objects Flux would apply.
+pub fn post_build(output: &str, opts: &PostBuildOptions<'_>) -> Result<Vec<Manifest>, PostBuildError> {
+    let substitute = opts.spec.is_some_and(|s| {
+        s.post_build.is_some()
+            && (!opts.vars.values.is_empty()
+                || s.post_build.as_ref().and_then(|p| p.substitute_strategy.as_deref()) == Some("Always"))
+    });
+    let mut out = Vec::new();
+    for doc in split_documents(output) {
+        let mut obj: Value = crate::yaml::from_str(doc).map_err(|e| PostBuildError::Parse(e.to_string()))?;
+        if obj.is_null() {
+            continue;
+        }
+        let (api, kind, _, name) = object_meta(&obj);
+        let is_list = kind == "List";
+        if api.is_empty() || kind.is_empty() || (name.is_empty() && !is_list) {
+            return Err(PostBuildError::Incomplete(doc.chars().take(200).collect()));
+        }
+        if substitute && !has_key_value(&obj, SUBSTITUTE_KEY, "disabled") {
+            let text = envsubst::substitute(doc, &opts.vars.values, opts.strict)
+                .map_err(|source| PostBuildError::Substitute { subject: crate::model::subject(&obj), source })?;
+            obj = crate::yaml::from_str(&text).map_err(|e| PostBuildError::Reparse {
+                subject: crate::model::subject(&obj),
+                message: e.to_string(),
+            })?;
+        }
+        let items = if is_list {
+            obj.get("items").and_then(Value::as_array).cloned().unwrap_or_default()
+        } else {
+            vec![obj]
+        };
+        for mut item in items {
+            let (api, kind, _, name) = object_meta(&item);
+            if api.is_empty() || kind.is_empty() || name.is_empty() {
+                continue;
+            }
+            if kind == "Kustomization" && crate::model::api_group(api) == "kustomize.config.k8s.io" {
+                continue;
+            }
+            let origin = read_origin(&mut item, opts.strip_origin);
+            if let Some(owner) = opts.owner {
+                set_meta(&mut item, "labels", OWNER_NAME_LABEL, &owner.name);
+                set_meta(&mut item, "labels", OWNER_NAMESPACE_LABEL, &owner.namespace);
+            }
+            if let Some(cm) = opts.spec.and_then(|s| s.common_metadata.as_ref()) {
+                for (k, v) in &cm.labels {
+                    set_meta(&mut item, "labels", k, v);
+                }
+                for (k, v) in &cm.annotations {
+                    set_meta(&mut item, "annotations", k, v);
+                }
+            }
+            out.push(Manifest { object: item, origin });
+        }
+    }
+    Ok(out)
+}
+
+fn read_origin(obj: &mut Value, strip: bool) -> Option<String> {
+    let annotations = obj.pointer_mut("/metadata/annotations")?.as_object_mut()?;
+    let raw = if strip {
+        annotations.remove(ORIGIN_ANNOTATION)
+    } else {
+        annotations.get(ORIGIN_ANNOTATION).cloned()
+    }?;
+    if strip && annotations.is_empty() {
+        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("annotations");
+        }
+    }
+    let parsed: Value = crate::yaml::from_str(raw.as_str()?).ok()?;
+    parsed.get("path").and_then(Value::as_str).map(str::to_string)
+}
+
+/// Sets `metadata.<field>.<key> = value`, creating the maps as needed.
+pub fn set_meta(obj: &mut Value, field: &str, key: &str, value: &str) {
+    let Some(o) = obj.as_object_mut() else { return };
+    let meta = o.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
+    let Some(meta) = meta.as_object_mut() else { return };
+    let m = meta.entry(field).or_insert_with(|| Value::Object(Map::new()));
+    if !m.is_object() {
+        *m = Value::Object(Map::new());
+    }
+    if let Some(m) = m.as_object_mut() {
+        m.insert(key.to_string(), Value::String(value.to_string()));
+    }
+}
+
+/// Whether a manifest is a Flux Kustomization (a child node, not payload).
+pub fn is_flux_kustomization(obj: &Value) -> bool {
+    let (api, kind, _, _) = object_meta(obj);
+    kind == "Kustomization" && crate::model::api_group(api) == KUSTOMIZE_GROUP
+}
+
+/// Masks the values of a Secret object: `data` and `stringData` values become `***`.
+pub fn mask_secret(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    let (api, kind, _, _) = object_meta(obj);
+    if api == "v1" && kind == "Secret" {
+        for field in ["data", "stringData"] {
+            if let Some(Value::Object(m)) = o.get_mut(field) {
+                for v in m.values_mut() {
+                    *v = Value::String(MASK.into());
+                }
+            }
+        }
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_decodes() {
+        assert_eq!(decode_base64("aGVsbG8=").as_deref(), Some("hello"));
+        assert_eq!(decode_base64("").as_deref(), Some(""));
+        assert_eq!(decode_base64("!!").as_deref(), None);
+    }
+
+    #[test]
+    fn documents_split_on_separator_lines() {
+        let d = split_documents("a: 1\n---\nb: |\n  ---x\n---\n");
+        assert_eq!(d, vec!["a: 1\n", "b: |\n  ---x\n"]);
+    }
+}

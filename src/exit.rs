@@ -1,0 +1,38 @@
+//! Named exit codes and the one error type that maps onto them. `main` prints the error chain
+//! and exits with [`AppError::exit_code`]; README's table lists the same constants (a test checks).
+
+/// Everything went as asked.
+pub const SUCCESS: i32 = 0;
+/// A Kustomization failed (apply), or `diff` found changes.
+pub const FAILED: i32 = 1;
+/// Invalid input or usage: bad flags, a fleet that does not load, build or validate. Nothing was
+/// written.
+pub const INVALID_INPUT: i32 = 2;
+/// Interrupted by SIGINT/SIGTERM.
+pub const INTERRUPTED: i32 = 130;
+
+/// A command's failure, classified for the exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Invalid input: every problem found, each naming its file and object.
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+    /// Bad usage or an unrecoverable setup problem.
+    #[error(transparent)]
+    Usage(anyhow::Error),
+}
+
+impl AppError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AppError::Invalid(_) | AppError::Usage(_) => INVALID_INPUT,
+        }
+    }
+}
+
+impl From<anyhow::Error> for AppError {
+    fn from(e: anyhow::Error) -> Self {
+        AppError::Usage(e)
+    }
+}

@@ -1,0 +1,387 @@
+//! The Flux objects flux-order reads: Kustomization specs (kustomize.toolkit.fluxcd.io/v1), object
+//! references and identities, and the Go durations they carry. Serde types only, plus the defaults
+//! Flux applies (timeout = interval − 30s, floored at 30s). Pure: no I/O.
+
+pub mod duration;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use duration::GoDuration;
+
+/// The API group of Flux Kustomizations.
+pub const KUSTOMIZE_GROUP: &str = "kustomize.toolkit.fluxcd.io";
+
+/// `namespace/name` of a Flux Kustomization: its identity in the fleet.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct KsId {
+    /// metadata.namespace (Flux Kustomizations are namespaced; empty is invalid).
+    pub namespace: String,
+    /// metadata.name.
+    pub name: String,
+}
+
+impl KsId {
+    /// Builds an identity.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        KsId { namespace: namespace.into(), name: name.into() }
+    }
+
+    /// Parses `NAMESPACE/NAME`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (ns, name) = s.split_once('/')?;
+        (!ns.is_empty() && !name.is_empty() && !name.contains('/')).then(|| KsId::new(ns, name))
+    }
+}
+
+impl fmt::Display for KsId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// `spec.sourceRef`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceRef {
+    /// Optional apiVersion of the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// GitRepository, OCIRepository, Bucket or ExternalArtifact.
+    pub kind: String,
+    /// Name of the source.
+    pub name: String,
+    /// Namespace of the source; defaults to the Kustomization's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// A source as a key for `--source KIND/NAMESPACE/NAME=DIR`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct SourceKey {
+    /// Source kind.
+    pub kind: String,
+    /// Source namespace (defaulted).
+    pub namespace: String,
+    /// Source name.
+    pub name: String,
+}
+
+impl fmt::Display for SourceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+impl SourceKey {
+    /// Parses `KIND/NAMESPACE/NAME`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut it = s.split('/');
+        let (k, ns, n) = (it.next()?, it.next()?, it.next()?);
+        if it.next().is_some() || k.is_empty() || ns.is_empty() || n.is_empty() {
+            return None;
+        }
+        Some(SourceKey { kind: k.into(), namespace: ns.into(), name: n.into() })
+    }
+}
+
+/// One `spec.dependsOn` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DependsOn {
+    /// Name of the dependency.
+    pub name: String,
+    /// Namespace; defaults to the dependent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// CEL readiness expression (Flux ≥ 2.7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_expr: Option<String>,
+}
+
+/// A reference to a Kubernetes object (`healthChecks[]`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectRef {
+    /// apiVersion; Flux treats an empty one as `apps/v1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Kind.
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// Namespace (not defaulted, as in Flux).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) if !ns.is_empty() => write!(f, "{}/{}/{}", self.kind, ns, self.name),
+            _ => write!(f, "{}/{}", self.kind, self.name),
+        }
+    }
+}
+
+/// `spec.commonMetadata`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommonMetadata {
+    /// Labels set on every object.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations set on every object.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// `spec.patches[]`: a kustomize patch with an optional target selector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Patch {
+    /// The patch text (strategic merge or JSON 6902).
+    pub patch: String,
+    /// Target selector (group, version, kind, name, namespace, labelSelector, annotationSelector).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Value>,
+}
+
+/// `spec.images[]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Image {
+    /// Image name to match.
+    pub name: String,
+    /// Replacement name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_name: Option<String>,
+    /// Replacement tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_tag: Option<String>,
+    /// Replacement digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+/// `spec.postBuild.substituteFrom[]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubstituteReference {
+    /// `ConfigMap` or `Secret`.
+    pub kind: String,
+    /// Name, in the Kustomization's namespace.
+    pub name: String,
+    /// Tolerate NotFound.
+    #[serde(default)]
+    pub optional: bool,
+}
+
+/// `spec.postBuild`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PostBuild {
+    /// `WithVariables` (default) or `Always`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub substitute_strategy: Option<String>,
+    /// Inline variables (win over substituteFrom).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub substitute: BTreeMap<String, String>,
+    /// ConfigMaps and Secrets, read in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub substitute_from: Vec<SubstituteReference>,
+}
+
+/// `spec` of a Flux Kustomization (the fields flux-order reads; unknown ones are kept in `raw`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KustomizationSpec {
+    /// Reconcile interval (required by the CRD).
+    pub interval: GoDuration,
+    /// Retry interval after a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_interval: Option<GoDuration>,
+    /// Health-check timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<GoDuration>,
+    /// Path inside the source; empty = the source root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The source.
+    pub source_ref: SourceRef,
+    /// Dependencies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<DependsOn>,
+    /// Suspended Kustomizations are not applied.
+    #[serde(default)]
+    pub suspend: bool,
+    /// Garbage-collect objects that left the source (required by the CRD).
+    pub prune: bool,
+    /// MirrorPrune, Delete, WaitForTermination or Orphan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<String>,
+    /// Health-check every applied object.
+    #[serde(default)]
+    pub wait: bool,
+    /// Objects to health-check.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_checks: Vec<ObjectRef>,
+    /// CEL health expressions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_check_exprs: Vec<Value>,
+    /// Recreate objects on immutable-field errors.
+    #[serde(default)]
+    pub force: bool,
+    /// Namespace override for every object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_namespace: Option<String>,
+    /// Name prefix (replaces the kustomization.yaml's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_prefix: Option<String>,
+    /// Name suffix (replaces the kustomization.yaml's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_suffix: Option<String>,
+    /// Labels and annotations set last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub common_metadata: Option<CommonMetadata>,
+    /// Extra kustomize patches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patches: Vec<Patch>,
+    /// Image overrides.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<Image>,
+    /// Extra kustomize components (local, relative).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<String>,
+    /// Drop missing components instead of failing.
+    #[serde(default)]
+    pub ignore_missing_components: bool,
+    /// Replaces kustomization.yaml buildMetadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_metadata: Option<Vec<String>>,
+    /// Variable substitution after the build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_build: Option<PostBuild>,
+    /// SOPS decryption (not supported yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decryption: Option<Value>,
+    /// Impersonated service account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    /// Remote cluster kubeconfig reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_config: Option<Value>,
+}
+
+/// Flux's minimum timeout and the margin subtracted from the interval.
+const THIRTY_SECONDS: Duration = Duration::from_secs(30);
+
+impl KustomizationSpec {
+    /// The health-check timeout as the controller computes it: spec.timeout when set, else
+    /// interval − 30s; either way floored at 30s.
+    pub fn effective_timeout(&self) -> Duration {
+        let t = match &self.timeout {
+            Some(t) => t.value(),
+            None => self.interval.value().saturating_sub(THIRTY_SECONDS),
+        };
+        t.max(THIRTY_SECONDS)
+    }
+
+    /// Whether any postBuild substitution is configured.
+    pub fn has_substitution(&self) -> bool {
+        self.post_build.as_ref().is_some_and(|p| {
+            !p.substitute.is_empty()
+                || !p.substitute_from.is_empty()
+                || p.substitute_strategy.as_deref() == Some("Always")
+        })
+    }
+
+    /// The source key with its namespace defaulted to `own_namespace`.
+    pub fn source_key(&self, own_namespace: &str) -> SourceKey {
+        SourceKey {
+            kind: self.source_ref.kind.clone(),
+            namespace: self
+                .source_ref
+                .namespace
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| own_namespace.to_string()),
+            name: self.source_ref.name.clone(),
+        }
+    }
+
+    /// dependsOn as identities, namespaces defaulted to `own_namespace`.
+    pub fn dependencies(&self, own_namespace: &str) -> Vec<KsId> {
+        self.depends_on
+            .iter()
+            .map(|d| {
+                let ns = d.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(own_namespace);
+                KsId::new(ns, &d.name)
+            })
+            .collect()
+    }
+}
+
+/// Group of an `apiVersion` (`apps/v1` → `apps`, `v1` → ``).
+pub fn api_group(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("")
+}
+
+/// Whether an object of this apiVersion belongs to Flux (`*.toolkit.fluxcd.io`,
+/// `*.extensions.fluxcd.io`) and so needs a Flux controller to do anything.
+pub fn is_flux_api(api_version: &str) -> bool {
+    let g = api_group(api_version);
+    g.ends_with(".toolkit.fluxcd.io") || g.ends_with(".extensions.fluxcd.io")
+}
+
+/// Reads `apiVersion`, `kind`, `metadata.namespace`, `metadata.name` of a manifest.
+pub fn object_meta(obj: &Value) -> (&str, &str, &str, &str) {
+    fn s(v: Option<&Value>) -> &str {
+        v.and_then(Value::as_str).unwrap_or("")
+    }
+    (
+        s(obj.get("apiVersion")),
+        s(obj.get("kind")),
+        s(obj.pointer("/metadata/namespace")),
+        s(obj.pointer("/metadata/name")),
+    )
+}
+
+/// `Kind/namespace/name`, or `Kind/name` for cluster-scoped objects: Flux's subject format.
+pub fn subject(obj: &Value) -> String {
+    let (_, kind, ns, name) = object_meta(obj);
+    if ns.is_empty() { format!("{kind}/{name}") } else { format!("{kind}/{ns}/{name}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(y: &str) -> KustomizationSpec {
+        crate::yaml::from_str(y).unwrap()
+    }
+
+    #[test]
+    fn timeout_defaults_like_the_controller() {
+        let base = "sourceRef: {kind: GitRepository, name: x}\nprune: true\n";
+        let s = spec(&format!("interval: 10m\n{base}"));
+        assert_eq!(s.effective_timeout(), Duration::from_secs(570));
+        let s = spec(&format!("interval: 40s\n{base}"));
+        assert_eq!(s.effective_timeout(), Duration::from_secs(30));
+        let s = spec(&format!("interval: 1h\ntimeout: 5s\n{base}"));
+        assert_eq!(s.effective_timeout(), Duration::from_secs(30));
+        let s = spec(&format!("interval: 1h\ntimeout: 5m\n{base}"));
+        assert_eq!(s.effective_timeout(), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn ids_and_keys_parse() {
+        assert_eq!(KsId::parse("a/b"), Some(KsId::new("a", "b")));
+        assert_eq!(KsId::parse("a"), None);
+        assert_eq!(KsId::parse("a/b/c"), None);
+        let k = SourceKey::parse("GitRepository/flux-system/flux-system").unwrap();
+        assert_eq!(k.to_string(), "GitRepository/flux-system/flux-system");
+        assert!(SourceKey::parse("GitRepository/x").is_none());
+    }
+}

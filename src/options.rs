@@ -1,0 +1,68 @@
+//! Resolves raw flags (`cli.rs`) into validated settings: parsed `--source` mappings and `--only`
+//! identities, the kustomize binary, build parallelism. Every flag error surfaces here, before
+//! any build runs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+
+use crate::build::{Builder, Kustomize};
+use crate::cli::FleetArgs;
+use crate::load::LoadOptions;
+use crate::model::{KsId, SourceKey};
+
+/// Validated fleet settings.
+#[derive(Debug, Clone)]
+pub struct FleetSettings {
+    /// What the load stage needs.
+    pub load: LoadOptions,
+    /// `--only` selection (empty: everything).
+    pub only: Vec<KsId>,
+    /// The build runner.
+    pub builder: Builder,
+}
+
+impl FleetSettings {
+    /// Validates `args`.
+    pub fn resolve(args: &FleetArgs) -> anyhow::Result<Self> {
+        let mut sources = BTreeMap::new();
+        for s in &args.sources {
+            let (key, dir) = s
+                .split_once('=')
+                .with_context(|| format!("--source {s}: expected KIND/NAMESPACE/NAME=DIR"))?;
+            let key = SourceKey::parse(key)
+                .with_context(|| format!("--source {s}: expected KIND/NAMESPACE/NAME=DIR"))?;
+            let dir = PathBuf::from(dir);
+            if !dir.is_dir() {
+                bail!("--source {s}: {} is not a directory", dir.display());
+            }
+            sources.insert(key, dir);
+        }
+        let only = args
+            .only
+            .iter()
+            .map(|o| KsId::parse(o).with_context(|| format!("--only {o}: expected NAMESPACE/NAME")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if !args.path.is_dir() {
+            bail!("{}: no such directory", args.path.display());
+        }
+        let kustomize = Kustomize::detect(args.kustomize_bin.as_deref())?;
+        let jobs = match args.build_jobs {
+            Some(0) => bail!("--build-jobs must be at least 1"),
+            Some(n) => n,
+            None => Builder::default_jobs(),
+        };
+        Ok(FleetSettings {
+            load: LoadOptions {
+                path: args.path.clone(),
+                scan: args.scan,
+                sources,
+                strict: args.strict_substitute,
+                cluster_vars: None,
+            },
+            only,
+            builder: Builder::new(kustomize, jobs),
+        })
+    }
+}

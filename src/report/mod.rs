@@ -1,0 +1,6 @@
+//! Rendering: the plan as text, JSON or YAML ([`plan`]) and the graph as DOT or Mermaid
+//! ([`graph`]). Renderers take data and return strings; they never load, build or talk to a
+//! cluster.
+
+pub mod graph;
+pub mod plan;

@@ -1,0 +1,264 @@
+//! The plan: a serialisable description of what `apply` would do (waves, per-Kustomization path,
+//! source, dependencies, objects by kind, health gates with Flux's defaults, substitution
+//! variables with Secret values masked, the critical path), and its text rendering.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::build::postbuild::MASK;
+use crate::graph::Graph;
+use crate::load::{Fleet, Node, display_path};
+use crate::model::{KsId, object_meta, subject};
+
+/// The whole plan (`-o json|yaml` prints exactly this).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanReport {
+    /// PATH as given.
+    pub path: String,
+    /// Number of selected Kustomizations.
+    pub kustomizations: usize,
+    /// Number of objects to apply.
+    pub objects: usize,
+    /// Topological levels, first to last.
+    pub waves: Vec<WaveReport>,
+    /// The longest dependency chain.
+    pub critical_path: Vec<String>,
+    /// Things the user should know.
+    pub warnings: Vec<String>,
+}
+
+/// One wave.
+#[derive(Debug, Serialize)]
+pub struct WaveReport {
+    /// Its index, from 0.
+    pub wave: usize,
+    /// Its Kustomizations.
+    pub kustomizations: Vec<KsReport>,
+}
+
+/// One Kustomization in the plan.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KsReport {
+    /// `namespace/name`.
+    pub id: String,
+    /// Defining file.
+    pub file: String,
+    /// spec.path as written.
+    pub path: String,
+    /// Directory built.
+    pub dir: String,
+    /// `Kind/namespace/name` of the source.
+    pub source: String,
+    /// How the source maps to a directory.
+    pub source_mapping: crate::load::Mapping,
+    /// dependsOn (namespaces defaulted).
+    pub depends_on: Vec<String>,
+    /// The Kustomization whose build contains this one.
+    pub parent: Option<String>,
+    /// Kustomizations found in this one's build.
+    pub children: Vec<String>,
+    /// spec.suspend.
+    pub suspended: bool,
+    /// Suspended Kustomizations this one waits on (it will not be applied).
+    pub blocked_by: Vec<String>,
+    /// spec.kubeConfig is set: another cluster, refused by apply.
+    pub remote_cluster: bool,
+    /// spec.prune.
+    pub prune: bool,
+    /// spec.interval as written.
+    pub interval: String,
+    /// Health gates.
+    pub health: HealthReport,
+    /// Number of objects to apply.
+    pub object_count: usize,
+    /// Objects to apply, by kind.
+    pub kinds: BTreeMap<String, usize>,
+    /// Objects to apply (`Kind/namespace/name`).
+    pub objects: Vec<String>,
+    /// Flux objects that need a Flux controller: not applied.
+    pub not_applied: Vec<String>,
+    /// Substitution variables (Secret-backed values masked).
+    pub variables: BTreeMap<String, String>,
+}
+
+/// Health gates of one Kustomization, defaults applied as Flux applies them.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthReport {
+    /// spec.wait: every applied object is checked.
+    pub wait: bool,
+    /// spec.healthChecks (`Kind/namespace/name`).
+    pub health_checks: Vec<String>,
+    /// Number of spec.healthCheckExprs.
+    pub health_check_exprs: usize,
+    /// Effective timeout, Go format.
+    pub timeout: String,
+    /// Where the timeout comes from (`spec.timeout`, or the default rule).
+    pub timeout_source: String,
+}
+
+fn ks_report(n: &Node, blocked: &BTreeMap<KsId, BTreeSet<KsId>>) -> KsReport {
+    let mut kinds = BTreeMap::new();
+    for m in &n.objects {
+        *kinds.entry(object_meta(&m.object).1.to_string()).or_insert(0) += 1;
+    }
+    let timeout = n.spec.effective_timeout();
+    let timeout_source = match &n.spec.timeout {
+        Some(t) if t.value() >= std::time::Duration::from_secs(30) => format!("spec.timeout {t}"),
+        Some(t) => format!("spec.timeout {t}, raised to Flux's 30s floor"),
+        None => format!("default: interval {} − 30s, at least 30s", n.spec.interval),
+    };
+    let variables = n
+        .vars
+        .values
+        .iter()
+        .map(|(k, v)| (k.clone(), if n.vars.secret.contains(k) { MASK.to_string() } else { v.clone() }))
+        .collect();
+    KsReport {
+        id: n.id.to_string(),
+        file: n.file.clone(),
+        path: n.spec.path.clone().unwrap_or_default(),
+        dir: display_path(&n.dir()),
+        source: n.source.to_string(),
+        source_mapping: n.mapping.clone(),
+        depends_on: n.spec.dependencies(&n.id.namespace).iter().map(|d| d.to_string()).collect(),
+        parent: n.parent.as_ref().map(|p| p.to_string()),
+        children: n.children.iter().map(|c| c.to_string()).collect(),
+        suspended: n.spec.suspend,
+        blocked_by: blocked.get(&n.id).into_iter().flatten().map(|b| b.to_string()).collect(),
+        remote_cluster: n.spec.kube_config.is_some(),
+        prune: n.spec.prune,
+        interval: n.spec.interval.to_string(),
+        health: HealthReport {
+            wait: n.spec.wait,
+            health_checks: n
+                .spec
+                .health_checks
+                .iter()
+                .map(|h| {
+                    let mut h = h.clone();
+                    if h.api_version.as_deref().unwrap_or("").is_empty() {
+                        h.api_version = Some("apps/v1".into());
+                    }
+                    h.to_string()
+                })
+                .collect(),
+            health_check_exprs: n.spec.health_check_exprs.len(),
+            timeout: crate::model::duration::format_go(timeout),
+            timeout_source,
+        },
+        object_count: n.objects.len(),
+        kinds,
+        objects: n.objects.iter().map(|m| subject(&m.object)).collect(),
+        not_applied: n
+            .flux_objects
+            .iter()
+            .filter(|m| !crate::build::postbuild::is_flux_kustomization(&m.object))
+            .map(|m| subject(&m.object))
+            .collect(),
+        variables,
+    }
+}
+
+/// Builds the plan of the `selection` of `fleet`.
+pub fn plan(fleet: &Fleet, graph: &Graph, selection: &BTreeSet<KsId>) -> PlanReport {
+    let blocked = graph.blocked_by_suspension();
+    let waves: Vec<WaveReport> = graph
+        .waves
+        .iter()
+        .map(|w| w.iter().filter(|id| selection.contains(*id)).collect::<Vec<_>>())
+        .filter(|w| !w.is_empty())
+        .enumerate()
+        .map(|(i, w)| WaveReport {
+            wave: i,
+            kustomizations: w.into_iter().map(|id| ks_report(&fleet.nodes[id], &blocked)).collect(),
+        })
+        .collect();
+    let objects = waves.iter().flat_map(|w| &w.kustomizations).map(|k| k.object_count).sum();
+    let critical: Vec<KsId> = graph.critical_path().into_iter().filter(|k| selection.contains(k)).collect();
+    PlanReport {
+        path: fleet.path.display().to_string(),
+        kustomizations: selection.len(),
+        objects,
+        waves,
+        critical_path: critical.iter().map(|k| k.to_string()).collect(),
+        warnings: fleet.warnings.clone(),
+    }
+}
+
+/// Renders the plan as text.
+pub fn render_text(p: &PlanReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Plan for {}: {} Kustomizations, {} objects, {} waves",
+        p.path,
+        p.kustomizations,
+        p.objects,
+        p.waves.len()
+    );
+    for w in &p.waves {
+        let _ = writeln!(s, "\nWave {} ({} Kustomizations)", w.wave, w.kustomizations.len());
+        for k in &w.kustomizations {
+            let mut flags = Vec::new();
+            if k.suspended {
+                flags.push("SUSPENDED: not applied".to_string());
+            }
+            if !k.blocked_by.is_empty() {
+                flags.push(format!("BLOCKED by suspended {}", k.blocked_by.join(", ")));
+            }
+            if k.remote_cluster {
+                flags.push("REMOTE CLUSTER (spec.kubeConfig): apply refuses it".into());
+            }
+            let flags = if flags.is_empty() { String::new() } else { format!("  [{}]", flags.join("; ")) };
+            let _ = writeln!(s, "  {}{}", k.id, flags);
+            let _ = writeln!(s, "      file       {}", k.file);
+            let _ = writeln!(s, "      path       {} ({})", if k.path.is_empty() { "./" } else { &k.path }, k.dir);
+            let _ = writeln!(s, "      source     {}", k.source);
+            if !k.depends_on.is_empty() {
+                let _ = writeln!(s, "      dependsOn  {}", k.depends_on.join(", "));
+            }
+            if let Some(p) = &k.parent {
+                let _ = writeln!(s, "      parent     {p} (applied by it)");
+            }
+            let kinds: Vec<String> = k.kinds.iter().map(|(kind, n)| format!("{n} {kind}")).collect();
+            let _ = writeln!(
+                s,
+                "      objects    {}{}",
+                k.object_count,
+                if kinds.is_empty() { String::new() } else { format!(": {}", kinds.join(", ")) }
+            );
+            let h = &k.health;
+            let gate = if h.wait {
+                "wait: every applied object".to_string()
+            } else if !h.health_checks.is_empty() {
+                format!("healthChecks: {}", h.health_checks.join(", "))
+            } else {
+                "none (Ready once applied)".to_string()
+            };
+            let exprs = if h.health_check_exprs > 0 { format!(", {} healthCheckExprs", h.health_check_exprs) } else { String::new() };
+            let _ = writeln!(s, "      health     {gate}{exprs}; timeout {} ({})", h.timeout, h.timeout_source);
+            if !k.variables.is_empty() {
+                let vars: Vec<String> = k.variables.iter().map(|(a, b)| format!("{a}={b}")).collect();
+                let _ = writeln!(s, "      variables  {}", vars.join(", "));
+            }
+            if !k.not_applied.is_empty() {
+                let _ = writeln!(s, "      needs a Flux controller, not applied: {}", k.not_applied.join(", "));
+            }
+        }
+    }
+    if !p.critical_path.is_empty() {
+        let _ = writeln!(s, "\nCritical path ({} Kustomizations): {}", p.critical_path.len(), p.critical_path.join(" → "));
+    }
+    if !p.warnings.is_empty() {
+        let _ = writeln!(s, "\nWarnings:");
+        for w in &p.warnings {
+            let _ = writeln!(s, "  ! {w}");
+        }
+    }
+    s
+}

@@ -1,0 +1,80 @@
+//! Every YAML read and write of the program goes through here (serde-saphyr, not the deprecated
+//! serde_yaml): multi-document parsing into JSON values, and YAML-1.1-safe output (strings such as
+//! `on`, `yes`, `010` come out quoted, so kubectl reads back exactly what was written).
+//! Pure: no I/O.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Parser limits, raised once here: real fleets have multi-thousand-document builds
+/// (CRD bundles), and deeply nested CRD schemas.
+fn options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_documents = 1_000_000;
+    budget.max_depth = 512;
+    budget.max_nodes = 50_000_000;
+    budget.max_events = 200_000_000;
+    budget.max_reader_input_bytes = Some(2 * 1024 * 1024 * 1024);
+    budget.max_total_scalar_bytes = 2 * 1024 * 1024 * 1024;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
+}
+
+/// A YAML syntax or shape error, with the parser's line/column message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct YamlError(String);
+
+/// Parses every document of a YAML stream; empty documents (comments only) are skipped.
+pub fn from_multi(text: &str) -> Result<Vec<Value>, YamlError> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options())
+        .map_err(|e| YamlError(e.to_string()))?;
+    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+/// Parses one YAML document into `T`.
+pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
+    serde_saphyr::from_str_with_options(text, options()).map_err(|e| YamlError(e.to_string()))
+}
+
+/// Serialises one value as a YAML document (no leading `---`).
+pub fn to_string<T: Serialize>(value: &T) -> Result<String, YamlError> {
+    serde_saphyr::to_string(value).map_err(|e| YamlError(e.to_string()))
+}
+
+/// Serialises values as a multi-document stream, each document followed by `---` as `flux build`
+/// prints them.
+pub fn to_multi<T: Serialize>(values: &[T]) -> Result<String, YamlError> {
+    let mut out = String::new();
+    for v in values {
+        out.push_str(&to_string(v)?);
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str("---\n");
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skips_empty_documents_and_quotes_yaml11_words() {
+        let docs = from_multi("# only a comment\n---\na: 1\n---\n---\nb: x\n").unwrap();
+        assert_eq!(docs.len(), 2);
+        let out = to_string(&serde_json::json!({"v": "on", "w": "yes", "x": "010"})).unwrap();
+        assert!(out.contains("\"on\""), "{out}");
+        assert!(out.contains("\"yes\""), "{out}");
+        assert!(out.contains("\"010\""), "{out}");
+    }
+
+    #[test]
+    fn syntax_errors_carry_position() {
+        let err = from_multi("a: [\n").unwrap_err().to_string();
+        assert!(err.contains("line 1"), "{err}");
+    }
+}
