@@ -1,1 +1,626 @@
-//! placeholder
+//! A test-only Kubernetes API server on 127.0.0.1 for flux-order's end-to-end tests and
+//! benchmarks.
+//!
+//! It speaks enough of the real API (discovery, CRUD, server-side apply with managed fields,
+//! watch, status subresources, dry-run, immutable-field validation) for the `kube` client and
+//! `kubectl` to work against it, simulates the controllers that make workloads ready, and offers
+//! fault injection and a request log for assertions.
+//!
+//! ```no_run
+//! use flux_order_test_apiserver::{ServerOptions, TestServer};
+//! let server = TestServer::start(ServerOptions::default());
+//! server.write_kubeconfig("/tmp/kubeconfig").unwrap();
+//! // run kubectl / the plugin with KUBECONFIG=/tmp/kubeconfig
+//! ```
+#![warn(missing_docs)]
+
+mod apply;
+mod controllers;
+mod discovery;
+mod faults;
+mod handlers;
+mod kubeconfig;
+mod log;
+mod selector;
+mod store;
+mod table;
+mod verbs;
+mod watch;
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context as _, anyhow, bail};
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+pub use controllers::parse_duration;
+pub use faults::{Fault, FaultAction, FaultId, Matcher, Trigger};
+pub use log::{RequestLog, Verb};
+
+/// Annotation setting how long a simulated controller takes to make an object ready:
+/// a Go-like duration (`2s`, `500ms`), `never`, `fail`, or `fail:2s`.
+pub const READY_AFTER_ANNOTATION: &str = "test.flux-order/ready-after";
+/// Annotation making a DELETE set `deletionTimestamp` and remove the object after this duration.
+pub const DELETE_AFTER_ANNOTATION: &str = "test.flux-order/delete-after";
+
+/// How to start the server.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Port on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+    /// Delay before un-annotated workloads become ready.
+    pub default_ready_after: Duration,
+    /// Delay before a new CRD becomes Established (and its resources are served).
+    pub crd_establish_delay: Duration,
+    /// Create `default`, `kube-system`, `kube-public` and `kube-node-lease` at start.
+    pub builtin_namespaces: bool,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            port: 0,
+            default_ready_after: Duration::ZERO,
+            crd_establish_delay: Duration::from_millis(100),
+            builtin_namespaces: true,
+        }
+    }
+}
+
+/// Identifies an object in [`ReadyEvent`]s.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    /// `group/version` or `v1`.
+    pub api_version: String,
+    /// Kind.
+    pub kind: String,
+    /// Namespace (None for cluster-scoped).
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+}
+
+/// A simulated controller finished an object (ready, or terminally failed).
+#[derive(Clone, Debug)]
+pub struct ReadyEvent {
+    /// The object.
+    pub object: ObjectKey,
+    /// True for a terminal failure (`ready-after: fail`).
+    pub failed: bool,
+    /// When (monotonic).
+    pub at: Instant,
+    /// When (wall clock).
+    pub wall: SystemTime,
+    /// Time since the server started.
+    pub since_start: Duration,
+    /// The generation that became ready.
+    pub generation: i64,
+}
+
+/// State shared by the HTTP handlers, the watch tasks and the controllers.
+pub(crate) struct Shared {
+    pub state: Mutex<store::State>,
+    pub rv_tx: Arc<tokio::sync::watch::Sender<u64>>,
+    pub timer_wake: Arc<tokio::sync::Notify>,
+    pub faults: Mutex<faults::Faults>,
+    pub log: Mutex<Vec<RequestLog>>,
+    pub seq: AtomicU64,
+    pub opts: ServerOptions,
+    pub start: Instant,
+}
+
+/// Per-connection handle: setting `kill` makes the connection fail its next read/write,
+/// so hyper drops it without sending a response.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnHandle {
+    pub kill: Arc<AtomicBool>,
+}
+
+struct KillableListener(TcpListener);
+
+struct KillableIo {
+    inner: TcpStream,
+    kill: Arc<AtomicBool>,
+}
+
+fn killed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "connection dropped by fault injection",
+    )
+}
+
+impl AsyncRead for KillableIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.kill.load(Ordering::SeqCst) {
+            return Poll::Ready(Err(killed()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for KillableIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.kill.load(Ordering::SeqCst) {
+            return Poll::Ready(Err(killed()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.kill.load(Ordering::SeqCst) {
+            return Poll::Ready(Err(killed()));
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl axum::serve::Listener for KillableListener {
+    type Io = KillableIo;
+    type Addr = ConnHandle;
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((s, _)) => {
+                    let _ = s.set_nodelay(true);
+                    let kill = Arc::new(AtomicBool::new(false));
+                    return (
+                        KillableIo {
+                            inner: s,
+                            kill: kill.clone(),
+                        },
+                        ConnHandle { kill },
+                    );
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    }
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(ConnHandle {
+            kill: Arc::new(AtomicBool::new(false)),
+        })
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, KillableListener>>
+    for ConnHandle
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, KillableListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+/// A running test API server. Dropping it shuts it down.
+pub struct TestServer {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Start on 127.0.0.1 with its own runtime on a background thread. Panics if it cannot bind.
+    pub fn start(opts: ServerOptions) -> TestServer {
+        TestServer::try_start(opts).expect("start test API server")
+    }
+
+    /// Like [`TestServer::start`], for async callers (the server still runs on its own thread).
+    pub async fn start_async(opts: ServerOptions) -> TestServer {
+        TestServer::start(opts)
+    }
+
+    /// Start, returning bind errors.
+    pub fn try_start(opts: ServerOptions) -> anyhow::Result<TestServer> {
+        let std_listener = std::net::TcpListener::bind(("127.0.0.1", opts.port))
+            .with_context(|| format!("bind 127.0.0.1:{}", opts.port))?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let (rv_tx, _) = tokio::sync::watch::channel(1u64);
+        let rv_tx = Arc::new(rv_tx);
+        let timer_wake = Arc::new(tokio::sync::Notify::new());
+        let shared = Arc::new(Shared {
+            state: Mutex::new(store::State::new(rv_tx.clone(), timer_wake.clone())),
+            rv_tx,
+            timer_wake,
+            faults: Mutex::new(faults::Faults::default()),
+            log: Mutex::new(vec![]),
+            seq: AtomicU64::new(0),
+            opts: opts.clone(),
+            start: Instant::now(),
+        });
+        let mut server = TestServer {
+            shared: shared.clone(),
+            addr,
+            shutdown: None,
+            thread: None,
+        };
+        if opts.builtin_namespaces {
+            for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+                server.create(
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+                )?;
+            }
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+        let thread = std::thread::Builder::new()
+            .name(format!("test-apiserver-{}", addr.port()))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.into()));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let listener = match TcpListener::from_std(std_listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e.into()));
+                            return;
+                        }
+                    };
+                    tokio::spawn(controllers::run(shared.clone()));
+                    let app = axum::Router::new()
+                        .fallback(handlers::handle)
+                        .with_state(shared)
+                        .into_make_service_with_connect_info::<ConnHandle>();
+                    let _ = ready_tx.send(Ok(()));
+                    tokio::select! {
+                        _ = axum::serve(KillableListener(listener), app) => {}
+                        _ = rx => {}
+                    }
+                });
+                rt.shutdown_background();
+            })?;
+        ready_rx
+            .recv()
+            .map_err(|_| anyhow!("server thread died"))??;
+        server.shutdown = Some(tx);
+        server.thread = Some(thread);
+        Ok(server)
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Kubeconfig text: cluster/context/user `test`, current-context `test`.
+    pub fn kubeconfig(&self) -> String {
+        kubeconfig::render(&self.url())
+    }
+
+    /// Write [`TestServer::kubeconfig`] to a file.
+    pub fn write_kubeconfig(&self, path: impl AsRef<std::path::Path>) -> io::Result<()> {
+        std::fs::write(path, self.kubeconfig())
+    }
+
+    /// Inject a fault; it stays until removed or cleared.
+    pub fn inject(&self, fault: Fault) -> FaultId {
+        self.shared
+            .faults
+            .lock()
+            .expect("faults lock")
+            .inject(fault)
+    }
+
+    /// Remove one fault.
+    pub fn remove_fault(&self, id: FaultId) {
+        self.shared
+            .faults
+            .lock()
+            .expect("faults lock")
+            .active
+            .retain(|a| a.id != id);
+    }
+
+    /// Remove all faults.
+    pub fn clear_faults(&self) {
+        self.shared
+            .faults
+            .lock()
+            .expect("faults lock")
+            .active
+            .clear();
+    }
+
+    /// How many times a fault triggered.
+    pub fn fault_hits(&self, id: FaultId) -> u64 {
+        self.shared
+            .faults
+            .lock()
+            .expect("faults lock")
+            .active
+            .iter()
+            .find(|a| a.id == id)
+            .map_or(0, |a| a.triggered)
+    }
+
+    /// Every request so far, in completion order.
+    pub fn requests(&self) -> Vec<RequestLog> {
+        let mut v = self.shared.log.lock().expect("log lock").clone();
+        v.sort_by_key(|r| r.seq);
+        v
+    }
+
+    /// Forget logged requests.
+    pub fn clear_requests(&self) {
+        self.shared.log.lock().expect("log lock").clear();
+    }
+
+    /// Successful non-dry-run writes (create/update/patch/apply/delete).
+    pub fn writes(&self) -> Vec<RequestLog> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.is_effective_write())
+            .collect()
+    }
+
+    /// Simulated-controller completions so far.
+    pub fn ready_events(&self) -> Vec<ReadyEvent> {
+        self.lock().ready_events.clone()
+    }
+
+    /// The current global resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.lock().rv
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, store::State> {
+        self.shared.state.lock().expect("state lock")
+    }
+
+    fn resolve(
+        st: &store::State,
+        api_version: &str,
+        kind: &str,
+    ) -> anyhow::Result<discovery::ResourceInfo> {
+        st.catalog_all()
+            .find_kind(api_version, kind)
+            .cloned()
+            .ok_or_else(|| anyhow!("unknown kind {api_version} {kind}"))
+    }
+
+    /// One stored object (any version of its group is served as `api_version`).
+    pub fn get(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<Value> {
+        let st = self.lock();
+        let info = Self::resolve(&st, api_version, kind).ok()?;
+        verbs::get(&st, &info, namespace.unwrap_or(""), name).ok()
+    }
+
+    /// All stored objects of a kind, in every namespace.
+    pub fn list(&self, api_version: &str, kind: &str) -> Vec<Value> {
+        let st = self.lock();
+        let Ok(info) = Self::resolve(&st, api_version, kind) else {
+            return vec![];
+        };
+        st.list(&info, None)
+            .into_iter()
+            .map(|o| verbs::present(o.clone(), &info))
+            .collect()
+    }
+
+    /// Replace an object's `.status` (as a controller would), emitting a MODIFIED event.
+    pub fn set_status(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+        status: Value,
+    ) -> anyhow::Result<Value> {
+        let mut st = self.lock();
+        let info = Self::resolve(&st, api_version, kind)?;
+        let k = store::key(&info, namespace.unwrap_or(""), name);
+        controllers::write_status(&mut st, &k, status)
+            .map(|o| verbs::present(o, &info))
+            .ok_or_else(|| anyhow!("{kind} {name} not found"))
+    }
+
+    fn params<'a>(
+        &'a self,
+        info: &'a discovery::ResourceInfo,
+        ns: &'a str,
+        manager: &str,
+        force: bool,
+    ) -> verbs::WriteParams<'a> {
+        verbs::WriteParams {
+            info,
+            ns,
+            sub: None,
+            dry_run: false,
+            manager: manager.into(),
+            force,
+            opts: &self.shared.opts,
+        }
+    }
+
+    /// Create an object as a client would (POST; controllers react). For pre-loading state.
+    pub fn create(&self, obj: Value) -> anyhow::Result<Value> {
+        let mut st = self.lock();
+        let info = Self::resolve(
+            &st,
+            obj["apiVersion"].as_str().unwrap_or_default(),
+            obj["kind"].as_str().unwrap_or_default(),
+        )?;
+        let ns = if info.namespaced {
+            obj["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_string()
+        } else {
+            String::new()
+        };
+        let p = self.params(&info, &ns, "test-preload", false);
+        verbs::create(&mut st, &p, obj)
+            .map(|r| r.0)
+            .map_err(|e| anyhow!("{}", e.message))
+    }
+
+    /// Server-side apply an object with this field manager (force).
+    pub fn apply(&self, obj: Value, manager: &str) -> anyhow::Result<Value> {
+        let mut st = self.lock();
+        let info = Self::resolve(
+            &st,
+            obj["apiVersion"].as_str().unwrap_or_default(),
+            obj["kind"].as_str().unwrap_or_default(),
+        )?;
+        let ns = if info.namespaced {
+            obj["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_string()
+        } else {
+            String::new()
+        };
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .context("metadata.name")?
+            .to_string();
+        let p = self.params(&info, &ns, manager, true);
+        let body = serde_json::to_vec(&obj)?;
+        verbs::patch(&mut st, &p, &name, "application/apply-patch+yaml", &body)
+            .map(|r| r.0)
+            .map_err(|e| anyhow!("{}", e.message))
+    }
+
+    /// Create every document of a multi-document YAML (in order). For pre-loading state.
+    pub fn preload_yaml(&self, yaml: &str) -> anyhow::Result<Vec<Value>> {
+        let docs: Vec<Value> = serde_saphyr::from_multiple(yaml).map_err(|e| anyhow!("{e}"))?;
+        docs.into_iter()
+            .filter(|d| !d.is_null())
+            .map(|d| self.create(d))
+            .collect()
+    }
+
+    /// Delete an object as a client would.
+    pub fn delete(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> anyhow::Result<()> {
+        let mut st = self.lock();
+        let info = Self::resolve(&st, api_version, kind)?;
+        let ns = namespace.unwrap_or("");
+        let p = self.params(&info, ns, "test-preload", false);
+        verbs::delete(&mut st, &p, name, &json!({}))
+            .map(|_| ())
+            .map_err(|e| anyhow!("{}", e.message))
+    }
+
+    /// Poll `cond` every few milliseconds until it holds or `timeout` passes.
+    pub fn wait_until(&self, timeout: Duration, mut cond: impl FnMut(&TestServer) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if cond(self) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Entry point of `cargo run --example test-apiserver -- [--port N] [--kubeconfig FILE]
+/// [--default-ready-after DUR] [--crd-establish-delay DUR]`: prints
+/// `listening on http://127.0.0.1:PORT` and serves until killed.
+pub fn standalone_main() -> anyhow::Result<()> {
+    let mut opts = ServerOptions::default();
+    let mut kubeconfig: Option<String> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) => (f.to_string(), Some(v.to_string())),
+            None => (a.clone(), None),
+        };
+        let mut value = || -> anyhow::Result<String> {
+            match &inline {
+                Some(v) => Ok(v.clone()),
+                None => args.next().ok_or_else(|| anyhow!("{flag} needs a value")),
+            }
+        };
+        match flag.as_str() {
+            "--port" => opts.port = value()?.parse().context("--port")?,
+            "--kubeconfig" => kubeconfig = Some(value()?),
+            "--default-ready-after" => {
+                let v = value()?;
+                opts.default_ready_after =
+                    parse_duration(&v).ok_or_else(|| anyhow!("bad duration {v}"))?
+            }
+            "--crd-establish-delay" => {
+                let v = value()?;
+                opts.crd_establish_delay =
+                    parse_duration(&v).ok_or_else(|| anyhow!("bad duration {v}"))?
+            }
+            "-h" | "--help" => {
+                println!(
+                    "test-apiserver [--port N] [--kubeconfig FILE] [--default-ready-after DUR] [--crd-establish-delay DUR]"
+                );
+                return Ok(());
+            }
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    let server = TestServer::try_start(opts)?;
+    if let Some(k) = kubeconfig {
+        server
+            .write_kubeconfig(&k)
+            .with_context(|| format!("write {k}"))?;
+    }
+    println!("listening on {}", server.url());
+    use std::io::Write as _;
+    std::io::stdout().flush()?;
+    loop {
+        std::thread::park();
+    }
+}

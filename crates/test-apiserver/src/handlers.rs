@@ -1,0 +1,554 @@
+//! HTTP routing: parses Kubernetes paths into request attributes, logs every request, applies
+//! injected faults, and dispatches to discovery, the verbs and watches.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::discovery::{Catalog, ResourceInfo};
+use crate::faults::FaultAction;
+use crate::log::{RequestLog, Verb};
+use crate::selector::Selector;
+use crate::verbs::{self, ApiError, WriteParams};
+use crate::{ConnHandle, Shared};
+
+const AGGREGATED_CT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// A parsed resource path.
+#[derive(Debug, Clone, Default)]
+struct ResPath {
+    group: String,
+    version: String,
+    plural: String,
+    namespace: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+fn parse_res_path(segs: &[&str]) -> Option<ResPath> {
+    let (group, version, rest) = match segs {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return None,
+    };
+    if rest.is_empty() {
+        return None;
+    }
+    let mut p = ResPath {
+        group: group.into(),
+        version: version.into(),
+        ..ResPath::default()
+    };
+    let rest: &[&str] = if rest[0] == "namespaces"
+        && rest.len() >= 3
+        && !matches!(rest[2], "status" | "finalize")
+    {
+        p.namespace = Some(rest[1].into());
+        &rest[2..]
+    } else {
+        rest
+    };
+    p.plural = rest[0].into();
+    p.name = rest.get(1).map(|s| s.to_string());
+    p.sub = rest.get(2).map(|s| s.to_string());
+    if rest.len() > 3 {
+        return None;
+    }
+    Some(p)
+}
+
+fn json_response(code: u16, v: &Value) -> Response {
+    let mut r = (
+        StatusCode::from_u16(code).unwrap_or(StatusCode::OK),
+        serde_json::to_vec(v).expect("json"),
+    )
+        .into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error_response(e: &ApiError) -> Response {
+    json_response(e.code, &e.body())
+}
+
+fn q<'a>(query: &'a [(String, String)], k: &str) -> Option<&'a str> {
+    query.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str())
+}
+
+/// The single entry point for every request.
+pub(crate) async fn handle(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(conn): ConnectInfo<ConnHandle>,
+    req: Request,
+) -> Response {
+    let arrived = Instant::now();
+    let wall = SystemTime::now();
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let headers = req.headers().clone();
+    let path = uri.path().to_string();
+    let query: Vec<(String, String)> = Query::<Vec<(String, String)>>::try_from_uri(&uri)
+        .map(|q| q.0)
+        .unwrap_or_default();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let res = parse_res_path(&segs);
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let watch_param = matches!(q(&query, "watch"), Some("true" | "1"));
+    let verb = match (&res, &method) {
+        (None, _) => Verb::NonResource,
+        (Some(r), &Method::GET) if r.name.is_some() => Verb::Get,
+        (Some(_), &Method::GET) if watch_param => Verb::Watch,
+        (Some(_), &Method::GET) => Verb::List,
+        (Some(_), &Method::POST) => Verb::Create,
+        (Some(_), &Method::PUT) => Verb::Update,
+        (Some(_), &Method::PATCH) => {
+            if content_type
+                .as_deref()
+                .is_some_and(|c| c.starts_with("application/apply-patch"))
+            {
+                Verb::Apply
+            } else {
+                Verb::Patch
+            }
+        }
+        (Some(r), &Method::DELETE) if r.name.is_some() => Verb::Delete,
+        (Some(_), &Method::DELETE) => Verb::DeleteCollection,
+        _ => Verb::NonResource,
+    };
+    let catalog = shared.state.lock().expect("state lock").catalog();
+    let info = res
+        .as_ref()
+        .and_then(|r| catalog.find(&r.group, &r.version, &r.plural).cloned());
+    let seq = shared.seq.fetch_add(1, Ordering::SeqCst);
+    let mut log = RequestLog {
+        seq,
+        since_start: arrived.saturating_duration_since(shared.start),
+        wall,
+        duration: Duration::ZERO,
+        method: method.to_string(),
+        verb,
+        path: path.clone(),
+        query: uri.query().unwrap_or_default().to_string(),
+        group: res.as_ref().map(|r| r.group.clone()).unwrap_or_default(),
+        version: res.as_ref().map(|r| r.version.clone()).unwrap_or_default(),
+        resource: res.as_ref().map(|r| r.plural.clone()).unwrap_or_default(),
+        subresource: res.as_ref().and_then(|r| r.sub.clone()),
+        kind: info.as_ref().map(|i| i.kind.clone()).unwrap_or_default(),
+        namespace: res.as_ref().and_then(|r| r.namespace.clone()),
+        name: res.as_ref().and_then(|r| r.name.clone()),
+        field_manager: q(&query, "fieldManager").map(str::to_string),
+        dry_run: q(&query, "dryRun").is_some_and(|v| v == "All"),
+        force: q(&query, "force") == Some("true"),
+        label_selector: q(&query, "labelSelector").map(str::to_string),
+        content_type: content_type.clone(),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        status: 0,
+        fault: false,
+    };
+    // Namespace objects: /api/v1/namespaces/NAME is cluster-scoped with name NAME.
+    if log.resource == "namespaces" && log.group.is_empty() && log.namespace.is_none() {
+        log.namespace = None;
+    }
+
+    let actions = shared.faults.lock().expect("faults lock").check(&log);
+    for a in actions {
+        match a {
+            FaultAction::Latency(d) => tokio::time::sleep(d).await,
+            FaultAction::Drop => {
+                conn.kill.store(true, Ordering::SeqCst);
+                log.fault = true;
+                log.status = 0;
+                log.duration = arrived.elapsed();
+                shared.log.lock().expect("log lock").push(log);
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
+            FaultAction::Status { code, retry_after } => {
+                let reason = match code {
+                    429 => "TooManyRequests",
+                    500 => "InternalError",
+                    503 => "ServiceUnavailable",
+                    504 => "Timeout",
+                    409 => "Conflict",
+                    _ => "Unknown",
+                };
+                let msg = match code {
+                    429 => "Too many requests, please try again later.".to_string(),
+                    _ => format!("injected fault: HTTP {code}"),
+                };
+                let mut e = ApiError::new(code, reason, msg);
+                let retry = retry_after.or(if code == 429 { Some(1) } else { None });
+                if let Some(s) = retry {
+                    e.details = Some(Box::new(json!({"retryAfterSeconds": s})));
+                }
+                let mut resp = error_response(&e);
+                if let Some(s) = retry {
+                    resp.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(s));
+                }
+                log.fault = true;
+                log.status = code;
+                log.duration = arrived.elapsed();
+                shared.log.lock().expect("log lock").push(log);
+                return resp;
+            }
+        }
+    }
+
+    let body = match axum::body::to_bytes(req.into_body(), 256 << 20).await {
+        Ok(b) => b,
+        Err(_) => {
+            let r = error_response(&ApiError::bad_request("could not read body"));
+            log.status = 400;
+            shared.log.lock().expect("log lock").push(log);
+            return r;
+        }
+    };
+    if content_type
+        .as_deref()
+        .is_some_and(|c| c.contains("protobuf"))
+        && !body.is_empty()
+    {
+        let e = ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml; got {}",
+                content_type.as_deref().unwrap_or_default()
+            ),
+        );
+        let r = error_response(&e);
+        log.status = 415;
+        log.duration = arrived.elapsed();
+        shared.log.lock().expect("log lock").push(log);
+        return r;
+    }
+    let resp = match (&res, &info) {
+        (None, _) => non_resource(&shared, &catalog, &method, &segs, &headers),
+        (Some(_), None) => error_response(&ApiError::resource_not_found()),
+        (Some(r), Some(info)) => resource(&shared, r, info, verb, &query, &headers, &body, &log),
+    };
+    log.status = resp.status().as_u16();
+    log.duration = arrived.elapsed();
+    shared.log.lock().expect("log lock").push(log);
+    resp
+}
+
+fn wants_aggregated(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| {
+            a.split(',').next().is_some_and(|first| {
+                first.contains("as=APIGroupDiscoveryList")
+                    && first.contains("v=v2")
+                    && !first.contains("v2beta1")
+            }) || a.contains("g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList")
+        })
+}
+
+fn non_resource(
+    shared: &Shared,
+    catalog: &Catalog,
+    method: &Method,
+    segs: &[&str],
+    headers: &HeaderMap,
+) -> Response {
+    if method != Method::GET {
+        return error_response(&ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        ));
+    }
+    let _ = shared;
+    match segs {
+        ["version"] => json_response(
+            200,
+            &json!({"major": "1", "minor": "32", "gitVersion": "v1.32.0-flux-order-test",
+            "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
+            "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.23", "compiler": "gc", "platform": "linux/amd64"}),
+        ),
+        ["healthz"] | ["readyz"] | ["livez"] => (StatusCode::OK, "ok").into_response(),
+        ["api"] | ["apis"] if wants_aggregated(headers) => {
+            let mut r = json_response(200, &catalog.aggregated(segs[0] == "api"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(AGGREGATED_CT),
+            );
+            r
+        }
+        ["openapi", "v3"] => json_response(200, &catalog.openapi_v3_root()),
+        ["openapi", "v3", "api", v] => match catalog.openapi_v3_gv("", v) {
+            Some(d) => json_response(200, &d),
+            None => error_response(
+                &ApiError::new(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                )
+                .details(json!({})),
+            ),
+        },
+        ["openapi", "v3", "apis", g, v] => match catalog.openapi_v3_gv(g, v) {
+            Some(d) => json_response(200, &d),
+            None => error_response(
+                &ApiError::new(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                )
+                .details(json!({})),
+            ),
+        },
+        ["api"] => json_response(200, &catalog.api_versions()),
+        ["apis"] => json_response(200, &catalog.api_group_list()),
+        ["api", "v1"] => json_response(200, &catalog.resource_list("", "v1")),
+        ["apis", g] if catalog.has_group(g) => json_response(200, &catalog.api_group(g)),
+        ["apis", g, v] if catalog.has_group_version(g, v) => {
+            json_response(200, &catalog.resource_list(g, v))
+        }
+        _ => error_response(
+            &ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            )
+            .details(json!({})),
+        ),
+    }
+}
+
+fn manager(query: &[(String, String)], headers: &HeaderMap) -> String {
+    if let Some(m) = q(query, "fieldManager") {
+        return m.to_string();
+    }
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| ua.split('/').next().unwrap_or(ua).to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=Table"))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn resource(
+    shared: &Arc<Shared>,
+    r: &ResPath,
+    info: &ResourceInfo,
+    verb: Verb,
+    query: &[(String, String)],
+    headers: &HeaderMap,
+    body: &[u8],
+    log: &RequestLog,
+) -> Response {
+    // Scope checks.
+    if r.namespace.is_some() && !info.namespaced {
+        return error_response(&ApiError::resource_not_found());
+    }
+    if let Some(s) = &r.sub {
+        let ok = (s == "status" && info.status) || (info.kind == "Namespace" && s == "finalize");
+        if !ok {
+            return error_response(&ApiError::resource_not_found());
+        }
+    }
+    let ns = r.namespace.clone().unwrap_or_default();
+    if info.namespaced && r.namespace.is_none() && !matches!(verb, Verb::List | Verb::Watch) {
+        return error_response(&ApiError::resource_not_found());
+    }
+    let parse_body = || -> Result<Value, ApiError> {
+        let text =
+            std::str::from_utf8(body).map_err(|_| ApiError::bad_request("body is not UTF-8"))?;
+        serde_json::from_str(text)
+            .or_else(|_| serde_saphyr::from_str::<Value>(text))
+            .map_err(|e| ApiError::bad_request(format!("error decoding body: {e}")))
+    };
+    let p = WriteParams {
+        info,
+        ns: &ns,
+        sub: r.sub.as_deref(),
+        dry_run: log.dry_run,
+        manager: manager(query, headers),
+        force: log.force,
+        opts: &shared.opts,
+    };
+    let labels = match Selector::parse(q(query, "labelSelector").unwrap_or(""), false) {
+        Ok(s) => s,
+        Err(e) => return error_response(&ApiError::bad_request(e)),
+    };
+    let fields = match Selector::parse(q(query, "fieldSelector").unwrap_or(""), true) {
+        Ok(s) => s,
+        Err(e) => return error_response(&ApiError::bad_request(e)),
+    };
+    let name = r.name.clone().unwrap_or_default();
+    let result: Result<(Value, u16), ApiError> = match verb {
+        Verb::Watch => {
+            let rv = q(query, "resourceVersion").unwrap_or("");
+            let from_rv = match rv {
+                "" | "0" => None,
+                s => match s.parse::<u64>() {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        return error_response(&ApiError::bad_request(format!(
+                            "invalid resource version: {s}"
+                        )));
+                    }
+                },
+            };
+            let timeout = q(query, "timeoutSeconds")
+                .and_then(|s| s.parse::<u64>().ok())
+                .map(Duration::from_secs)
+                .unwrap_or(Duration::from_secs(1800));
+            let spec = crate::watch::WatchSpec {
+                info: info.clone(),
+                namespace: r.namespace.clone(),
+                from_rv,
+                labels,
+                fields,
+                timeout,
+                bookmarks: q(query, "allowWatchBookmarks") == Some("true"),
+                send_initial_events: q(query, "sendInitialEvents") == Some("true"),
+            };
+            let body = crate::watch::start(shared.clone(), spec);
+            let mut resp = Response::new(body);
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            resp.headers_mut().insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+            return resp;
+        }
+        Verb::List => {
+            let st = shared.state.lock().expect("state lock");
+            let items: Vec<Value> = st
+                .list(info, r.namespace.as_deref())
+                .into_iter()
+                .filter(|o| labels.matches(o) && fields.matches(o))
+                .map(|o| verbs::present(o.clone(), info))
+                .collect();
+            let rv = st.rv.to_string();
+            drop(st);
+            if wants_table(headers) {
+                return json_response(200, &crate::table::table(info, &items, &rv));
+            }
+            Ok((
+                json!({"kind": format!("{}List", info.kind), "apiVersion": info.api_version(),
+                "metadata": {"resourceVersion": rv}, "items": items}),
+                200,
+            ))
+        }
+        Verb::Get => {
+            let st = shared.state.lock().expect("state lock");
+            let got = verbs::get(&st, info, &ns, &name);
+            let rv = st.rv.to_string();
+            drop(st);
+            match got {
+                Ok(o) if wants_table(headers) => {
+                    return json_response(200, &crate::table::table(info, &[o], &rv));
+                }
+                Ok(o) => Ok((o, 200)),
+                Err(e) => Err(e),
+            }
+        }
+        Verb::Create => parse_body().and_then(|b| {
+            let mut st = shared.state.lock().expect("state lock");
+            verbs::create(&mut st, &p, b)
+        }),
+        Verb::Update => parse_body().and_then(|b| {
+            let mut st = shared.state.lock().expect("state lock");
+            verbs::update(&mut st, &p, &name, b)
+        }),
+        Verb::Apply if q(query, "fieldManager").is_none() => Err(ApiError::bad_request(
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+        )),
+        Verb::Apply | Verb::Patch => {
+            let ct = log.content_type.clone().unwrap_or_default();
+            let mut st = shared.state.lock().expect("state lock");
+            verbs::patch(&mut st, &p, &name, &ct, body)
+        }
+        Verb::Delete => {
+            let opts = if body.is_empty() {
+                json!({})
+            } else {
+                parse_body().unwrap_or(json!({}))
+            };
+            let mut p = p;
+            if opts["dryRun"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|v| v == "All"))
+            {
+                p.dry_run = true;
+            }
+            let mut st = shared.state.lock().expect("state lock");
+            verbs::delete(&mut st, &p, &name, &opts)
+        }
+        Verb::DeleteCollection => {
+            let mut st = shared.state.lock().expect("state lock");
+            let names: Vec<(String, String)> = st
+                .list(info, r.namespace.as_deref())
+                .into_iter()
+                .filter(|o| labels.matches(o) && fields.matches(o))
+                .map(|o| {
+                    (
+                        o["metadata"]["namespace"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                        o["metadata"]["name"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                    )
+                })
+                .collect();
+            let mut items = vec![];
+            for (ns, n) in names {
+                let pp = WriteParams {
+                    info,
+                    ns: &ns,
+                    sub: None,
+                    dry_run: p.dry_run,
+                    manager: p.manager.clone(),
+                    force: false,
+                    opts: p.opts,
+                };
+                if let Ok((o, _)) = verbs::delete(&mut st, &pp, &n, &json!({})) {
+                    items.push(o);
+                }
+            }
+            Ok((
+                json!({"kind": format!("{}List", info.kind), "apiVersion": info.api_version(),
+                "metadata": {"resourceVersion": st.rv.to_string()}, "items": items}),
+                200,
+            ))
+        }
+        Verb::NonResource => Err(ApiError::new(405, "MethodNotAllowed", "method not allowed")),
+    };
+    match result {
+        Ok((v, code)) => json_response(code, &v),
+        Err(e) => error_response(&e),
+    }
+}
