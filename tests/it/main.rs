@@ -1,1 +1,6 @@
-//! integration tests
+//! Integration tests: drive the real `kubectl-flux_order` binary on throw-away fleets, the example
+//! fleet and the shared corpora. One test binary; one module per feature; helpers in `util`.
+
+mod util;
+
+mod plan;
