@@ -830,4 +830,48 @@ mod tests {
         let e = read_entries(&o3);
         assert_eq!(e.len(), 1, "m1 lost its only field: {e:?}");
     }
+
+    #[test]
+    fn apply_removes_keyed_list_elements_and_status_part() {
+        let d = |cs: Value| {
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"},
+            "spec": {"template": {"spec": {"containers": cs}}}})
+        };
+        let o1 = apply(
+            None,
+            &d(json!([{"name": "a", "image": "1"}, {"name": "b", "image": "1"}])),
+            "m",
+            "apps/v1",
+            Part::NoStatus,
+            false,
+            "t",
+        )
+        .unwrap();
+        let o2 = apply(
+            Some(&o1),
+            &d(json!([{"name": "a", "image": "2"}])),
+            "m",
+            "apps/v1",
+            Part::NoStatus,
+            false,
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            o2["spec"]["template"]["spec"]["containers"],
+            json!([{"name": "a", "image": "2"}])
+        );
+        let mut st = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}, "status": {"replicas": 1}, "spec": {"replicas": 9}});
+        let o3 = apply(Some(&o2), &st, "ctl", "apps/v1", Part::Status, false, "t").unwrap();
+        assert_eq!(o3["status"]["replicas"], 1);
+        assert!(o3["spec"].get("replicas").is_none());
+        let e = read_entries(&o3);
+        assert!(
+            e.iter()
+                .any(|e| e.manager == "ctl" && e.subresource == "status")
+        );
+        st["status"]["replicas"] = json!(2);
+        let o4 = apply(Some(&o3), &st, "ctl", "apps/v1", Part::Status, false, "t").unwrap();
+        assert_eq!(o4["status"]["replicas"], 2);
+    }
 }

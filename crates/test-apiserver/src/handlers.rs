@@ -367,6 +367,9 @@ fn resource(
         return error_response(&ApiError::resource_not_found());
     }
     if let Some(s) = &r.sub {
+        if s == "scale" && info.scale {
+            return scale(shared, info, r, verb, query, headers, body, log);
+        }
         let ok = (s == "status" && info.status) || (info.kind == "Namespace" && s == "finalize");
         if !ok {
             return error_response(&ApiError::resource_not_found());
@@ -549,6 +552,110 @@ fn resource(
     };
     match result {
         Ok((v, code)) => json_response(code, &v),
+        Err(e) => error_response(&e),
+    }
+}
+
+fn scale_of(obj: &Value) -> Value {
+    let sel = obj["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let m = &obj["metadata"];
+    json!({"kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {"name": m["name"], "namespace": m["namespace"], "uid": m["uid"],
+            "resourceVersion": m["resourceVersion"], "creationTimestamp": m["creationTimestamp"]},
+        "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(1)},
+        "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": sel}})
+}
+
+/// The `/scale` subresource of Deployments, StatefulSets and ReplicaSets.
+#[allow(clippy::too_many_arguments)]
+fn scale(
+    shared: &Arc<Shared>,
+    info: &ResourceInfo,
+    r: &ResPath,
+    verb: Verb,
+    query: &[(String, String)],
+    headers: &HeaderMap,
+    body: &[u8],
+    log: &RequestLog,
+) -> Response {
+    let ns = r.namespace.clone().unwrap_or_default();
+    let name = r.name.clone().unwrap_or_default();
+    let mut st = shared.state.lock().expect("state lock");
+    let cur = match verbs::get(&st, info, &ns, &name) {
+        Ok(o) => o,
+        Err(e) => return error_response(&e),
+    };
+    let replicas = match verb {
+        Verb::Get => return json_response(200, &scale_of(&cur)),
+        Verb::Update | Verb::Patch | Verb::Apply => {
+            let mut sc = scale_of(&cur);
+            let doc: Value = match serde_json::from_slice(body) {
+                Ok(v) => v,
+                Err(e) => {
+                    return error_response(&ApiError::bad_request(format!(
+                        "error decoding body: {e}"
+                    )));
+                }
+            };
+            let ct = log.content_type.as_deref().unwrap_or_default();
+            if verb == Verb::Update {
+                sc = doc;
+            } else if ct.starts_with("application/json-patch") {
+                if let Err(e) = crate::apply::json_patch(&mut sc, &doc) {
+                    return error_response(&ApiError::new(422, "Invalid", e));
+                }
+            } else {
+                crate::apply::merge_patch(&mut sc, &doc);
+            }
+            match sc["spec"]["replicas"].as_i64() {
+                Some(n) if n >= 0 => n,
+                _ => {
+                    return error_response(&ApiError::invalid(
+                        info,
+                        &name,
+                        vec![(
+                            "spec.replicas".into(),
+                            "FieldValueInvalid",
+                            "Invalid value: must be greater than or equal to 0".into(),
+                        )],
+                    ));
+                }
+            }
+        }
+        _ => {
+            return error_response(&ApiError::new(
+                405,
+                "MethodNotAllowed",
+                "method not allowed",
+            ));
+        }
+    };
+    let p = WriteParams {
+        info,
+        ns: &ns,
+        sub: None,
+        dry_run: log.dry_run,
+        manager: manager(query, headers),
+        force: false,
+        opts: &shared.opts,
+    };
+    let patch = json!({"spec": {"replicas": replicas}}).to_string();
+    match verbs::patch(
+        &mut st,
+        &p,
+        &name,
+        "application/merge-patch+json",
+        patch.as_bytes(),
+    ) {
+        Ok((o, _)) => json_response(200, &scale_of(&o)),
         Err(e) => error_response(&e),
     }
 }

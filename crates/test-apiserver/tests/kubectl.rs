@@ -285,3 +285,36 @@ fn kubectl_client_side_apply_and_slow_delete() {
     );
     assert!(s.get("v1", "ConfigMap", Some("default"), "c1").is_none());
 }
+
+#[test]
+fn kubectl_scale_and_client_side_deployment_apply() {
+    let s = TestServer::start(ServerOptions::default());
+    let Some(k) = Kubectl::new(&s) else { return };
+    let d = k.write(
+        "d.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: d}\n  template:\n    metadata:\n      labels: {app: d}\n    spec:\n      containers:\n      - {name: a, image: a:1}\n      - {name: b, image: b:1}\n",
+    );
+    assert!(k.ok(&["apply", "-f", &d]).contains("created"));
+    let text = std::fs::read_to_string(&d)
+        .unwrap()
+        .replace("a:1", "a:2")
+        .replace("      - {name: b, image: b:1}\n", "");
+    std::fs::write(&d, text).unwrap();
+    assert!(k.ok(&["apply", "-f", &d]).contains("configured"));
+    let imgs = k.ok(&[
+        "get",
+        "deploy",
+        "d",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[*].image}",
+    ]);
+    assert_eq!(imgs, "a:2");
+    let out = k.ok(&["scale", "deployment/d", "--replicas=4"]);
+    assert!(out.contains("scaled"), "{out}");
+    let dep = s
+        .get("apps/v1", "Deployment", Some("default"), "d")
+        .unwrap();
+    assert_eq!(dep["spec"]["replicas"], 4);
+    assert_eq!(dep["metadata"]["generation"], 3);
+    k.ok(&["rollout", "status", "deployment/d", "--timeout=20s"]);
+}
