@@ -217,25 +217,31 @@ pub(crate) async fn handle(
             return r;
         }
     };
-    if content_type
+    let body = if content_type
         .as_deref()
         .is_some_and(|c| c.contains("protobuf"))
         && !body.is_empty()
     {
-        let e = ApiError::new(
-            415,
-            "UnsupportedMediaType",
-            format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml; got {}",
-                content_type.as_deref().unwrap_or_default()
-            ),
-        );
-        let r = error_response(&e);
-        log.status = 415;
-        log.duration = arrived.elapsed();
-        shared.log.lock().expect("log lock").push(log);
-        return r;
-    }
+        match crate::protobuf::decode(&body) {
+            Ok(v) => axum::body::Bytes::from(serde_json::to_vec(&v).expect("json")),
+            Err(m) => {
+                let e = ApiError::new(
+                    415,
+                    "UnsupportedMediaType",
+                    format!(
+                        "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml ({m})"
+                    ),
+                );
+                let r = error_response(&e);
+                log.status = 415;
+                log.duration = arrived.elapsed();
+                shared.log.lock().expect("log lock").push(log);
+                return r;
+            }
+        }
+    } else {
+        body
+    };
     let resp = match (&res, &info) {
         (None, _) => non_resource(&shared, &catalog, &method, &segs, &headers),
         (Some(_), None) => error_response(&ApiError::resource_not_found()),

@@ -21,6 +21,7 @@ mod faults;
 mod handlers;
 mod kubeconfig;
 mod log;
+mod protobuf;
 mod selector;
 mod store;
 mod table;

@@ -318,3 +318,44 @@ fn kubectl_scale_and_client_side_deployment_apply() {
     assert_eq!(dep["metadata"]["generation"], 3);
     k.ok(&["rollout", "status", "deployment/d", "--timeout=20s"]);
 }
+
+#[test]
+fn kubectl_typed_generators_send_protobuf() {
+    let s = TestServer::start(ServerOptions::default());
+    let Some(k) = Kubectl::new(&s) else { return };
+    assert!(
+        k.ok(&["create", "namespace", "gen"])
+            .contains("namespace/gen created")
+    );
+    k.ok(&[
+        "create",
+        "configmap",
+        "c",
+        "-n",
+        "gen",
+        "--from-literal=a=b",
+    ]);
+    k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "sec",
+        "-n",
+        "gen",
+        "--from-literal=p=hunter2",
+    ]);
+    k.ok(&["create", "serviceaccount", "sa", "-n", "gen"]);
+    assert_eq!(
+        s.get("v1", "ConfigMap", Some("gen"), "c").unwrap()["data"]["a"],
+        "b"
+    );
+    assert_eq!(
+        s.get("v1", "Secret", Some("gen"), "sec").unwrap()["data"]["p"],
+        "aHVudGVyMg=="
+    );
+    assert!(s.get("v1", "ServiceAccount", Some("gen"), "sa").is_some());
+    assert_eq!(
+        k.ok(&["get", "ns", "gen", "-o", "jsonpath={.status.phase}"]),
+        "Active"
+    );
+}
