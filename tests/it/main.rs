@@ -3,5 +3,6 @@
 
 mod util;
 
+mod build;
 mod graph;
 mod plan;
