@@ -87,10 +87,10 @@ fn map_entry(b: &[u8], bytes_value: bool) -> Option<(String, Value)> {
 }
 
 fn insert_map(obj: &mut Map<String, Value>, key: &str, entry: Option<(String, Value)>) {
-    if let Some((k, v)) = entry {
-        if let Some(m) = obj.entry(key).or_insert_with(|| json!({})).as_object_mut() {
-            m.insert(k, v);
-        }
+    if let Some((k, v)) = entry
+        && let Some(m) = obj.entry(key).or_insert_with(|| json!({})).as_object_mut()
+    {
+        m.insert(k, v);
     }
 }
 
