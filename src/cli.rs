@@ -11,7 +11,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// kustomize-controller would (Flux overlays, postBuild substitution), orders them by dependsOn
 /// and shows the plan.
 #[derive(Debug, Parser)]
-#[command(name = "kubectl flux-order", bin_name = "kubectl flux-order", version, max_term_width = 100)]
+#[command(
+    name = "kubectl flux-order",
+    bin_name = "kubectl flux-order",
+    version,
+    max_term_width = 100
+)]
 pub struct Cli {
     /// The command.
     #[command(subcommand)]
@@ -22,14 +27,31 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show the waves, objects and health gates of a fleet (no cluster needed).
-    #[command(after_help = "Examples:\n  kubectl flux-order plan ./clusters/production\n  kubectl flux-order plan ./clusters/production -o json\n  kubectl flux-order plan ./clusters/staging --only apps/podinfo")]
+    #[command(
+        after_help = "Examples:\n  kubectl flux-order plan ./clusters/production\n  kubectl flux-order plan ./clusters/production -o json\n  kubectl flux-order plan ./clusters/staging --only apps/podinfo"
+    )]
     Plan(PlanArgs),
     /// Print the dependency graph as Graphviz DOT or Mermaid (no cluster needed).
-    #[command(after_help = "Examples:\n  kubectl flux-order graph ./clusters/production | dot -Tsvg > fleet.svg\n  kubectl flux-order graph ./clusters/production -o mermaid")]
+    #[command(
+        after_help = "Examples:\n  kubectl flux-order graph ./clusters/production | dot -Tsvg > fleet.svg\n  kubectl flux-order graph ./clusters/production -o mermaid"
+    )]
     Graph(GraphArgs),
     /// Print the manifests one Kustomization would apply, like `flux build kustomization`.
-    #[command(after_help = "Examples:\n  kubectl flux-order build ./clusters/production --name flux-system/apps")]
+    #[command(
+        after_help = "Examples:\n  kubectl flux-order build ./clusters/production --name flux-system/apps"
+    )]
     Build(BuildArgs),
+    /// Apply the fleet in dependency order: server-side apply, health-gated, in parallel where the
+    /// graph allows.
+    #[command(
+        after_help = "Examples:\n  kubectl flux-order apply ./clusters/production\n  kubectl flux-order apply ./clusters/production --only flux-system/apps --concurrency 8\n  kubectl flux-order apply ./clusters/production --dry-run=server   # same as diff"
+    )]
+    Apply(ApplyArgs),
+    /// Server-side dry-run of every object, with a diff per changed object (writes nothing).
+    #[command(
+        after_help = "Exit codes: 0 no change, 1 changes found, 2 error.\n\nExamples:\n  kubectl flux-order diff ./clusters/production"
+    )]
+    Diff(DiffArgs),
     /// Print a shell completion script.
     Completion {
         /// The shell.
@@ -123,4 +145,92 @@ pub struct BuildArgs {
     /// Print Secret values and Secret-backed substitutions in clear.
     #[arg(long)]
     pub show_secrets: bool,
+}
+
+/// How to reach the cluster (kubectl's flags).
+#[derive(Debug, Args, Clone)]
+pub struct ClusterArgs {
+    /// Path to the kubeconfig file (default: KUBECONFIG, then ~/.kube/config, then in-cluster).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Bound on one API request before it is retried (Go duration, e.g. 30s).
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub request_timeout: String,
+}
+
+/// Progress output of `apply`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressFormat {
+    /// Live bars on a terminal, timestamped lines otherwise.
+    Text,
+    /// One JSON event per line on stdout.
+    Json,
+}
+
+/// `--dry-run` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DryRun {
+    /// Apply for real.
+    None,
+    /// Server-side dry-run: like `diff`.
+    Server,
+}
+
+/// `apply` flags.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Fleet to apply.
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// Cluster to apply to.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Kustomizations in flight at most.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub concurrency: usize,
+    /// Objects applied at once within one Kustomization's stage.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub object_concurrency: usize,
+    /// Start a wave only when the previous one is entirely Ready (default: start each
+    /// Kustomization as soon as its own dependencies are Ready).
+    #[arg(long)]
+    pub wave_barrier: bool,
+    /// Start nothing new after the first failure.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Recreate objects whose immutable fields changed, for every Kustomization (spec.force for all).
+    #[arg(long)]
+    pub force: bool,
+    /// Health-check timeout for every Kustomization, overriding spec.timeout (Go duration).
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// `server`: do a server-side dry-run instead (same as `diff`).
+    #[arg(long, value_enum, default_value_t = DryRun::None, value_name = "none|server")]
+    pub dry_run: DryRun,
+    /// Progress output.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = ProgressFormat::Text)]
+    pub output: ProgressFormat,
+    /// No colours (NO_COLOR is honoured too).
+    #[arg(long)]
+    pub no_color: bool,
+}
+
+/// `diff` flags.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Fleet to compare.
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// Cluster to compare with.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Print Secret values in clear.
+    #[arg(long)]
+    pub show_secrets: bool,
+    /// No colours (NO_COLOR is honoured too).
+    #[arg(long)]
+    pub no_color: bool,
 }

@@ -8,6 +8,8 @@ pub const FAILED: i32 = 1;
 /// Invalid input or usage: bad flags, a fleet that does not load, build or validate. Nothing was
 /// written.
 pub const INVALID_INPUT: i32 = 2;
+/// The cluster could not be reached (kubeconfig, connection, discovery). Nothing was written.
+pub const CLUSTER_UNREACHABLE: i32 = 3;
 /// Interrupted by SIGINT/SIGTERM.
 pub const INTERRUPTED: i32 = 130;
 
@@ -20,6 +22,18 @@ pub enum AppError {
     /// Bad usage or an unrecoverable setup problem.
     #[error(transparent)]
     Usage(anyhow::Error),
+    /// The cluster could not be reached.
+    #[error("{0}")]
+    Cluster(String),
+    /// Some Kustomizations did not become ready (the summary says which).
+    #[error("{0} Kustomization(s) not ready")]
+    Failed(usize),
+    /// `diff` found changes.
+    #[error("{0} object(s) would change")]
+    Changes(usize),
+    /// SIGINT or SIGTERM.
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl AppError {
@@ -27,6 +41,9 @@ impl AppError {
     pub fn exit_code(&self) -> i32 {
         match self {
             AppError::Invalid(_) | AppError::Usage(_) => INVALID_INPUT,
+            AppError::Cluster(_) => CLUSTER_UNREACHABLE,
+            AppError::Failed(_) | AppError::Changes(_) => FAILED,
+            AppError::Interrupted => INTERRUPTED,
         }
     }
 }

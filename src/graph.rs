@@ -58,7 +58,10 @@ pub enum GraphError {
 }
 
 fn fmt_cycle(c: &[KsId]) -> String {
-    c.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(" -> ")
+    c.iter()
+        .map(|k| k.to_string())
+        .collect::<Vec<_>>()
+        .join(" -> ")
 }
 
 /// A validated DAG.
@@ -75,24 +78,34 @@ pub struct Graph {
 impl Graph {
     /// Validates and levels the graph. Returns every error found.
     pub fn new(nodes: Vec<NodeInput>) -> Result<Graph, Vec<GraphError>> {
-        let inputs: BTreeMap<KsId, NodeInput> = nodes.into_iter().map(|n| (n.id.clone(), n)).collect();
+        let inputs: BTreeMap<KsId, NodeInput> =
+            nodes.into_iter().map(|n| (n.id.clone(), n)).collect();
         let mut errors = Vec::new();
         let mut preds: BTreeMap<KsId, BTreeSet<KsId>> = BTreeMap::new();
         for (id, n) in &inputs {
             let p = preds.entry(id.clone()).or_default();
             for d in &n.depends_on {
                 if d == id {
-                    errors.push(GraphError::SelfDependency { ks: id.clone(), file: n.file.clone() });
+                    errors.push(GraphError::SelfDependency {
+                        ks: id.clone(),
+                        file: n.file.clone(),
+                    });
                 } else if !inputs.contains_key(d) {
-                    errors.push(GraphError::Missing { ks: id.clone(), file: n.file.clone(), dep: d.clone() });
+                    errors.push(GraphError::Missing {
+                        ks: id.clone(),
+                        file: n.file.clone(),
+                        dep: d.clone(),
+                    });
                 } else {
                     p.insert(d.clone());
                 }
             }
-            if let Some(parent) = &n.parent {
-                if inputs.contains_key(parent) && parent != id {
-                    p.insert(parent.clone());
-                }
+            if let Some(parent) = n
+                .parent
+                .as_ref()
+                .filter(|p| inputs.contains_key(*p) && *p != id)
+            {
+                p.insert(parent.clone());
             }
         }
         errors.extend(find_cycles(&preds, &inputs));
@@ -108,7 +121,12 @@ impl Graph {
         for (id, w) in &wave_of {
             waves[*w].push(id.clone());
         }
-        Ok(Graph { inputs, preds, waves, wave_of })
+        Ok(Graph {
+            inputs,
+            preds,
+            waves,
+            wave_of,
+        })
     }
 
     /// The wave of a node.
@@ -121,19 +139,22 @@ impl Graph {
         self.preds.get(id).into_iter().flatten()
     }
 
-    /// Nodes that list `id` as a predecessor.
-    pub fn dependents(&self, id: &KsId) -> Vec<&KsId> {
-        self.preds.iter().filter(|(_, p)| p.contains(id)).map(|(k, _)| k).collect()
-    }
-
     /// The longest chain, first to last (ties broken by name).
     pub fn critical_path(&self) -> Vec<KsId> {
-        let Some(last) = self.waves.last().and_then(|w| w.first()) else { return Vec::new() };
+        let Some(last) = self.waves.last().and_then(|w| w.first()) else {
+            return Vec::new();
+        };
         let mut path = vec![last.clone()];
         let mut cur = last.clone();
         while self.wave(&cur) > 0 {
             let w = self.wave(&cur);
-            let Some(prev) = self.predecessors(&cur).find(|p| self.wave(p) + 1 == w).cloned() else { break };
+            let Some(prev) = self
+                .predecessors(&cur)
+                .find(|p| self.wave(p) + 1 == w)
+                .cloned()
+            else {
+                break;
+            };
             path.push(prev.clone());
             cur = prev;
         }
@@ -188,17 +209,28 @@ impl Graph {
     }
 }
 
-fn level(id: &KsId, preds: &BTreeMap<KsId, BTreeSet<KsId>>, memo: &mut BTreeMap<KsId, usize>) -> usize {
+fn level(
+    id: &KsId,
+    preds: &BTreeMap<KsId, BTreeSet<KsId>>,
+    memo: &mut BTreeMap<KsId, usize>,
+) -> usize {
     if let Some(w) = memo.get(id) {
         return *w;
     }
-    let w = preds[id].iter().map(|p| level(p, preds, memo) + 1).max().unwrap_or(0);
+    let w = preds[id]
+        .iter()
+        .map(|p| level(p, preds, memo) + 1)
+        .max()
+        .unwrap_or(0);
     memo.insert(id.clone(), w);
     w
 }
 
 /// Depth-first search over the predecessor edges; each cycle is reported once, as the full loop.
-fn find_cycles(preds: &BTreeMap<KsId, BTreeSet<KsId>>, inputs: &BTreeMap<KsId, NodeInput>) -> Vec<GraphError> {
+fn find_cycles(
+    preds: &BTreeMap<KsId, BTreeSet<KsId>>,
+    inputs: &BTreeMap<KsId, NodeInput>,
+) -> Vec<GraphError> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         Visiting,
@@ -238,9 +270,15 @@ fn find_cycles(preds: &BTreeMap<KsId, BTreeSet<KsId>>, inputs: &BTreeMap<KsId, N
     cycles
         .into_iter()
         .map(|cycle| {
-            let files: BTreeSet<String> =
-                cycle.iter().filter_map(|k| inputs.get(k)).map(|n| n.file.clone()).collect();
-            GraphError::Cycle { cycle, files: files.into_iter().collect() }
+            let files: BTreeSet<String> = cycle
+                .iter()
+                .filter_map(|k| inputs.get(k))
+                .map(|n| n.file.clone())
+                .collect();
+            GraphError::Cycle {
+                cycle,
+                files: files.into_iter().collect(),
+            }
         })
         .collect()
 }
@@ -261,9 +299,18 @@ mod tests {
 
     #[test]
     fn waves_and_critical_path() {
-        let g = Graph::new(vec![n("a/x", &[]), n("a/y", &["a/x"]), n("a/z", &["a/y", "a/x"]), n("a/w", &[])]).unwrap();
+        let g = Graph::new(vec![
+            n("a/x", &[]),
+            n("a/y", &["a/x"]),
+            n("a/z", &["a/y", "a/x"]),
+            n("a/w", &[]),
+        ])
+        .unwrap();
         assert_eq!(g.waves.len(), 3);
-        assert_eq!(g.waves[0], vec![KsId::parse("a/w").unwrap(), KsId::parse("a/x").unwrap()]);
+        assert_eq!(
+            g.waves[0],
+            vec![KsId::parse("a/w").unwrap(), KsId::parse("a/x").unwrap()]
+        );
         let cp: Vec<String> = g.critical_path().iter().map(|k| k.to_string()).collect();
         assert_eq!(cp, vec!["a/x", "a/y", "a/z"]);
     }
@@ -273,7 +320,10 @@ mod tests {
         let errs = Graph::new(vec![n("f/a", &["f/b"]), n("f/b", &["f/a"])]).unwrap_err();
         assert_eq!(errs.len(), 1);
         let msg = errs[0].to_string();
-        assert!(msg.starts_with("circular dependency detected: f/a -> f/b -> f/a"), "{msg}");
+        assert!(
+            msg.starts_with("circular dependency detected: f/a -> f/b -> f/a"),
+            "{msg}"
+        );
     }
 
     #[test]

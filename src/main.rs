@@ -3,10 +3,11 @@
 
 mod build;
 mod cli;
+mod cluster;
 mod commands;
+mod execute;
 mod exit;
 mod graph;
-#[allow(dead_code)] // wired in by the apply/health stages
 mod health;
 mod load;
 mod model;
@@ -38,9 +39,16 @@ fn run(cli: cli::Cli) -> Result<(), exit::AppError> {
             cli::Command::Plan(a) => commands::plan::run(a).await,
             cli::Command::Graph(a) => commands::graph::run(a).await,
             cli::Command::Build(a) => commands::build::run(a).await,
+            cli::Command::Apply(a) => commands::apply::run(a).await,
+            cli::Command::Diff(a) => commands::diff::run(a).await,
             cli::Command::Completion { shell } => {
                 let mut cmd = <cli::Cli as clap::CommandFactory>::command();
-                clap_complete::generate(*shell, &mut cmd, "kubectl-flux_order", &mut std::io::stdout());
+                clap_complete::generate(
+                    *shell,
+                    &mut cmd,
+                    "kubectl-flux_order",
+                    &mut std::io::stdout(),
+                );
                 Ok(())
             }
         }

@@ -17,7 +17,9 @@ pub struct Kustomize {
 #[derive(Debug, thiserror::Error)]
 pub enum KustomizeError {
     /// No kustomize and no kubectl on PATH.
-    #[error("neither `kustomize` nor `kubectl` was found on PATH; install one or pass --kustomize-bin")]
+    #[error(
+        "neither `kustomize` nor `kubectl` was found on PATH; install one or pass --kustomize-bin"
+    )]
     NotFound,
     /// The process could not be started.
     #[error("cannot run {program}: {source}")]
@@ -37,7 +39,9 @@ pub enum KustomizeError {
 
 fn on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 impl Kustomize {
@@ -55,10 +59,16 @@ impl Kustomize {
             });
         }
         if let Some(p) = on_path("kustomize") {
-            return Ok(Kustomize { program: p, subcommand: "build" });
+            return Ok(Kustomize {
+                program: p,
+                subcommand: "build",
+            });
         }
         if let Some(p) = on_path("kubectl") {
-            return Ok(Kustomize { program: p, subcommand: "kustomize" });
+            return Ok(Kustomize {
+                program: p,
+                subcommand: "kustomize",
+            });
         }
         Err(KustomizeError::NotFound)
     }
@@ -81,7 +91,10 @@ impl Kustomize {
             .kill_on_drop(true)
             .output()
             .await
-            .map_err(|source| KustomizeError::Spawn { program: self.describe(), source })?;
+            .map_err(|source| KustomizeError::Spawn {
+                program: self.describe(),
+                source,
+            })?;
         if !out.status.success() {
             let mut message = String::from_utf8_lossy(&out.stderr).trim().to_string();
             if message.is_empty() {

@@ -12,7 +12,8 @@ use serde_json::{Map, Value, json};
 use crate::model::KustomizationSpec;
 
 /// The file names kustomize recognises, in its order of preference.
-pub const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
+pub const KUSTOMIZATION_FILES: [&str; 3] =
+    ["kustomization.yaml", "kustomization.yml", "Kustomization"];
 
 /// Why the build directory could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -50,12 +51,18 @@ pub enum OverlayError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> OverlayError + '_ {
-    move |source| OverlayError::Io { path: path.to_path_buf(), source }
+    move |source| OverlayError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The kustomization file in `dir`, if any.
 pub fn find_kustomization_file(dir: &Path) -> Option<PathBuf> {
-    KUSTOMIZATION_FILES.iter().map(|f| dir.join(f)).find(|p| p.is_file())
+    KUSTOMIZATION_FILES
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
 }
 
 /// What was prepared: the directory to build, and whether flux-order added origin annotations
@@ -74,7 +81,10 @@ pub struct Prepared {
 fn shadow_tree(root: &Path, rel: &Path, shadow: &Path) -> Result<PathBuf, OverlayError> {
     let mut src = root.to_path_buf();
     let mut dst = shadow.to_path_buf();
-    let parts: Vec<_> = rel.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+    let parts: Vec<_> = rel
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect();
     for part in parts {
         let name = part.as_os_str();
         link_entries(&src, &dst, |n| n == name)?;
@@ -140,8 +150,10 @@ fn scan_into(base: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), Overl
             continue;
         }
         let text = fs::read_to_string(&path).map_err(io_err(&path))?;
-        let docs = crate::yaml::from_multi(&text)
-            .map_err(|e| OverlayError::BadManifest { path: path.clone(), message: e.to_string() })?;
+        let docs = crate::yaml::from_multi(&text).map_err(|e| OverlayError::BadManifest {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         for d in &docs {
             if d.get("apiVersion").is_none() || d.get("kind").is_none() {
                 return Err(OverlayError::BadManifest {
@@ -190,7 +202,10 @@ pub fn prepare(
         None => {
             let resources = scan_resources(&src_dir)?;
             let mut m = Map::new();
-            m.insert("apiVersion".into(), json!("kustomize.config.k8s.io/v1beta1"));
+            m.insert(
+                "apiVersion".into(),
+                json!("kustomize.config.k8s.io/v1beta1"),
+            );
             m.insert("kind".into(), json!("Kustomization"));
             if resources.is_empty() {
                 m.insert("namespace".into(), json!("_placeholder"));
@@ -203,7 +218,10 @@ pub fn prepare(
     if let Some(spec) = spec {
         merge_flux_fields(&mut kus, spec, &src_dir)?;
     }
-    let has_resources = kus.get("resources").and_then(Value::as_array).is_some_and(|r| !r.is_empty());
+    let has_resources = kus
+        .get("resources")
+        .and_then(Value::as_array)
+        .is_some_and(|r| !r.is_empty());
     if !has_resources && !kus.contains_key("buildMetadata") && spec.is_some() {
         // Flux sets this to avoid kustomize's "kustomization.yaml is empty" error.
         kus.insert("buildMetadata".into(), json!(["originAnnotations"]));
@@ -221,11 +239,17 @@ pub fn prepare(
         }
     }
     let text = crate::yaml::to_string(&Value::Object(kus)).map_err(|e| {
-        OverlayError::BadKustomization { path: src_dir.clone(), message: e.to_string() }
+        OverlayError::BadKustomization {
+            path: src_dir.clone(),
+            message: e.to_string(),
+        }
     })?;
     let file = build_dir.join("kustomization.yaml");
     fs::write(&file, text).map_err(io_err(&file))?;
-    Ok(Prepared { build_dir, strip_origin })
+    Ok(Prepared {
+        build_dir,
+        strip_origin,
+    })
 }
 
 /// Merges the Flux overlay fields into a kustomization, in Flux's order and with Flux's rules:
@@ -276,7 +300,9 @@ fn merge_flux_fields(
     if !spec.images.is_empty() {
         let list = array_field(kus, "images");
         for img in &spec.images {
-            let existing = list.iter_mut().find(|e| e.get("name").and_then(Value::as_str) == Some(&img.name));
+            let existing = list
+                .iter_mut()
+                .find(|e| e.get("name").and_then(Value::as_str) == Some(&img.name));
             match existing.and_then(Value::as_object_mut) {
                 Some(e) => {
                     if let Some(n) = &img.new_name {

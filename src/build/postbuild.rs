@@ -31,7 +31,9 @@ pub enum PostBuildError {
     #[error("failed to decode Kubernetes apiVersion, kind and name from: {0}")]
     Incomplete(String),
     /// Substitution failed for one object.
-    #[error("post build failed for '{subject}': envsubst error: variable substitution failed: {source}")]
+    #[error(
+        "post build failed for '{subject}': envsubst error: variable substitution failed: {source}"
+    )]
     Substitute {
         /// `Kind/ns/name` of the object.
         subject: String,
@@ -47,7 +49,9 @@ pub enum PostBuildError {
         message: String,
     },
     /// A variable name Flux rejects.
-    #[error("'{name}' var name is invalid, must match '^[_[:alpha:]][_[:alpha:][:digit:]]*$' (from {from})")]
+    #[error(
+        "'{name}' var name is invalid, must match '^[_[:alpha:]][_[:alpha:][:digit:]]*$' (from {from})"
+    )]
     InvalidVarName {
         /// The key.
         name: String,
@@ -84,7 +88,11 @@ impl VarIndex {
             if let Some(Value::Object(data)) = m.object.get("data") {
                 for (k, v) in data {
                     let s = v.as_str().unwrap_or_default();
-                    let s = if kind == "Secret" { decode_base64(s).unwrap_or_default() } else { s.to_string() };
+                    let s = if kind == "Secret" {
+                        decode_base64(s).unwrap_or_default()
+                    } else {
+                        s.to_string()
+                    };
                     values.insert(k.clone(), s);
                 }
             }
@@ -93,13 +101,21 @@ impl VarIndex {
                     values.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
                 }
             }
-            self.map.insert((ns.to_string(), kind.to_string(), name.to_string()), values);
+            self.map
+                .insert((ns.to_string(), kind.to_string(), name.to_string()), values);
         }
     }
 
     /// Adds one source's values directly (used for objects read from a cluster).
-    pub fn insert(&mut self, namespace: &str, kind: &str, name: &str, values: BTreeMap<String, String>) {
-        self.map.insert((namespace.into(), kind.into(), name.into()), values);
+    pub fn insert(
+        &mut self,
+        namespace: &str,
+        kind: &str,
+        name: &str,
+        values: BTreeMap<String, String>,
+    ) {
+        self.map
+            .insert((namespace.into(), kind.into(), name.into()), values);
     }
 
     /// Adds every source of `other`, overriding same-named ones.
@@ -110,8 +126,14 @@ impl VarIndex {
     }
 
     /// Looks one source up.
-    pub fn get(&self, namespace: &str, kind: &str, name: &str) -> Option<&BTreeMap<String, String>> {
-        self.map.get(&(namespace.to_string(), kind.to_string(), name.to_string()))
+    pub fn get(
+        &self,
+        namespace: &str,
+        kind: &str,
+        name: &str,
+    ) -> Option<&BTreeMap<String, String>> {
+        self.map
+            .get(&(namespace.to_string(), kind.to_string(), name.to_string()))
     }
 }
 
@@ -160,16 +182,25 @@ impl Vars {
 
 /// Resolves spec.postBuild variables: substituteFrom in order (later wins), then the inline map;
 /// every name must pass Flux's rule; every `\n` is deleted from values.
-pub fn resolve_vars(id: &KsId, spec: &KustomizationSpec, index: &VarIndex) -> Result<Vars, PostBuildError> {
+pub fn resolve_vars(
+    id: &KsId,
+    spec: &KustomizationSpec,
+    index: &VarIndex,
+) -> Result<Vars, PostBuildError> {
     let mut vars = Vars::default();
-    let Some(pb) = &spec.post_build else { return Ok(vars) };
+    let Some(pb) = &spec.post_build else {
+        return Ok(vars);
+    };
     for r in &pb.substitute_from {
         let from = format!("{}/{}", r.kind, r.name);
         match index.get(&id.namespace, &r.kind, &r.name) {
             Some(values) => {
                 for (k, v) in values {
                     if !envsubst::valid_var_name(k) {
-                        return Err(PostBuildError::InvalidVarName { name: k.clone(), from });
+                        return Err(PostBuildError::InvalidVarName {
+                            name: k.clone(),
+                            from,
+                        });
                     }
                     vars.values.insert(k.clone(), v.replace('\n', ""));
                     if r.kind == "Secret" {
@@ -236,15 +267,22 @@ pub struct PostBuildOptions<'a> {
 }
 
 /// Turns kustomize's output into the objects Flux would apply.
-pub fn post_build(output: &str, opts: &PostBuildOptions<'_>) -> Result<Vec<Manifest>, PostBuildError> {
+pub fn post_build(
+    output: &str,
+    opts: &PostBuildOptions<'_>,
+) -> Result<Vec<Manifest>, PostBuildError> {
     let substitute = opts.spec.is_some_and(|s| {
         s.post_build.is_some()
             && (!opts.vars.values.is_empty()
-                || s.post_build.as_ref().and_then(|p| p.substitute_strategy.as_deref()) == Some("Always"))
+                || s.post_build
+                    .as_ref()
+                    .and_then(|p| p.substitute_strategy.as_deref())
+                    == Some("Always"))
     });
     let mut out = Vec::new();
     for doc in split_documents(output) {
-        let mut obj: Value = crate::yaml::from_str(doc).map_err(|e| PostBuildError::Parse(e.to_string()))?;
+        let mut obj: Value =
+            crate::yaml::from_str(doc).map_err(|e| PostBuildError::Parse(e.to_string()))?;
         if obj.is_null() {
             continue;
         }
@@ -254,15 +292,23 @@ pub fn post_build(output: &str, opts: &PostBuildOptions<'_>) -> Result<Vec<Manif
             return Err(PostBuildError::Incomplete(doc.chars().take(200).collect()));
         }
         if substitute && !has_key_value(&obj, SUBSTITUTE_KEY, "disabled") {
-            let text = envsubst::substitute(doc, &opts.vars.values, opts.strict)
-                .map_err(|source| PostBuildError::Substitute { subject: crate::model::subject(&obj), source })?;
+            let text =
+                envsubst::substitute(doc, &opts.vars.values, opts.strict).map_err(|source| {
+                    PostBuildError::Substitute {
+                        subject: crate::model::subject(&obj),
+                        source,
+                    }
+                })?;
             obj = crate::yaml::from_str(&text).map_err(|e| PostBuildError::Reparse {
                 subject: crate::model::subject(&obj),
                 message: e.to_string(),
             })?;
         }
         let items = if is_list {
-            obj.get("items").and_then(Value::as_array).cloned().unwrap_or_default()
+            obj.get("items")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
         } else {
             vec![obj]
         };
@@ -271,7 +317,8 @@ pub fn post_build(output: &str, opts: &PostBuildOptions<'_>) -> Result<Vec<Manif
             if api.is_empty() || kind.is_empty() || name.is_empty() {
                 continue;
             }
-            if kind == "Kustomization" && crate::model::api_group(api) == "kustomize.config.k8s.io" {
+            if kind == "Kustomization" && crate::model::api_group(api) == "kustomize.config.k8s.io"
+            {
                 continue;
             }
             let origin = read_origin(&mut item, opts.strip_origin);
@@ -287,7 +334,10 @@ pub fn post_build(output: &str, opts: &PostBuildOptions<'_>) -> Result<Vec<Manif
                     set_meta(&mut item, "annotations", k, v);
                 }
             }
-            out.push(Manifest { object: item, origin });
+            out.push(Manifest {
+                object: item,
+                origin,
+            });
         }
     }
     Ok(out)
@@ -300,21 +350,31 @@ fn read_origin(obj: &mut Value, strip: bool) -> Option<String> {
     } else {
         annotations.get(ORIGIN_ANNOTATION).cloned()
     }?;
-    if strip && annotations.is_empty() {
-        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.remove("annotations");
-        }
+    if strip
+        && annotations.is_empty()
+        && let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut)
+    {
+        meta.remove("annotations");
     }
     let parsed: Value = crate::yaml::from_str(raw.as_str()?).ok()?;
-    parsed.get("path").and_then(Value::as_str).map(str::to_string)
+    parsed
+        .get("path")
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 /// Sets `metadata.<field>.<key> = value`, creating the maps as needed.
 pub fn set_meta(obj: &mut Value, field: &str, key: &str, value: &str) {
     let Some(o) = obj.as_object_mut() else { return };
-    let meta = o.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
-    let Some(meta) = meta.as_object_mut() else { return };
-    let m = meta.entry(field).or_insert_with(|| Value::Object(Map::new()));
+    let meta = o
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let Some(meta) = meta.as_object_mut() else {
+        return;
+    };
+    let m = meta
+        .entry(field)
+        .or_insert_with(|| Value::Object(Map::new()));
     if !m.is_object() {
         *m = Value::Object(Map::new());
     }

@@ -12,17 +12,20 @@ use crate::options::FleetSettings;
 
 /// Runs `build`.
 pub async fn run(args: &BuildArgs) -> Result<(), AppError> {
-    let id = KsId::parse(&args.name).with_context(|| format!("--name {}: expected NAMESPACE/NAME", args.name))?;
+    let id = KsId::parse(&args.name)
+        .with_context(|| format!("--name {}: expected NAMESPACE/NAME", args.name))?;
     let mut settings = FleetSettings::resolve(&args.fleet)?;
     settings.only = vec![id.clone()];
     let loaded = super::load_fleet(&settings).await?;
     super::print_warnings(&loaded.fleet);
-    let node = loaded
-        .fleet
-        .nodes
-        .get(&id)
-        .ok_or_else(|| anyhow!("Kustomization {id} not found in {}", args.fleet.path.display()))?;
-    let mut objects: Vec<serde_json::Value> = node.objects.iter().map(|m| m.object.clone()).collect();
+    let node = loaded.fleet.nodes.get(&id).ok_or_else(|| {
+        anyhow!(
+            "Kustomization {id} not found in {}",
+            args.fleet.path.display()
+        )
+    })?;
+    let mut objects: Vec<serde_json::Value> =
+        node.objects.iter().map(|m| m.object.clone()).collect();
     objects.extend(node.flux_objects.iter().map(|m| m.object.clone()));
     if !args.show_secrets {
         let masked = node.vars.masked();
@@ -42,6 +45,9 @@ pub async fn run(args: &BuildArgs) -> Result<(), AppError> {
         }
         objects = objects.iter().map(postbuild::mask_secret).collect();
     }
-    print!("{}", crate::yaml::to_multi(&objects).map_err(anyhow::Error::from)?);
+    print!(
+        "{}",
+        crate::yaml::to_multi(&objects).map_err(anyhow::Error::from)?
+    );
     Ok(())
 }

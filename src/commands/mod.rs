@@ -2,7 +2,9 @@
 //! needs and hands data to a renderer. This is the binary's edge: errors become [`AppError`]s
 //! with the whole list of problems, and nothing is printed as success before validation ends.
 
+pub mod apply;
 pub mod build;
+pub mod diff;
 pub mod graph;
 pub mod plan;
 
@@ -40,11 +42,16 @@ pub async fn load_fleet(settings: &FleetSettings) -> Result<Loaded, AppError> {
             file: n.file.clone(),
         })
         .collect();
-    let graph = Graph::new(inputs).map_err(|errs| AppError::Invalid(errs.iter().map(|e| e.to_string()).collect()))?;
+    let graph = Graph::new(inputs)
+        .map_err(|errs| AppError::Invalid(errs.iter().map(|e| e.to_string()).collect()))?;
     let selection = graph
         .select(&settings.only)
         .map_err(|errs| AppError::Invalid(errs.iter().map(|e| e.to_string()).collect()))?;
-    Ok(Loaded { fleet, graph, selection })
+    Ok(Loaded {
+        fleet,
+        graph,
+        selection,
+    })
 }
 
 /// Prints warnings to stderr, one per line.

@@ -12,7 +12,9 @@ pub async fn run(args: &PlanArgs) -> Result<(), AppError> {
     let report = plan::plan(&loaded.fleet, &loaded.graph, &loaded.selection);
     let out = match args.output {
         PlanFormat::Text => plan::render_text(&report),
-        PlanFormat::Json => serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)? + "\n",
+        PlanFormat::Json => {
+            serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)? + "\n"
+        }
         PlanFormat::Yaml => crate::yaml::to_string(&report).map_err(anyhow::Error::from)?,
     };
     if args.output != PlanFormat::Text {

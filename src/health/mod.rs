@@ -1,5 +1,5 @@
-//! Pure readiness rules: kstatus per kind and CEL health expressions; never
-//! touches the network.
+//! Health: pure readiness rules ([`kstatus`], [`cel_expr`]), the watchers that feed them
+//! ([`watch`], network-facing) and the gate the executor waits on ([`gate`]).
 //!
 //! [`kstatus`] reproduces the status computation Flux's kustomize-controller
 //! runs on every object it waits for (fluxcd/cli-utils kstatus, with Flux's
@@ -7,5 +7,9 @@
 //! `spec.healthCheckExprs` and a dependency's `readyExpr`. Both take objects
 //! as `serde_json::Value`s exactly as the API server returns them.
 
+// `eval_ready_expr` (dependsOn readyExpr) has no caller yet: see README "Not yet".
+#[allow(dead_code)]
 pub mod cel_expr;
+pub mod gate;
 pub mod kstatus;
+pub mod watch;

@@ -60,7 +60,9 @@ pub enum LoadError {
         source: PostBuildError,
     },
     /// A non-optional substituteFrom source is missing (strict).
-    #[error("{file}: Kustomization {ks}: substitute from '{source_ref}' error: not found in the fleet{hint}")]
+    #[error(
+        "{file}: Kustomization {ks}: substitute from '{source_ref}' error: not found in the fleet{hint}"
+    )]
     MissingVarSource {
         /// `namespace/name`.
         ks: String,
@@ -130,8 +132,6 @@ pub struct Fleet {
 pub struct Node {
     /// namespace/name.
     pub id: KsId,
-    /// apiVersion it was written with.
-    pub api_version: String,
     /// The spec (after the parent's build: patches and substitution applied).
     pub spec: KustomizationSpec,
     /// The file that defines it (for messages).
@@ -167,7 +167,9 @@ impl Node {
 
 /// Shows a path relative to the current directory when it is below it.
 pub fn display_path(p: &Path) -> String {
-    let cwd = std::env::current_dir().ok().and_then(|c| c.canonicalize().ok());
+    let cwd = std::env::current_dir()
+        .ok()
+        .and_then(|c| c.canonicalize().ok());
     match cwd.as_deref().and_then(|c| p.strip_prefix(c).ok()) {
         Some(rel) if !rel.as_os_str().is_empty() => rel.display().to_string(),
         _ => p.display().to_string(),
@@ -176,19 +178,30 @@ pub fn display_path(p: &Path) -> String {
 
 /// Loads, builds and validates a fleet. Returns every error found, not just the first.
 pub async fn load(opts: &LoadOptions, builder: &Builder) -> Result<Fleet, Vec<LoadError>> {
-    let path = opts.path.canonicalize().map_err(|_| vec![LoadError::PathNotFound(opts.path.clone())])?;
+    let path = opts
+        .path
+        .canonicalize()
+        .map_err(|_| vec![LoadError::PathNotFound(opts.path.clone())])?;
     if !path.is_dir() {
         return Err(vec![LoadError::PathNotFound(opts.path.clone())]);
     }
     let tmp = tempfile::Builder::new()
         .prefix("flux-order-sources-")
         .tempdir()
-        .map_err(|e| vec![LoadError::Scan { path: "temporary directory".into(), message: e.to_string() }])?;
+        .map_err(|e| {
+            vec![LoadError::Scan {
+                path: "temporary directory".into(),
+                message: e.to_string(),
+            }]
+        })?;
     let git_root = sources::git_root(&path);
     let mut flags = BTreeMap::new();
     for (k, d) in &opts.sources {
         let c = d.canonicalize().map_err(|_| {
-            vec![LoadError::Scan { path: d.display().to_string(), message: format!("--source {k}: no such directory") }]
+            vec![LoadError::Scan {
+                path: d.display().to_string(),
+                message: format!("--source {k}: no such directory"),
+            }]
         })?;
         flags.insert(k.clone(), c);
     }
@@ -215,7 +228,12 @@ pub async fn load(opts: &LoadOptions, builder: &Builder) -> Result<Fleet, Vec<Lo
     let unowned = if claimed || opts.scan {
         Vec::new()
     } else {
-        loader.root_objects.iter().filter(|m| !is_flux_api(object_meta(&m.object).0)).cloned().collect()
+        loader
+            .root_objects
+            .iter()
+            .filter(|m| !is_flux_api(object_meta(&m.object).0))
+            .cloned()
+            .collect()
     };
     if !unowned.is_empty() {
         loader.warnings.push(format!(
@@ -224,7 +242,13 @@ pub async fn load(opts: &LoadOptions, builder: &Builder) -> Result<Fleet, Vec<Lo
             display_path(&path)
         ));
     }
-    Ok(Fleet { path: opts.path.clone(), nodes: loader.nodes, unowned, warnings: loader.warnings, _tmp: tmp })
+    Ok(Fleet {
+        path: opts.path.clone(),
+        nodes: loader.nodes,
+        unowned,
+        warnings: loader.warnings,
+        _tmp: tmp,
+    })
 }
 
 struct Loader<'a> {
@@ -251,22 +275,50 @@ impl Loader<'_> {
             Ok((d, _)) if path.starts_with(&d) => d,
             _ => git_root.to_path_buf(),
         };
-        let rel = path.strip_prefix(&root).unwrap_or(Path::new("")).to_path_buf();
+        let rel = path
+            .strip_prefix(&root)
+            .unwrap_or(Path::new(""))
+            .to_path_buf();
         let shown = display_path(path);
-        let raw = self.builder.build(&root, &rel, None).await.map_err(|source| {
-            vec![LoadError::Build { ks: "(cluster root)".into(), file: shown.clone(), path: shown.clone(), source }]
-        })?;
+        let raw = self
+            .builder
+            .build(&root, &rel, None)
+            .await
+            .map_err(|source| {
+                vec![LoadError::Build {
+                    ks: "(cluster root)".into(),
+                    file: shown.clone(),
+                    path: shown.clone(),
+                    source,
+                }]
+            })?;
         let no_vars = Vars::default();
         let objs = postbuild::post_build(
             &raw.output,
-            &PostBuildOptions { owner: None, spec: None, vars: &no_vars, strict: false, strip_origin: raw.strip_origin },
+            &PostBuildOptions {
+                owner: None,
+                spec: None,
+                vars: &no_vars,
+                strict: false,
+                strip_origin: raw.strip_origin,
+            },
         )
-        .map_err(|source| vec![LoadError::PostBuild { ks: "(cluster root)".into(), file: shown.clone(), source }])?;
+        .map_err(|source| {
+            vec![LoadError::PostBuild {
+                ks: "(cluster root)".into(),
+                file: shown.clone(),
+                source,
+            }]
+        })?;
         self.sources.add_generators(objs.iter().map(|m| &m.object));
         let found: Vec<Found> = objs
             .iter()
             .filter(|m| postbuild::is_flux_kustomization(&m.object))
-            .map(|m| Found { object: m.object.clone(), file: origin_file(path, m), parent: None })
+            .map(|m| Found {
+                object: m.object.clone(),
+                file: origin_file(path, m),
+                parent: None,
+            })
             .collect();
         self.root_objects = objs;
         for f in found {
@@ -277,10 +329,20 @@ impl Loader<'_> {
 
     fn scan_files(&mut self, path: &Path) -> Result<(), Vec<LoadError>> {
         let mut files = Vec::new();
-        for entry in ignore::WalkBuilder::new(path).standard_filters(false).hidden(true).build() {
-            let entry = entry.map_err(|e| vec![LoadError::Scan { path: display_path(path), message: e.to_string() }])?;
+        for entry in ignore::WalkBuilder::new(path)
+            .standard_filters(false)
+            .hidden(true)
+            .build()
+        {
+            let entry = entry.map_err(|e| {
+                vec![LoadError::Scan {
+                    path: display_path(path),
+                    message: e.to_string(),
+                }]
+            })?;
             let p = entry.path();
-            if p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            if p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+            {
                 files.push(p.to_path_buf());
             }
         }
@@ -288,18 +350,32 @@ impl Loader<'_> {
         let mut all = Vec::new();
         for f in files {
             let shown = display_path(&f);
-            let text = std::fs::read_to_string(&f)
-                .map_err(|e| vec![LoadError::Scan { path: shown.clone(), message: e.to_string() }])?;
+            let text = std::fs::read_to_string(&f).map_err(|e| {
+                vec![LoadError::Scan {
+                    path: shown.clone(),
+                    message: e.to_string(),
+                }]
+            })?;
             let docs = match crate::yaml::from_multi(&text) {
                 Ok(d) => d,
                 Err(e) => {
-                    self.errors.push(LoadError::Scan { path: shown, message: e.to_string() });
+                    self.errors.push(LoadError::Scan {
+                        path: shown,
+                        message: e.to_string(),
+                    });
                     continue;
                 }
             };
             for d in docs {
                 if postbuild::is_flux_kustomization(&d) {
-                    self.add_found(Found { object: d.clone(), file: shown.clone(), parent: None }, None);
+                    self.add_found(
+                        Found {
+                            object: d.clone(),
+                            file: shown.clone(),
+                            parent: None,
+                        },
+                        None,
+                    );
                 }
                 all.push(d);
             }
@@ -312,7 +388,11 @@ impl Loader<'_> {
     fn add_found(&mut self, f: Found, claimer_spec_changed: Option<&mut bool>) {
         let (api, _, ns, name) = object_meta(&f.object);
         let shown_id = format!("{}/{}", if ns.is_empty() { "?" } else { ns }, name);
-        let invalid = |message: String| LoadError::Invalid { ks: shown_id.clone(), file: f.file.clone(), message };
+        let invalid = |message: String| LoadError::Invalid {
+            ks: shown_id.clone(),
+            file: f.file.clone(),
+            message,
+        };
         let version = api.rsplit('/').next().unwrap_or("");
         match version {
             "v1" => {}
@@ -326,7 +406,9 @@ impl Loader<'_> {
             }
         }
         if ns.is_empty() {
-            self.errors.push(invalid("metadata.namespace is not set (Flux never defaults a namespace)".into()));
+            self.errors.push(invalid(
+                "metadata.namespace is not set (Flux never defaults a namespace)".into(),
+            ));
             return;
         }
         let id = KsId::new(ns, name);
@@ -363,19 +445,27 @@ impl Loader<'_> {
         let (source_dir, mapping) = match self.sources.resolve(&source) {
             Ok(r) => r,
             Err(source) => {
-                self.errors.push(LoadError::Source { ks: id.to_string(), file: f.file, source });
+                self.errors.push(LoadError::Source {
+                    ks: id.to_string(),
+                    file: f.file,
+                    source,
+                });
                 return;
             }
         };
         let path_str = spec.path.clone().unwrap_or_default();
         let Some(rel_path) = sources::safe_rel(&path_str) else {
-            self.errors.push(invalid(format!("spec.path '{path_str}' escapes the source root of {source}")));
+            self.errors.push(invalid(format!(
+                "spec.path '{path_str}' escapes the source root of {source}"
+            )));
             return;
         };
         let full = source_dir.join(&rel_path);
         match full.canonicalize() {
             Ok(c) if !c.starts_with(&source_dir) => {
-                self.errors.push(invalid(format!("spec.path '{path_str}' escapes the source root of {source} through a symlink")));
+                self.errors.push(invalid(format!(
+                    "spec.path '{path_str}' escapes the source root of {source} through a symlink"
+                )));
                 return;
             }
             Ok(c) if c.is_dir() => {}
@@ -391,7 +481,6 @@ impl Loader<'_> {
             id.clone(),
             Node {
                 id,
-                api_version: api.to_string(),
                 spec,
                 file: f.file,
                 parent: f.parent,
@@ -436,7 +525,11 @@ impl Loader<'_> {
                         self.errors.push(LoadError::Build {
                             ks: id.to_string(),
                             file: n.file.clone(),
-                            path: format!("{} ({})", display_path(&n.dir()), n.spec.path.as_deref().unwrap_or("./")),
+                            path: format!(
+                                "{} ({})",
+                                display_path(&n.dir()),
+                                n.spec.path.as_deref().unwrap_or("./")
+                            ),
                             source,
                         });
                     }
@@ -459,7 +552,10 @@ impl Loader<'_> {
             let mut changed = false;
             for f in found {
                 let (_, _, ns, name) = object_meta(&f.object);
-                if f.parent.as_ref().is_some_and(|p| p.namespace == ns && p.name == name) {
+                if f.parent
+                    .as_ref()
+                    .is_some_and(|p| p.namespace == ns && p.name == name)
+                {
                     continue; // the bootstrap Kustomization contains itself
                 }
                 self.add_found(f, Some(&mut changed));
@@ -467,8 +563,11 @@ impl Loader<'_> {
             for n in self.nodes.values_mut() {
                 n.children.clear();
             }
-            let links: Vec<(KsId, KsId)> =
-                self.nodes.values().filter_map(|n| n.parent.clone().map(|p| (p, n.id.clone()))).collect();
+            let links: Vec<(KsId, KsId)> = self
+                .nodes
+                .values()
+                .filter_map(|n| n.parent.clone().map(|p| (p, n.id.clone())))
+                .collect();
             for (p, c) in links {
                 if let Some(pn) = self.nodes.get_mut(&p) {
                     pn.children.push(c);
@@ -503,7 +602,11 @@ impl Loader<'_> {
                 Ok(v) => v,
                 Err(source) => {
                     if strict {
-                        self.errors.push(LoadError::PostBuild { ks: id.to_string(), file: n.file.clone(), source });
+                        self.errors.push(LoadError::PostBuild {
+                            ks: id.to_string(),
+                            file: n.file.clone(),
+                            source,
+                        });
                     }
                     continue;
                 }
@@ -526,8 +629,9 @@ impl Loader<'_> {
             match result {
                 Ok(objs) => {
                     let n = self.nodes.get_mut(&id).expect("node exists");
-                    let (flux, payload): (Vec<_>, Vec<_>) =
-                        objs.into_iter().partition(|m| is_flux_api(object_meta(&m.object).0));
+                    let (flux, payload): (Vec<_>, Vec<_>) = objs
+                        .into_iter()
+                        .partition(|m| is_flux_api(object_meta(&m.object).0));
                     n.objects = payload;
                     n.flux_objects = flux;
                     n.vars = vars;
@@ -535,13 +639,20 @@ impl Loader<'_> {
                 }
                 Err(source) => {
                     if strict {
-                        self.errors.push(LoadError::PostBuild { ks: id.to_string(), file, source });
+                        self.errors.push(LoadError::PostBuild {
+                            ks: id.to_string(),
+                            file,
+                            source,
+                        });
                     }
                 }
             }
         }
-        let generators: Vec<Value> =
-            self.nodes.values().flat_map(|n| n.flux_objects.iter().map(|m| m.object.clone())).collect();
+        let generators: Vec<Value> = self
+            .nodes
+            .values()
+            .flat_map(|n| n.flux_objects.iter().map(|m| m.object.clone()))
+            .collect();
         self.sources.add_generators(generators.iter());
     }
 
@@ -589,7 +700,9 @@ impl Loader<'_> {
 
 impl Node {
     fn objects_with_children(&self) -> impl Iterator<Item = &Manifest> {
-        self.flux_objects.iter().filter(|m| postbuild::is_flux_kustomization(&m.object))
+        self.flux_objects
+            .iter()
+            .filter(|m| postbuild::is_flux_kustomization(&m.object))
     }
 }
 
@@ -598,7 +711,8 @@ fn origin_file(dir: &Path, m: &Manifest) -> String {
     match &m.origin {
         Some(o) => {
             let joined = dir.join(o);
-            let normal = sources::safe_rel(&joined.to_string_lossy()).map(|p| Path::new("/").join(p));
+            let normal =
+                sources::safe_rel(&joined.to_string_lossy()).map(|p| Path::new("/").join(p));
             display_path(&normal.unwrap_or(joined))
         }
         None => display_path(dir),

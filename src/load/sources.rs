@@ -13,7 +13,11 @@ use crate::model::SourceKey;
 
 /// The source that flux bootstrap creates and that maps to the git work tree by default.
 pub fn default_source() -> SourceKey {
-    SourceKey { kind: "GitRepository".into(), namespace: "flux-system".into(), name: "flux-system".into() }
+    SourceKey {
+        kind: "GitRepository".into(),
+        namespace: "flux-system".into(),
+        name: "flux-system".into(),
+    }
 }
 
 /// The root of the git work tree holding `path`, else `path` itself.
@@ -84,25 +88,58 @@ pub struct Sources {
 impl Sources {
     /// `flags` from `--source`, `git_root` for the default source, `tmp` for emulated artifacts.
     pub fn new(flags: BTreeMap<SourceKey, PathBuf>, git_root: PathBuf, tmp: PathBuf) -> Self {
-        Sources { flags, git_root, generators: BTreeMap::new(), emulated: BTreeMap::new(), tmp }
+        Sources {
+            flags,
+            git_root,
+            generators: BTreeMap::new(),
+            emulated: BTreeMap::new(),
+            tmp,
+        }
     }
 
     /// Records the ArtifactGenerators among `objects` (source.extensions.fluxcd.io).
     pub fn add_generators<'a>(&mut self, objects: impl IntoIterator<Item = &'a Value>) {
         for obj in objects {
             let (api, kind, ns, name) = crate::model::object_meta(obj);
-            if kind != "ArtifactGenerator" || crate::model::api_group(api) != "source.extensions.fluxcd.io" {
+            if kind != "ArtifactGenerator"
+                || crate::model::api_group(api) != "source.extensions.fluxcd.io"
+            {
                 continue;
             }
             let mut sources = BTreeMap::new();
-            for s in obj.pointer("/spec/sources").and_then(Value::as_array).into_iter().flatten() {
+            for s in obj
+                .pointer("/spec/sources")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let get = |k: &str| s.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-                let src_ns = Some(get("namespace")).filter(|n| !n.is_empty()).unwrap_or_else(|| ns.to_string());
-                sources.insert(get("alias"), SourceKey { kind: get("kind"), namespace: src_ns, name: get("name") });
+                let src_ns = Some(get("namespace"))
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| ns.to_string());
+                sources.insert(
+                    get("alias"),
+                    SourceKey {
+                        kind: get("kind"),
+                        namespace: src_ns,
+                        name: get("name"),
+                    },
+                );
             }
-            for a in obj.pointer("/spec/artifacts").and_then(Value::as_array).into_iter().flatten() {
-                let Some(aname) = a.get("name").and_then(Value::as_str) else { continue };
-                let key = SourceKey { kind: "ExternalArtifact".into(), namespace: ns.into(), name: aname.into() };
+            for a in obj
+                .pointer("/spec/artifacts")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let Some(aname) = a.get("name").and_then(Value::as_str) else {
+                    continue;
+                };
+                let key = SourceKey {
+                    kind: "ExternalArtifact".into(),
+                    namespace: ns.into(),
+                    name: aname.into(),
+                };
                 self.generators.insert(
                     key,
                     GeneratorArtifact {
@@ -127,12 +164,12 @@ impl Sources {
         if let Some(d) = self.emulated.get(key) {
             return Ok((d.clone(), Mapping::ArtifactGenerator));
         }
-        if key.kind == "ExternalArtifact" {
-            if let Some(g) = self.generators.get(key).cloned() {
-                let dir = self.emulate(key, &g)?;
-                self.emulated.insert(key.clone(), dir.clone());
-                return Ok((dir, Mapping::ArtifactGenerator));
-            }
+        if key.kind == "ExternalArtifact"
+            && let Some(g) = self.generators.get(key).cloned()
+        {
+            let dir = self.emulate(key, &g)?;
+            self.emulated.insert(key.clone(), dir.clone());
+            return Ok((dir, Mapping::ArtifactGenerator));
         }
         Err(SourceError::Unmapped { key: key.clone() })
     }
@@ -143,19 +180,32 @@ impl Sources {
             artifact: key.name.clone(),
             message,
         };
-        let out = self.tmp.join(format!("artifact-{}-{}", g.namespace, key.name));
+        let out = self
+            .tmp
+            .join(format!("artifact-{}-{}", g.namespace, key.name));
         fs::create_dir_all(&out).map_err(|e| fail(format!("{}: {e}", out.display())))?;
-        let rules = g.spec.get("copy").and_then(Value::as_array).cloned().unwrap_or_default();
+        let rules = g
+            .spec
+            .get("copy")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         for rule in rules {
             let from = rule.get("from").and_then(Value::as_str).unwrap_or("");
             let to = rule.get("to").and_then(Value::as_str).unwrap_or("");
-            let (alias, pattern) = split_alias(from).ok_or_else(|| fail(format!("copy from '{from}' must start with @alias/")))?;
-            let src_key = g.sources.get(alias).cloned().ok_or_else(|| fail(format!("unknown source alias '@{alias}'")))?;
+            let (alias, pattern) = split_alias(from)
+                .ok_or_else(|| fail(format!("copy from '{from}' must start with @alias/")))?;
+            let src_key = g
+                .sources
+                .get(alias)
+                .cloned()
+                .ok_or_else(|| fail(format!("unknown source alias '@{alias}'")))?;
             let (src_root, _) = self.resolve(&src_key).map_err(|e| fail(e.to_string()))?;
             let dest = to
                 .strip_prefix("@artifact")
                 .ok_or_else(|| fail(format!("copy to '{to}' must start with @artifact/")))?;
-            let dest_rel = safe_rel(dest).ok_or_else(|| fail(format!("copy to '{to}' escapes the artifact")))?;
+            let dest_rel = safe_rel(dest)
+                .ok_or_else(|| fail(format!("copy to '{to}' escapes the artifact")))?;
             let to_dir = to.ends_with('/') || dest_rel.as_os_str().is_empty();
             copy_rule(&src_root, pattern, &out, &dest_rel, to_dir).map_err(fail)?;
         }
@@ -200,9 +250,19 @@ fn glob_match(pat: &str, name: &str) -> bool {
     m(pat.as_bytes(), name.as_bytes())
 }
 
-fn copy_rule(src_root: &Path, pattern: &str, out: &Path, dest: &Path, to_dir: bool) -> Result<(), String> {
+fn copy_rule(
+    src_root: &Path,
+    pattern: &str,
+    out: &Path,
+    dest: &Path,
+    to_dir: bool,
+) -> Result<(), String> {
     let pattern = pattern.trim_start_matches("./");
-    if let Some(base) = pattern.strip_suffix("/**").or(if pattern == "**" { Some("") } else { None }) {
+    if let Some(base) =
+        pattern
+            .strip_suffix("/**")
+            .or(if pattern == "**" { Some("") } else { None })
+    {
         let from = src_root.join(safe_rel(base).ok_or("copy source escapes the source root")?);
         return copy_tree(&from, &out.join(dest));
     }
@@ -211,15 +271,23 @@ fn copy_rule(src_root: &Path, pattern: &str, out: &Path, dest: &Path, to_dir: bo
         None => ("", pattern),
     };
     if last.contains('*') || last.contains('?') {
-        let (dir, recursive) = match dir.strip_suffix("/**").or(if dir == "**" { Some("") } else { None }) {
-            Some(d) => (d, true),
-            None => (dir, false),
-        };
+        let (dir, recursive) =
+            match dir
+                .strip_suffix("/**")
+                .or(if dir == "**" { Some("") } else { None })
+            {
+                Some(d) => (d, true),
+                None => (dir, false),
+            };
         let from = src_root.join(safe_rel(dir).ok_or("copy source escapes the source root")?);
         return copy_matching(&from, &from, last, recursive, &out.join(dest));
     }
     let from = src_root.join(safe_rel(pattern).ok_or("copy source escapes the source root")?);
-    let target = if to_dir { out.join(dest).join(from.file_name().unwrap_or_default()) } else { out.join(dest) };
+    let target = if to_dir {
+        out.join(dest).join(from.file_name().unwrap_or_default())
+    } else {
+        out.join(dest)
+    };
     if from.is_dir() {
         copy_tree(&from, &target)
     } else if from.is_file() {
@@ -233,7 +301,9 @@ fn copy_file(from: &Path, to: &Path) -> Result<(), String> {
     if let Some(p) = to.parent() {
         fs::create_dir_all(p).map_err(|e| format!("{}: {e}", p.display()))?;
     }
-    fs::copy(from, to).map(|_| ()).map_err(|e| format!("{}: {e}", from.display()))
+    fs::copy(from, to)
+        .map(|_| ())
+        .map_err(|e| format!("{}: {e}", from.display()))
 }
 
 fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
@@ -248,12 +318,22 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
             continue;
         }
         let t = to.join(entry.file_name());
-        if p.is_dir() { copy_tree(&p, &t)? } else { copy_file(&p, &t)? }
+        if p.is_dir() {
+            copy_tree(&p, &t)?
+        } else {
+            copy_file(&p, &t)?
+        }
     }
     Ok(())
 }
 
-fn copy_matching(base: &Path, dir: &Path, pat: &str, recursive: bool, to: &Path) -> Result<(), String> {
+fn copy_matching(
+    base: &Path,
+    dir: &Path,
+    pat: &str,
+    recursive: bool,
+    to: &Path,
+) -> Result<(), String> {
     for entry in fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
         let entry = entry.map_err(|e| e.to_string())?;
         let p = entry.path();

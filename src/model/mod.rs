@@ -2,6 +2,7 @@
 //! references and identities, and the Go durations they carry. Serde types only, plus the defaults
 //! Flux applies (timeout = interval − 30s, floored at 30s). Pure: no I/O.
 
+#[allow(dead_code)] // `from_duration`/`as_str` complete the type; not every caller needs them
 pub mod duration;
 
 use std::collections::BTreeMap;
@@ -16,8 +17,9 @@ pub use duration::GoDuration;
 /// The API group of Flux Kustomizations.
 pub const KUSTOMIZE_GROUP: &str = "kustomize.toolkit.fluxcd.io";
 
-/// `namespace/name` of a Flux Kustomization: its identity in the fleet.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// `namespace/name` of a Flux Kustomization: its identity in the fleet. Serialises as the string
+/// `namespace/name`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct KsId {
     /// metadata.namespace (Flux Kustomizations are namespaced; empty is invalid).
     pub namespace: String,
@@ -28,13 +30,22 @@ pub struct KsId {
 impl KsId {
     /// Builds an identity.
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        KsId { namespace: namespace.into(), name: name.into() }
+        KsId {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 
     /// Parses `NAMESPACE/NAME`.
     pub fn parse(s: &str) -> Option<Self> {
         let (ns, name) = s.split_once('/')?;
         (!ns.is_empty() && !name.is_empty() && !name.contains('/')).then(|| KsId::new(ns, name))
+    }
+}
+
+impl Serialize for KsId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -85,7 +96,11 @@ impl SourceKey {
         if it.next().is_some() || k.is_empty() || ns.is_empty() || n.is_empty() {
             return None;
         }
-        Some(SourceKey { kind: k.into(), namespace: ns.into(), name: n.into() })
+        Some(SourceKey {
+            kind: k.into(),
+            namespace: ns.into(),
+            name: n.into(),
+        })
     }
 }
 
@@ -288,15 +303,6 @@ impl KustomizationSpec {
         t.max(THIRTY_SECONDS)
     }
 
-    /// Whether any postBuild substitution is configured.
-    pub fn has_substitution(&self) -> bool {
-        self.post_build.as_ref().is_some_and(|p| {
-            !p.substitute.is_empty()
-                || !p.substitute_from.is_empty()
-                || p.substitute_strategy.as_deref() == Some("Always")
-        })
-    }
-
     /// The source key with its namespace defaulted to `own_namespace`.
     pub fn source_key(&self, own_namespace: &str) -> SourceKey {
         SourceKey {
@@ -316,7 +322,11 @@ impl KustomizationSpec {
         self.depends_on
             .iter()
             .map(|d| {
-                let ns = d.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(own_namespace);
+                let ns = d
+                    .namespace
+                    .as_deref()
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or(own_namespace);
                 KsId::new(ns, &d.name)
             })
             .collect()
@@ -351,7 +361,11 @@ pub fn object_meta(obj: &Value) -> (&str, &str, &str, &str) {
 /// `Kind/namespace/name`, or `Kind/name` for cluster-scoped objects: Flux's subject format.
 pub fn subject(obj: &Value) -> String {
     let (_, kind, ns, name) = object_meta(obj);
-    if ns.is_empty() { format!("{kind}/{name}") } else { format!("{kind}/{ns}/{name}") }
+    if ns.is_empty() {
+        format!("{kind}/{name}")
+    } else {
+        format!("{kind}/{ns}/{name}")
+    }
 }
 
 #[cfg(test)]

@@ -15,13 +15,17 @@ fn quote(s: &str) -> String {
 /// Graphviz DOT: one cluster per wave, edges from dependency to dependent.
 pub fn dot(fleet: &Fleet, graph: &Graph, sel: &BTreeSet<KsId>) -> String {
     let blocked = graph.blocked_by_suspension();
-    let mut s = String::from("digraph fleet {\n  rankdir=LR;\n  node [shape=box, style=rounded];\n");
+    let mut s =
+        String::from("digraph fleet {\n  rankdir=LR;\n  node [shape=box, style=rounded];\n");
     for (i, wave) in graph.waves.iter().enumerate() {
         let members: Vec<&KsId> = wave.iter().filter(|k| sel.contains(*k)).collect();
         if members.is_empty() {
             continue;
         }
-        let _ = writeln!(s, "  subgraph cluster_wave{i} {{\n    label=\"wave {i}\";\n    style=dashed;");
+        let _ = writeln!(
+            s,
+            "  subgraph cluster_wave{i} {{\n    label=\"wave {i}\";\n    style=dashed;"
+        );
         for id in members {
             let n = &fleet.nodes[id];
             let style = if n.spec.suspend {
@@ -31,7 +35,13 @@ pub fn dot(fleet: &Fleet, graph: &Graph, sel: &BTreeSet<KsId>) -> String {
             } else {
                 ""
             };
-            let _ = writeln!(s, "    {} [label={}{}];", quote(&id.to_string()), quote(&format!("{id}\\n{} objects", n.objects.len())), style);
+            let _ = writeln!(
+                s,
+                "    {} [label={}{}];",
+                quote(&id.to_string()),
+                quote(&format!("{id}\\n{} objects", n.objects.len())),
+                style
+            );
         }
         s.push_str("  }\n");
     }
@@ -39,11 +49,21 @@ pub fn dot(fleet: &Fleet, graph: &Graph, sel: &BTreeSet<KsId>) -> String {
         let n = &fleet.nodes[id];
         for d in n.spec.dependencies(&id.namespace) {
             if sel.contains(&d) {
-                let _ = writeln!(s, "  {} -> {};", quote(&d.to_string()), quote(&id.to_string()));
+                let _ = writeln!(
+                    s,
+                    "  {} -> {};",
+                    quote(&d.to_string()),
+                    quote(&id.to_string())
+                );
             }
         }
         if let Some(p) = n.parent.as_ref().filter(|p| sel.contains(*p)) {
-            let _ = writeln!(s, "  {} -> {} [style=dashed, label=\"applies\"];", quote(&p.to_string()), quote(&id.to_string()));
+            let _ = writeln!(
+                s,
+                "  {} -> {} [style=dashed, label=\"applies\"];",
+                quote(&p.to_string()),
+                quote(&id.to_string())
+            );
         }
     }
     s.push_str("}\n");

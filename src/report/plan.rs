@@ -26,6 +26,8 @@ pub struct PlanReport {
     pub waves: Vec<WaveReport>,
     /// The longest dependency chain.
     pub critical_path: Vec<String>,
+    /// Objects directly under PATH that no Kustomization applies.
+    pub unowned_objects: Vec<String>,
     /// Things the user should know.
     pub warnings: Vec<String>,
 }
@@ -81,7 +83,8 @@ pub struct KsReport {
     pub objects: Vec<String>,
     /// Flux objects that need a Flux controller: not applied.
     pub not_applied: Vec<String>,
-    /// Substitution variables (Secret-backed values masked).
+    /// Variables the build references, with their values (Secret-backed ones masked, `<unset>`
+    /// when nothing defines them).
     pub variables: BTreeMap<String, String>,
 }
 
@@ -104,7 +107,9 @@ pub struct HealthReport {
 fn ks_report(n: &Node, blocked: &BTreeMap<KsId, BTreeSet<KsId>>) -> KsReport {
     let mut kinds = BTreeMap::new();
     for m in &n.objects {
-        *kinds.entry(object_meta(&m.object).1.to_string()).or_insert(0) += 1;
+        *kinds
+            .entry(object_meta(&m.object).1.to_string())
+            .or_insert(0) += 1;
     }
     let timeout = n.spec.effective_timeout();
     let timeout_source = match &n.spec.timeout {
@@ -112,11 +117,22 @@ fn ks_report(n: &Node, blocked: &BTreeMap<KsId, BTreeSet<KsId>>) -> KsReport {
         Some(t) => format!("spec.timeout {t}, raised to Flux's 30s floor"),
         None => format!("default: interval {} − 30s, at least 30s", n.spec.interval),
     };
-    let variables = n
-        .vars
-        .values
-        .iter()
-        .map(|(k, v)| (k.clone(), if n.vars.secret.contains(k) { MASK.to_string() } else { v.clone() }))
+    let referenced = match (&n.spec.post_build, &n.raw) {
+        (Some(_), Some(raw)) => {
+            crate::build::envsubst::referenced_vars(&raw.output).unwrap_or_default()
+        }
+        _ => Vec::new(),
+    };
+    let variables = referenced
+        .into_iter()
+        .map(|k| {
+            let v = match n.vars.values.get(&k) {
+                Some(_) if n.vars.secret.contains(&k) => MASK.to_string(),
+                Some(v) => v.clone(),
+                None => "<unset>".to_string(),
+            };
+            (k, v)
+        })
         .collect();
     KsReport {
         id: n.id.to_string(),
@@ -125,11 +141,21 @@ fn ks_report(n: &Node, blocked: &BTreeMap<KsId, BTreeSet<KsId>>) -> KsReport {
         dir: display_path(&n.dir()),
         source: n.source.to_string(),
         source_mapping: n.mapping.clone(),
-        depends_on: n.spec.dependencies(&n.id.namespace).iter().map(|d| d.to_string()).collect(),
+        depends_on: n
+            .spec
+            .dependencies(&n.id.namespace)
+            .iter()
+            .map(|d| d.to_string())
+            .collect(),
         parent: n.parent.as_ref().map(|p| p.to_string()),
         children: n.children.iter().map(|c| c.to_string()).collect(),
         suspended: n.spec.suspend,
-        blocked_by: blocked.get(&n.id).into_iter().flatten().map(|b| b.to_string()).collect(),
+        blocked_by: blocked
+            .get(&n.id)
+            .into_iter()
+            .flatten()
+            .map(|b| b.to_string())
+            .collect(),
         remote_cluster: n.spec.kube_config.is_some(),
         prune: n.spec.prune,
         interval: n.spec.interval.to_string(),
@@ -170,22 +196,38 @@ pub fn plan(fleet: &Fleet, graph: &Graph, selection: &BTreeSet<KsId>) -> PlanRep
     let waves: Vec<WaveReport> = graph
         .waves
         .iter()
-        .map(|w| w.iter().filter(|id| selection.contains(*id)).collect::<Vec<_>>())
+        .map(|w| {
+            w.iter()
+                .filter(|id| selection.contains(*id))
+                .collect::<Vec<_>>()
+        })
         .filter(|w| !w.is_empty())
         .enumerate()
         .map(|(i, w)| WaveReport {
             wave: i,
-            kustomizations: w.into_iter().map(|id| ks_report(&fleet.nodes[id], &blocked)).collect(),
+            kustomizations: w
+                .into_iter()
+                .map(|id| ks_report(&fleet.nodes[id], &blocked))
+                .collect(),
         })
         .collect();
-    let objects = waves.iter().flat_map(|w| &w.kustomizations).map(|k| k.object_count).sum();
-    let critical: Vec<KsId> = graph.critical_path().into_iter().filter(|k| selection.contains(k)).collect();
+    let objects = waves
+        .iter()
+        .flat_map(|w| &w.kustomizations)
+        .map(|k| k.object_count)
+        .sum();
+    let critical: Vec<KsId> = graph
+        .critical_path()
+        .into_iter()
+        .filter(|k| selection.contains(k))
+        .collect();
     PlanReport {
         path: fleet.path.display().to_string(),
         kustomizations: selection.len(),
         objects,
         waves,
         critical_path: critical.iter().map(|k| k.to_string()).collect(),
+        unowned_objects: fleet.unowned.iter().map(|m| subject(&m.object)).collect(),
         warnings: fleet.warnings.clone(),
     }
 }
@@ -202,7 +244,12 @@ pub fn render_text(p: &PlanReport) -> String {
         p.waves.len()
     );
     for w in &p.waves {
-        let _ = writeln!(s, "\nWave {} ({} Kustomizations)", w.wave, w.kustomizations.len());
+        let _ = writeln!(
+            s,
+            "\nWave {} ({} Kustomizations)",
+            w.wave,
+            w.kustomizations.len()
+        );
         for k in &w.kustomizations {
             let mut flags = Vec::new();
             if k.suspended {
@@ -214,10 +261,19 @@ pub fn render_text(p: &PlanReport) -> String {
             if k.remote_cluster {
                 flags.push("REMOTE CLUSTER (spec.kubeConfig): apply refuses it".into());
             }
-            let flags = if flags.is_empty() { String::new() } else { format!("  [{}]", flags.join("; ")) };
+            let flags = if flags.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", flags.join("; "))
+            };
             let _ = writeln!(s, "  {}{}", k.id, flags);
             let _ = writeln!(s, "      file       {}", k.file);
-            let _ = writeln!(s, "      path       {} ({})", if k.path.is_empty() { "./" } else { &k.path }, k.dir);
+            let _ = writeln!(
+                s,
+                "      path       {} ({})",
+                if k.path.is_empty() { "./" } else { &k.path },
+                k.dir
+            );
             let _ = writeln!(s, "      source     {}", k.source);
             if !k.depends_on.is_empty() {
                 let _ = writeln!(s, "      dependsOn  {}", k.depends_on.join(", "));
@@ -225,12 +281,20 @@ pub fn render_text(p: &PlanReport) -> String {
             if let Some(p) = &k.parent {
                 let _ = writeln!(s, "      parent     {p} (applied by it)");
             }
-            let kinds: Vec<String> = k.kinds.iter().map(|(kind, n)| format!("{n} {kind}")).collect();
+            let kinds: Vec<String> = k
+                .kinds
+                .iter()
+                .map(|(kind, n)| format!("{n} {kind}"))
+                .collect();
             let _ = writeln!(
                 s,
                 "      objects    {}{}",
                 k.object_count,
-                if kinds.is_empty() { String::new() } else { format!(": {}", kinds.join(", ")) }
+                if kinds.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", kinds.join(", "))
+                }
             );
             let h = &k.health;
             let gate = if h.wait {
@@ -240,19 +304,40 @@ pub fn render_text(p: &PlanReport) -> String {
             } else {
                 "none (Ready once applied)".to_string()
             };
-            let exprs = if h.health_check_exprs > 0 { format!(", {} healthCheckExprs", h.health_check_exprs) } else { String::new() };
-            let _ = writeln!(s, "      health     {gate}{exprs}; timeout {} ({})", h.timeout, h.timeout_source);
+            let exprs = if h.health_check_exprs > 0 {
+                format!(", {} healthCheckExprs", h.health_check_exprs)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                s,
+                "      health     {gate}{exprs}; timeout {} ({})",
+                h.timeout, h.timeout_source
+            );
             if !k.variables.is_empty() {
-                let vars: Vec<String> = k.variables.iter().map(|(a, b)| format!("{a}={b}")).collect();
+                let vars: Vec<String> = k
+                    .variables
+                    .iter()
+                    .map(|(a, b)| format!("{a}={b}"))
+                    .collect();
                 let _ = writeln!(s, "      variables  {}", vars.join(", "));
             }
             if !k.not_applied.is_empty() {
-                let _ = writeln!(s, "      needs a Flux controller, not applied: {}", k.not_applied.join(", "));
+                let _ = writeln!(
+                    s,
+                    "      needs a Flux controller, not applied: {}",
+                    k.not_applied.join(", ")
+                );
             }
         }
     }
     if !p.critical_path.is_empty() {
-        let _ = writeln!(s, "\nCritical path ({} Kustomizations): {}", p.critical_path.len(), p.critical_path.join(" → "));
+        let _ = writeln!(
+            s,
+            "\nCritical path ({} Kustomizations): {}",
+            p.critical_path.len(),
+            p.critical_path.join(" → ")
+        );
     }
     if !p.warnings.is_empty() {
         let _ = writeln!(s, "\nWarnings:");

@@ -1,0 +1,326 @@
+//! `apply`: connect, load and validate everything (strict substitution, substituteFrom sources
+//! read from the cluster when the fleet lacks them, every kind known to the server or defined by a
+//! CRD of the selection, CEL compiled), and only then run the executor, rendering its events and
+//! a summary. Exit 0 only if every selected Kustomization is ready (or suspended).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::Loaded;
+use crate::build::postbuild::{VarIndex, decode_base64};
+use crate::cli::{ApplyArgs, ClusterArgs, DryRun, ProgressFormat};
+use crate::cluster::{Cluster, ConnectOptions};
+use crate::execute::events::Outcome;
+use crate::execute::{self, ExecOptions, Unit};
+use crate::exit::AppError;
+use crate::health::cel_expr::{HealthExprSpec, HealthExprs};
+use crate::model::{GoDuration, is_flux_api, object_meta, subject};
+use crate::options::FleetSettings;
+use crate::report::progress::{self, Mode, Paint};
+use crate::report::summary;
+
+/// Connects to the cluster named by the kubectl flags; a clear error before anything else runs.
+pub async fn connect(args: &ClusterArgs) -> Result<Arc<Cluster>, AppError> {
+    let timeout = GoDuration::parse(&args.request_timeout)
+        .map_err(|e| AppError::Usage(anyhow::anyhow!("--request-timeout: {e}")))?;
+    let opts = ConnectOptions {
+        kubeconfig: args.kubeconfig.clone(),
+        context: args.context.clone(),
+        request_timeout: Some(timeout.value()),
+    };
+    Cluster::connect(&opts)
+        .await
+        .map(Arc::new)
+        .map_err(|e| AppError::Cluster(e.to_string()))
+}
+
+/// Loads the fleet strictly, reading substituteFrom sources the fleet does not define from the
+/// cluster.
+pub async fn load_with_cluster(
+    settings: &mut FleetSettings,
+    cluster: &Cluster,
+) -> Result<Loaded, AppError> {
+    settings.load.strict = true;
+    let loaded = super::load_fleet(settings).await?;
+    let mut missing: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for n in loaded.fleet.nodes.values() {
+        for m in &n.vars.missing {
+            if let Some((kind, name)) = m.split_once('/') {
+                missing.insert((n.id.namespace.clone(), kind.to_string(), name.to_string()));
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(loaded);
+    }
+    let mut index = VarIndex::default();
+    for (ns, kind, name) in missing {
+        let got = cluster
+            .get_ref("v1", &kind, &ns, &name)
+            .await
+            .map_err(|e| AppError::Cluster(e.to_string()))?;
+        if let Some(obj) = got {
+            let mut values = BTreeMap::new();
+            for (field, decode) in [("data", kind == "Secret"), ("stringData", false)] {
+                if let Some(Value::Object(m)) = obj.get(field) {
+                    for (k, v) in m {
+                        let s = v.as_str().unwrap_or_default();
+                        values.insert(
+                            k.clone(),
+                            if decode {
+                                decode_base64(s).unwrap_or_default()
+                            } else {
+                                s.to_string()
+                            },
+                        );
+                    }
+                }
+            }
+            index.insert(&ns, &kind, &name, values);
+        }
+    }
+    settings.load.cluster_vars = Some(index);
+    super::load_fleet(settings).await
+}
+
+/// Why an object cannot be applied, found before the first write.
+pub fn validate_objects(loaded: &Loaded, cluster: &Cluster, apply_flux: bool) -> Vec<String> {
+    // Kinds defined by CRDs of the selection: (apiVersion, kind) → namespaced.
+    let mut crd_kinds: BTreeMap<(String, String), bool> = BTreeMap::new();
+    for id in &loaded.selection {
+        for m in &loaded.fleet.nodes[id].objects {
+            let o = &m.object;
+            if object_meta(o).1 != "CustomResourceDefinition" {
+                continue;
+            }
+            let group = o
+                .pointer("/spec/group")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let kind = o
+                .pointer("/spec/names/kind")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let namespaced = o.pointer("/spec/scope").and_then(Value::as_str) != Some("Cluster");
+            for v in o
+                .pointer("/spec/versions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(ver) = v.get("name").and_then(Value::as_str) {
+                    crd_kinds.insert((format!("{group}/{ver}"), kind.to_string()), namespaced);
+                }
+            }
+        }
+    }
+    let mut errors = Vec::new();
+    for id in &loaded.selection {
+        let n = &loaded.fleet.nodes[id];
+        if n.spec.suspend || n.spec.kube_config.is_some() {
+            continue;
+        }
+        for m in &n.objects {
+            let o = &m.object;
+            let (api, kind, ns, _) = object_meta(o);
+            if is_flux_api(api) && !apply_flux {
+                continue;
+            }
+            let namespaced = match cluster.kind(api, kind) {
+                Some(k) => k.namespaced,
+                None => match crd_kinds.get(&(api.to_string(), kind.to_string())) {
+                    Some(ns) => *ns,
+                    None => {
+                        errors.push(format!(
+                            "{}: Kustomization {id}: {}: kind {kind} ({api}) is not served by the cluster and no CustomResourceDefinition in the selection defines it",
+                            n.file,
+                            subject(o)
+                        ));
+                        continue;
+                    }
+                },
+            };
+            if namespaced && ns.is_empty() {
+                errors.push(format!("{}: Kustomization {id}: {} namespace not specified (Flux never defaults one; set metadata.namespace or spec.targetNamespace)", n.file, subject(o)));
+            }
+        }
+    }
+    errors
+}
+
+/// Turns the selection into executor units, compiling health expressions.
+fn units(loaded: &Loaded) -> Result<Vec<Unit>, AppError> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for id in &loaded.selection {
+        let n = &loaded.fleet.nodes[id];
+        let exprs = if n.spec.health_check_exprs.is_empty() {
+            None
+        } else {
+            let specs: Result<Vec<HealthExprSpec>, _> = n
+                .spec
+                .health_check_exprs
+                .iter()
+                .map(|v| serde_json::from_value(v.clone()))
+                .collect();
+            match specs
+                .map_err(|e| e.to_string())
+                .and_then(|s| HealthExprs::compile(&s).map_err(|e| e.to_string()))
+            {
+                Ok(c) => Some(Arc::new(c)),
+                Err(e) => {
+                    errors.push(format!(
+                        "{}: Kustomization {id}: spec.healthCheckExprs: {e}",
+                        n.file
+                    ));
+                    None
+                }
+            }
+        };
+        let refuse = if n.spec.kube_config.is_some() {
+            Some("spec.kubeConfig targets another cluster; flux-order applies to the current cluster only".to_string())
+        } else if n.spec.decryption.is_some() {
+            Some("spec.decryption (SOPS) is not supported yet; refusing to apply possibly encrypted data".to_string())
+        } else {
+            None
+        };
+        out.push(Unit {
+            id: id.clone(),
+            spec: n.spec.clone(),
+            objects: n
+                .objects
+                .iter()
+                .map(|m| m.object.clone())
+                .filter(|o| !is_flux_api(object_meta(o).0))
+                .collect(),
+            file: n.file.clone(),
+            deps: n
+                .spec
+                .dependencies(&id.namespace)
+                .into_iter()
+                .filter(|d| loaded.selection.contains(d))
+                .collect(),
+            parent: n.parent.clone().filter(|p| loaded.selection.contains(p)),
+            wave: loaded.graph.wave(id),
+            exprs,
+            refuse,
+        });
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(AppError::Invalid(errors))
+    }
+}
+
+/// A token cancelled on SIGINT or SIGTERM.
+pub fn interrupt_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = tokio::signal::ctrl_c().await;
+                        t.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        t.cancel();
+    });
+    token
+}
+
+/// Whether colours are wanted.
+pub fn paint(no_color: bool) -> Paint {
+    Paint(!no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal())
+}
+
+/// Runs `apply`.
+pub async fn run(args: &ApplyArgs) -> Result<(), AppError> {
+    if args.dry_run == DryRun::Server {
+        return super::diff::run_with(&args.fleet, &args.cluster, false, args.no_color).await;
+    }
+    let mut settings = FleetSettings::resolve(&args.fleet)?;
+    let timeout = match &args.timeout {
+        Some(t) => Some(
+            GoDuration::parse(t)
+                .context("--timeout")
+                .map_err(AppError::Usage)?
+                .value(),
+        ),
+        None => None,
+    };
+    if args.concurrency == 0 || args.object_concurrency == 0 {
+        return Err(AppError::Usage(anyhow::anyhow!(
+            "--concurrency and --object-concurrency must be at least 1"
+        )));
+    }
+    let cluster = connect(&args.cluster).await?;
+    let loaded = load_with_cluster(&mut settings, &cluster).await?;
+    let errors = validate_objects(&loaded, &cluster, false);
+    if !errors.is_empty() {
+        return Err(AppError::Invalid(errors));
+    }
+    let units = units(&loaded)?;
+    let paint = paint(args.no_color);
+    for w in &loaded.fleet.warnings {
+        eprintln!("{} {w}", paint.warn("warning:"));
+    }
+    let mode = match args.output {
+        ProgressFormat::Json => Mode::Json,
+        ProgressFormat::Text if std::io::stderr().is_terminal() => Mode::Tty,
+        ProgressFormat::Text => Mode::Plain,
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let renderer = tokio::spawn(progress::render(mode, paint, rx));
+    let cancel = interrupt_token();
+    let opts = ExecOptions {
+        concurrency: args.concurrency,
+        wave_barrier: args.wave_barrier,
+        fail_fast: args.fail_fast,
+        force: args.force,
+        timeout,
+        object_parallelism: args.object_concurrency,
+    };
+    let results = execute::run(cluster.clone(), units, opts, tx, cancel.clone()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), renderer).await;
+    if mode == Mode::Json {
+        let summary = serde_json::json!({"event": "summary", "results": results, "retries": cluster.retries()});
+        println!("{summary}");
+    } else {
+        eprint!("{}", summary::table(&results, cluster.retries(), paint));
+    }
+    if cancel.is_cancelled() {
+        return Err(AppError::Interrupted);
+    }
+    let ok = results
+        .iter()
+        .all(|r| matches!(r.outcome, Outcome::Ready | Outcome::Suspended));
+    if ok {
+        Ok(())
+    } else {
+        Err(AppError::Failed(
+            results
+                .iter()
+                .filter(|r| !matches!(r.outcome, Outcome::Ready | Outcome::Suspended))
+                .count(),
+        ))
+    }
+}

@@ -1,0 +1,239 @@
+//! `diff` (and `apply --dry-run=server`): a server-side dry-run of every object of the selection
+//! in apply order, printing per object created / configured / unchanged with a unified diff of
+//! what would change (managedFields, status and server-set metadata left out; Secret values
+//! masked). Objects whose CRD or namespace an earlier Kustomization of the selection creates are
+//! reported as created without validation. Writes nothing. Exit: 0 no change, 1 changes, 2 error.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use crate::cli::{ClusterArgs, DiffArgs, FleetArgs};
+use crate::cluster::Cluster;
+use crate::execute::stages::sort_for_apply;
+use crate::exit::AppError;
+use crate::model::{is_flux_api, object_meta, subject};
+use crate::options::FleetSettings;
+use crate::report::progress::Paint;
+
+/// Runs `diff`.
+pub async fn run(args: &DiffArgs) -> Result<(), AppError> {
+    run_with(&args.fleet, &args.cluster, args.show_secrets, args.no_color).await
+}
+
+/// Server-set or bookkeeping fields removed before comparing and printing.
+fn clean(o: &Value) -> Value {
+    let mut v = o.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("status");
+        if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
+            for f in [
+                "managedFields",
+                "resourceVersion",
+                "uid",
+                "generation",
+                "creationTimestamp",
+                "selfLink",
+            ] {
+                meta.remove(f);
+            }
+        }
+    }
+    v
+}
+
+/// Flux's diff masking: Secret values that changed become `*** (before)` / `*** (after)`, all
+/// other values (kept, added or removed keys) `***`.
+fn mask_pair(live: &mut Value, merged: &mut Value) {
+    for field in ["data", "stringData"] {
+        let before = live.get(field).cloned().unwrap_or(Value::Null);
+        let after = merged.get(field).cloned().unwrap_or(Value::Null);
+        let changed = |k: &str| {
+            let (b, a) = (before.get(k), after.get(k));
+            b.is_some() && a.is_some() && b != a
+        };
+        for (target, tag) in [(&mut *live, "before"), (&mut *merged, "after")] {
+            if let Some(Value::Object(m)) = target.get_mut(field) {
+                for (k, v) in m.iter_mut() {
+                    *v = Value::String(if changed(k) {
+                        format!("*** ({tag})")
+                    } else {
+                        "***".into()
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn is_secret(o: &Value) -> bool {
+    let (api, kind, _, _) = object_meta(o);
+    api == "v1" && kind == "Secret"
+}
+
+fn yaml(v: &Value) -> String {
+    crate::yaml::to_string(v).unwrap_or_default()
+}
+
+/// The shared implementation of `diff` and `apply --dry-run=server`.
+pub async fn run_with(
+    fleet: &FleetArgs,
+    cluster_args: &ClusterArgs,
+    show_secrets: bool,
+    no_color: bool,
+) -> Result<(), AppError> {
+    let mut settings = FleetSettings::resolve(fleet)?;
+    let cluster = super::apply::connect(cluster_args).await?;
+    let loaded = super::apply::load_with_cluster(&mut settings, &cluster).await?;
+    let errors = super::apply::validate_objects(&loaded, &cluster, false);
+    if !errors.is_empty() {
+        return Err(AppError::Invalid(errors));
+    }
+    let paint = super::apply::paint(no_color);
+    let mut namespaces_in_selection = BTreeSet::new();
+    for id in &loaded.selection {
+        for m in &loaded.fleet.nodes[id].objects {
+            let (api, kind, _, name) = object_meta(&m.object);
+            if api == "v1" && kind == "Namespace" {
+                namespaces_in_selection.insert(name.to_string());
+            }
+        }
+    }
+    let mut changes = 0usize;
+    let mut failures = Vec::new();
+    let mut order: Vec<_> = loaded.selection.iter().collect();
+    order.sort_by_key(|id| (loaded.graph.wave(id), (*id).clone()));
+    for id in order {
+        let n = &loaded.fleet.nodes[id];
+        if n.spec.suspend || n.spec.kube_config.is_some() {
+            println!(
+                "{} Kustomization {id} skipped: {}",
+                paint.dim("►"),
+                if n.spec.suspend {
+                    "suspended"
+                } else {
+                    "remote cluster"
+                }
+            );
+            continue;
+        }
+        println!("{} Kustomization {id}", paint.dim("►"));
+        let mut objects: Vec<Value> = n
+            .objects
+            .iter()
+            .map(|m| m.object.clone())
+            .filter(|o| !is_flux_api(object_meta(o).0))
+            .collect();
+        sort_for_apply(&mut objects);
+        for o in &objects {
+            match diff_one(
+                &cluster,
+                o,
+                n.spec.force,
+                &namespaces_in_selection,
+                show_secrets,
+                paint,
+            )
+            .await
+            {
+                Ok((changed, text)) => {
+                    if changed {
+                        changes += 1;
+                    }
+                    print!("{text}");
+                }
+                Err(e) => {
+                    println!("  {} {} {}", paint.bad("✗"), subject(o), e);
+                    failures.push(format!("Kustomization {id} ({}): {e}", n.file));
+                }
+            }
+        }
+    }
+    if !failures.is_empty() {
+        return Err(AppError::Invalid(failures));
+    }
+    if changes > 0 {
+        Err(AppError::Changes(changes))
+    } else {
+        Ok(())
+    }
+}
+
+async fn diff_one(
+    cluster: &Cluster,
+    o: &Value,
+    force: bool,
+    namespaces: &BTreeSet<String>,
+    show_secrets: bool,
+    paint: Paint,
+) -> Result<(bool, String), String> {
+    let (api, kind, ns, _) = object_meta(o);
+    let subj = subject(o);
+    if cluster.kind(api, kind).is_none() {
+        return Ok((
+            true,
+            format!(
+                "  {} {subj} created (CRD not yet installed, not validated)\n",
+                paint.ok("+")
+            ),
+        ));
+    }
+    let live = cluster.get(o).await.map_err(|e| e.to_string())?;
+    let dry = match cluster.apply(o, true).await {
+        Ok(d) => d,
+        Err(e) if live.is_none() && e.code() == Some(404) && namespaces.contains(ns) => {
+            return Ok((
+                true,
+                format!(
+                    "  {} {subj} created (namespace not yet created, not validated)\n",
+                    paint.ok("+")
+                ),
+            ));
+        }
+        Err(e)
+            if e.is_immutable()
+                && (force
+                    || o.to_string()
+                        .contains("\"kustomize.toolkit.fluxcd.io/force\":\"enabled\"")) =>
+        {
+            return Ok((
+                true,
+                format!(
+                    "  {} {subj} created (recreated: immutable field changed under force)\n",
+                    paint.ok("+")
+                ),
+            ));
+        }
+        Err(e) => return Err(format!("dry-run failed: {e}")),
+    };
+    let Some(live) = live else {
+        return Ok((true, format!("  {} {subj} created\n", paint.ok("+"))));
+    };
+    let (mut before, mut after) = (clean(&live), clean(&dry));
+    if before == after {
+        return Ok((false, format!("  {} {subj} unchanged\n", paint.dim("="))));
+    }
+    if is_secret(o) && !show_secrets {
+        mask_pair(&mut before, &mut after);
+    }
+    let (a, b) = (yaml(&before), yaml(&after));
+    let diff = similar::TextDiff::from_lines(&a, &b);
+    let mut text = format!("  {} {subj} configured\n", paint.warn("~"));
+    for line in diff
+        .unified_diff()
+        .context_radius(3)
+        .header("live", "merged")
+        .to_string()
+        .lines()
+    {
+        let painted = if line.starts_with('+') && !line.starts_with("+++") {
+            paint.ok(line)
+        } else if line.starts_with('-') && !line.starts_with("---") {
+            paint.bad(line)
+        } else {
+            line.to_string()
+        };
+        text.push_str(&format!("    {painted}\n"));
+    }
+    Ok((true, text))
+}

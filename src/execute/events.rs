@@ -1,0 +1,179 @@
+//! What the executor reports while it runs: typed events, consumed by the renderers in
+//! `report::progress` (TTY bars, plain CI lines, JSON lines) and folded into the summary.
+//! Tests assert on the JSON renderer's lines, never on terminal escapes.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::model::KsId;
+
+/// What applying one object did (Flux's change-set actions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// The object did not exist.
+    Created,
+    /// The object drifted and was applied.
+    Configured,
+    /// Nothing to change (no write).
+    Unchanged,
+    /// Skipped by a per-object policy (`ssa: Ignore`, `reconcile: disabled`, `IfNotPresent`).
+    Skipped,
+    /// Deleted (prune).
+    #[allow(dead_code)] // produced by prune (inventory issue)
+    Deleted,
+}
+
+/// Object counts of one Kustomization.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Created.
+    pub created: usize,
+    /// Configured.
+    pub configured: usize,
+    /// Unchanged.
+    pub unchanged: usize,
+    /// Skipped by policy.
+    pub skipped: usize,
+    /// Pruned.
+    pub deleted: usize,
+}
+
+impl Counts {
+    /// Adds one action.
+    pub fn add(&mut self, a: Action) {
+        match a {
+            Action::Created => self.created += 1,
+            Action::Configured => self.configured += 1,
+            Action::Unchanged => self.unchanged += 1,
+            Action::Skipped => self.skipped += 1,
+            Action::Deleted => self.deleted += 1,
+        }
+    }
+}
+
+/// How one Kustomization ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Applied and healthy.
+    Ready,
+    /// Apply or health failed.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+    /// A dependency or parent did not become Ready; never started.
+    Skipped {
+        /// What blocked it.
+        blocked_by: Vec<String>,
+    },
+    /// spec.suspend: not applied.
+    Suspended,
+    /// Not started: interrupted, or `--fail-fast` after another failure.
+    NotStarted {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Outcome {
+    /// Short label for tables.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Ready => "ready",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Skipped { .. } => "skipped",
+            Outcome::Suspended => "suspended",
+            Outcome::NotStarted { .. } => "not started",
+        }
+    }
+}
+
+/// The result of one Kustomization.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KsResult {
+    /// namespace/name.
+    pub id: KsId,
+    /// How it ended.
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// Time from start to end (zero when never started).
+    #[serde(serialize_with = "ser_secs")]
+    pub duration: Duration,
+    /// Object counts.
+    pub objects: Counts,
+}
+
+fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
+}
+
+/// An executor event.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    /// The rollout starts.
+    RolloutStarted {
+        /// Kustomizations selected.
+        kustomizations: usize,
+        /// Objects to apply.
+        objects: usize,
+    },
+    /// A Kustomization started applying.
+    Started {
+        /// Which.
+        id: KsId,
+        /// Objects to apply.
+        objects: usize,
+        /// Its health-check timeout in seconds.
+        timeout_seconds: u64,
+    },
+    /// One object was applied.
+    Applied {
+        /// Which Kustomization.
+        id: KsId,
+        /// `Kind/ns/name`.
+        object: String,
+        /// What happened.
+        action: Action,
+    },
+    /// All objects of a Kustomization are applied; health checks follow.
+    AllApplied {
+        /// Which.
+        id: KsId,
+    },
+    /// Health progress of a Kustomization.
+    Waiting {
+        /// Which.
+        id: KsId,
+        /// Objects ready.
+        ready: usize,
+        /// Objects checked.
+        total: usize,
+        /// Not ready yet, with their status (`Deployment apps/web: 1/3 replicas ready`).
+        pending: Vec<String>,
+    },
+    /// An object of a health gate was first seen ready.
+    ObjectReady {
+        /// Which Kustomization.
+        id: KsId,
+        /// `Kind ns/name`.
+        object: String,
+        /// When flux-order noticed, milliseconds since the Unix epoch.
+        at_ms: u64,
+    },
+    /// A Kustomization cannot start yet; what it waits on.
+    Blocked {
+        /// Which.
+        id: KsId,
+        /// The dependencies not Ready yet.
+        waiting_on: Vec<String>,
+    },
+    /// A Kustomization finished (any outcome).
+    Finished(KsResult),
+    /// The rollout was interrupted.
+    Interrupted,
+}

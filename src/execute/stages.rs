@@ -1,0 +1,350 @@
+//! Applies one Kustomization's objects as Flux's `ApplyAllStaged` does: stage 1 (CRDs, Namespaces,
+//! ClusterRoles) then stage 2 (kinds ending in `Class`), each waited on (CRDs until Established,
+//! then discovery refreshed), then everything else, sorted by Flux's kind rank; objects of a stage
+//! are applied concurrently (bounded). Per object: GET live, dry-run, apply only on drift; Flux's
+//! per-object policies; immutable-field errors recreate under `force`.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::Value;
+
+use super::events::Action;
+use crate::cluster::{Cluster, ClusterError};
+use crate::model::{api_group, object_meta, subject};
+
+/// Flux's kind order within a stage (fluxcd/pkg ssa sort).
+const KIND_RANK: [&str; 23] = [
+    "CustomResourceDefinition",
+    "Namespace",
+    "ClusterRole",
+    "ClusterClass",
+    "RuntimeClass",
+    "PriorityClass",
+    "StorageClass",
+    "VolumeSnapshotClass",
+    "IngressClass",
+    "GatewayClass",
+    "ClusterRoleBinding",
+    "ResourceQuota",
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+    "ConfigMap",
+    "Secret",
+    "Service",
+    "LimitRange",
+    "Deployment",
+    "StatefulSet",
+    "CronJob",
+    "PodDisruptionBudget",
+];
+
+fn rank(obj: &Value) -> usize {
+    let (_, kind, _, _) = object_meta(obj);
+    match kind {
+        "MutatingWebhookConfiguration" => KIND_RANK.len() + 1,
+        "ValidatingWebhookConfiguration" => KIND_RANK.len() + 2,
+        k => KIND_RANK
+            .iter()
+            .position(|r| *r == k)
+            .unwrap_or(KIND_RANK.len()),
+    }
+}
+
+/// Flux's apply stage of an object: 0 cluster definitions, 1 classes, 2 the rest.
+pub fn stage(obj: &Value) -> usize {
+    let (api, kind, _, _) = object_meta(obj);
+    let group = api_group(api);
+    if (group == "apiextensions.k8s.io" && kind == "CustomResourceDefinition")
+        || (api == "v1" && kind == "Namespace")
+        || (group == "rbac.authorization.k8s.io" && kind == "ClusterRole")
+    {
+        0
+    } else if kind.ends_with("Class") {
+        1
+    } else {
+        2
+    }
+}
+
+/// Sorts objects in Flux's apply order: stage, kind rank, then group, kind, namespace, name.
+pub fn sort_for_apply(objects: &mut [Value]) {
+    objects.sort_by(|a, b| {
+        let key = |o: &Value| {
+            let (api, kind, ns, name) = object_meta(o);
+            (
+                stage(o),
+                rank(o),
+                api_group(api).to_string(),
+                kind.to_string(),
+                ns.to_string(),
+                name.to_string(),
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+}
+
+/// A per-object policy key, read from labels or annotations of the desired or live object,
+/// case-insensitively, as Flux does.
+fn policy(obj: &Value, live: Option<&Value>, key: &str) -> Option<String> {
+    [Some(obj), live].into_iter().flatten().find_map(|o| {
+        ["labels", "annotations"].iter().find_map(|f| {
+            o.pointer(&format!("/metadata/{f}"))
+                .and_then(|m| m.get(key))
+                .and_then(Value::as_str)
+                .map(str::to_lowercase)
+        })
+    })
+}
+
+/// The parts of an object Flux compares for drift: labels, annotations, and everything outside
+/// metadata and status.
+fn drift_view(o: &Value) -> Value {
+    let mut v = o.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("status");
+        let meta = m.remove("metadata").unwrap_or(Value::Null);
+        let mut keep = serde_json::Map::new();
+        for f in ["labels", "annotations"] {
+            if let Some(x) = meta.get(f) {
+                keep.insert(f.into(), x.clone());
+            }
+        }
+        m.insert("metadata".into(), Value::Object(keep));
+    }
+    v
+}
+
+/// Why an object could not be applied.
+#[derive(Debug, thiserror::Error)]
+#[error("{subject} {phase} failed: {source}")]
+pub struct ApplyError {
+    /// `Kind/ns/name`.
+    pub subject: String,
+    /// `dry-run` or `apply`.
+    pub phase: &'static str,
+    /// The API error.
+    pub source: ClusterError,
+}
+
+/// Applies one object; `force` allows recreating it on immutable-field errors.
+pub async fn apply_object(
+    cluster: &Cluster,
+    obj: &Value,
+    force: bool,
+) -> Result<Action, ApplyError> {
+    let subj = subject(obj);
+    let err = |phase, source| ApplyError {
+        subject: subj.clone(),
+        phase,
+        source,
+    };
+    let live = cluster.get(obj).await.map_err(|e| err("apply", e))?;
+    let ssa = policy(obj, live.as_ref(), "kustomize.toolkit.fluxcd.io/ssa");
+    if ssa.as_deref() == Some("ignore")
+        || policy(obj, live.as_ref(), "kustomize.toolkit.fluxcd.io/reconcile").as_deref()
+            == Some("disabled")
+        || (ssa.as_deref() == Some("ifnotpresent") && live.is_some())
+    {
+        return Ok(Action::Skipped);
+    }
+    let force = force
+        || policy(obj, live.as_ref(), "kustomize.toolkit.fluxcd.io/force").as_deref()
+            == Some("enabled");
+    let Some(live) = live else {
+        cluster
+            .apply(obj, false)
+            .await
+            .map_err(|e| err("apply", e))?;
+        return Ok(Action::Created);
+    };
+    match cluster.apply(obj, true).await {
+        Ok(dry) if drift_view(&dry) == drift_view(&live) => Ok(Action::Unchanged),
+        Ok(_) => match cluster.apply(obj, false).await {
+            Ok(_) => Ok(Action::Configured),
+            Err(e) if e.is_immutable() && force => {
+                recreate(cluster, obj).await.map_err(|e| err("apply", e))
+            }
+            Err(e) => Err(err("apply", e)),
+        },
+        Err(e) if e.is_immutable() && force => {
+            recreate(cluster, obj).await.map_err(|e| err("dry-run", e))
+        }
+        Err(e) => Err(err("dry-run", e)),
+    }
+}
+
+/// Flux's force path: delete (background), wait until gone, apply again.
+async fn recreate(cluster: &Cluster, obj: &Value) -> Result<Action, ClusterError> {
+    let (api, kind, ns, name) = object_meta(obj);
+    cluster.delete(api, kind, ns, name).await?;
+    cluster
+        .wait_deleted(api, kind, ns, name, Duration::from_secs(60))
+        .await?;
+    cluster.apply(obj, false).await?;
+    Ok(Action::Created)
+}
+
+/// Waits until every CRD among `objects` is Established, then refreshes discovery for the kinds
+/// they define.
+pub async fn wait_crds(
+    cluster: &Cluster,
+    objects: &[Value],
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    for crd in objects
+        .iter()
+        .filter(|o| object_meta(o).1 == "CustomResourceDefinition")
+    {
+        let name = object_meta(crd).3;
+        loop {
+            let live = cluster.get(crd).await.map_err(|e| e.to_string())?;
+            let established = live
+                .as_ref()
+                .and_then(|l| l.pointer("/status/conditions"))
+                .and_then(Value::as_array)
+                .is_some_and(|cs| {
+                    cs.iter().any(|c| {
+                        c.get("type").and_then(Value::as_str) == Some("Established")
+                            && c.get("status").and_then(Value::as_str) == Some("True")
+                    })
+                });
+            if established {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "CustomResourceDefinition/{name} not Established after {timeout:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let group = crd
+            .pointer("/spec/group")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let kind = crd
+            .pointer("/spec/names/kind")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        for v in crd
+            .pointer("/spec/versions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let served = v.get("served").and_then(Value::as_bool).unwrap_or(true);
+            if let (true, Some(version)) = (served, v.get("name").and_then(Value::as_str)) {
+                let api_version = format!("{group}/{version}");
+                let deadline_kind = tokio::time::Instant::now() + Duration::from_secs(10);
+                while !cluster.refresh_kind(&api_version, kind).await {
+                    if tokio::time::Instant::now() >= deadline_kind {
+                        return Err(format!(
+                            "{kind}.{group}/{version} not served after its CRD was Established"
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies `objects` stage by stage, `parallel` at a time within a stage, calling `on_applied`
+/// for each. Returns the actions in apply order, or the first error (a stage's error stops the
+/// stages after it).
+pub async fn apply_staged(
+    cluster: &Cluster,
+    mut objects: Vec<Value>,
+    force: bool,
+    parallel: usize,
+    cancel: &tokio_util::sync::CancellationToken,
+    mut on_applied: impl FnMut(&Value, Action),
+) -> Result<Vec<(Value, Action)>, String> {
+    sort_for_apply(&mut objects);
+    let mut done = Vec::with_capacity(objects.len());
+    for st in 0..3 {
+        let batch: Vec<Value> = objects.iter().filter(|o| stage(o) == st).cloned().collect();
+        if batch.is_empty() {
+            continue;
+        }
+        let mut results = futures::stream::iter(batch.iter().cloned().map(|o| async move {
+            if cancel.is_cancelled() {
+                return (o, Err(None));
+            }
+            let r = apply_object(cluster, &o, force).await.map_err(Some);
+            (o, r)
+        }))
+        .buffered(parallel.max(1));
+        let mut first_err = None;
+        while let Some((o, r)) = results.next().await {
+            match r {
+                Ok(a) => {
+                    on_applied(&o, a);
+                    done.push((o, a));
+                }
+                Err(e) => {
+                    if first_err.is_none() {
+                        first_err = Some(match e {
+                            Some(e) => e.to_string(),
+                            None => format!(
+                                "interrupted after {} of {} objects",
+                                done.len(),
+                                objects.len()
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        if st == 0 {
+            wait_crds(cluster, &batch, Duration::from_secs(60)).await?;
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn apply_order_follows_flux_stages_and_ranks() {
+        let mut objs = vec![
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "n"}}),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n"}}),
+            json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "n"}}),
+            json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "s"}}),
+            json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "c"}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "n"}}),
+        ];
+        sort_for_apply(&mut objs);
+        let kinds: Vec<&str> = objs.iter().map(|o| object_meta(o).1).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                "CustomResourceDefinition",
+                "Namespace",
+                "StorageClass",
+                "ConfigMap",
+                "Deployment",
+                "Widget"
+            ]
+        );
+    }
+
+    #[test]
+    fn drift_ignores_server_fields() {
+        let a = json!({"kind": "X", "metadata": {"name": "a", "resourceVersion": "1", "labels": {"x": "1"}}, "spec": {"a": 1}, "status": {"s": 1}});
+        let b = json!({"kind": "X", "metadata": {"name": "a", "resourceVersion": "2", "labels": {"x": "1"}}, "spec": {"a": 1}});
+        assert_eq!(drift_view(&a), drift_view(&b));
+    }
+}

@@ -1,0 +1,277 @@
+//! The single readiness point of the executor: given what a Kustomization applied, decide which
+//! objects Flux would health-check (`wait`, `healthChecks`, `healthCheckExprs`), then wait until
+//! they are all Current, one is terminally Failed, or the timeout passes — woken by watch events,
+//! with a polling fallback while a watch is failing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::cel_expr::HealthExprs;
+use super::kstatus::{self, Status, StatusResult};
+use super::watch::Watchers;
+use crate::cluster::Cluster;
+use crate::model::{KustomizationSpec, is_flux_api, object_meta};
+
+/// One object a gate checks.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Target {
+    /// apiVersion.
+    pub api_version: String,
+    /// kind.
+    pub kind: String,
+    /// namespace (empty for cluster-scoped).
+    pub namespace: String,
+    /// name.
+    pub name: String,
+    /// A Job whose ttlSecondsAfterFinished lets it vanish once done (NotFound counts as success).
+    pub ttl_job: bool,
+}
+
+impl Target {
+    /// `Kind ns/name`, as progress and errors show it.
+    pub fn label(&self) -> String {
+        if self.namespace.is_empty() {
+            format!("{} {}", self.kind, self.name)
+        } else {
+            format!("{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// What one Kustomization waits for.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    /// Objects to check.
+    pub targets: Vec<Target>,
+    /// Compiled healthCheckExprs.
+    pub exprs: Option<Arc<HealthExprs>>,
+    /// The timeout.
+    pub timeout: Duration,
+    /// The file that defines the gate (for errors).
+    pub file: String,
+}
+
+/// The objects Flux would check for `spec`, given what was applied (not skipped).
+pub fn targets(spec: &KustomizationSpec, applied: &[Value]) -> Vec<Target> {
+    let mk = |api: &str, kind: &str, ns: &str, name: &str, obj: Option<&Value>| Target {
+        api_version: api.into(),
+        kind: kind.into(),
+        namespace: ns.into(),
+        name: name.into(),
+        ttl_job: kind == "Job"
+            && obj
+                .and_then(|o| o.pointer("/spec/ttlSecondsAfterFinished"))
+                .is_some(),
+    };
+    let mut out: Vec<Target> = if spec.wait {
+        applied
+            .iter()
+            .map(|o| {
+                let (a, k, n, name) = object_meta(o);
+                mk(a, k, n, name, Some(o))
+            })
+            .collect()
+    } else {
+        spec.health_checks
+            .iter()
+            .map(|h| {
+                let api = h
+                    .api_version
+                    .as_deref()
+                    .filter(|a| !a.is_empty())
+                    .unwrap_or("apps/v1");
+                let obj = applied.iter().find(|o| {
+                    let (a, k, n, name) = object_meta(o);
+                    a == api
+                        && k == h.kind
+                        && n == h.namespace.as_deref().unwrap_or("")
+                        && name == h.name
+                });
+                mk(
+                    api,
+                    &h.kind,
+                    h.namespace.as_deref().unwrap_or(""),
+                    &h.name,
+                    obj,
+                )
+            })
+            .collect()
+    };
+    out.retain(|t| !is_flux_api(&t.api_version));
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Progress of a wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// Ready objects.
+    pub ready: usize,
+    /// Checked objects.
+    pub total: usize,
+    /// Not-ready objects with their status.
+    pub pending: Vec<String>,
+}
+
+fn status_of(
+    cluster: &Cluster,
+    watchers: &Arc<Watchers>,
+    gate: &Gate,
+    t: &Target,
+    polled: &BTreeMap<Target, Option<Value>>,
+) -> StatusResult {
+    let Some(kind) = cluster.kind(&t.api_version, &t.kind) else {
+        return StatusResult {
+            status: Status::NotFound,
+            message: "kind not served".into(),
+        };
+    };
+    let entry = watchers.entry(&kind, &t.namespace);
+    let obj = match polled.get(t) {
+        Some(p) => p.clone(),
+        None if entry.synced() => entry.get(&t.name),
+        None => {
+            return StatusResult {
+                status: Status::Unknown,
+                message: "waiting for the first watch event".into(),
+            };
+        }
+    };
+    let Some(obj) = obj else {
+        if t.ttl_job {
+            return StatusResult {
+                status: Status::Current,
+                message: "Job finished and was removed (ttlSecondsAfterFinished)".into(),
+            };
+        }
+        return StatusResult::not_found();
+    };
+    if let Some(exprs) = gate
+        .exprs
+        .as_ref()
+        .filter(|e| e.matches(&t.api_version, &t.kind))
+        && let Some(r) = exprs.evaluate(&obj)
+    {
+        return r.unwrap_or_else(|e| StatusResult {
+            status: Status::Unknown,
+            message: format!("healthCheckExprs: {e}"),
+        });
+    }
+    kstatus::compute(&obj)
+}
+
+/// Waits for the gate. `on_progress` is called whenever the progress changes; `on_ready` once per
+/// object when it is first seen Current.
+pub async fn wait(
+    cluster: &Cluster,
+    watchers: &Arc<Watchers>,
+    gate: &Gate,
+    cancel: &CancellationToken,
+    mut on_progress: impl FnMut(&Progress),
+    mut on_ready: impl FnMut(&Target),
+) -> Result<(), String> {
+    if gate.targets.is_empty() {
+        return Ok(());
+    }
+    let start = Instant::now();
+    let mut rx = watchers.subscribe();
+    let mut last: Option<Progress> = None;
+    let mut seen_ready = std::collections::BTreeSet::new();
+    let mut polled: BTreeMap<Target, Option<Value>> = BTreeMap::new();
+    let mut last_poll = Instant::now();
+    loop {
+        rx.borrow_and_update();
+        let statuses: Vec<(&Target, StatusResult)> = gate
+            .targets
+            .iter()
+            .map(|t| (t, status_of(cluster, watchers, gate, t, &polled)))
+            .collect();
+        for (t, s) in &statuses {
+            if s.status == Status::Current && seen_ready.insert((*t).clone()) {
+                on_ready(t);
+            }
+        }
+        let pending: Vec<String> = statuses
+            .iter()
+            .filter(|(_, s)| s.status != Status::Current)
+            .map(|(t, s)| {
+                format!(
+                    "{}: {}",
+                    t.label(),
+                    if s.message.is_empty() {
+                        s.status.as_str().to_string()
+                    } else {
+                        s.message.clone()
+                    }
+                )
+            })
+            .collect();
+        let progress = Progress {
+            ready: statuses.len() - pending.len(),
+            total: statuses.len(),
+            pending: pending.clone(),
+        };
+        if last.as_ref() != Some(&progress) {
+            on_progress(&progress);
+            last = Some(progress);
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let failed: Vec<String> = statuses
+            .iter()
+            .filter(|(_, s)| s.status.is_terminal_failure())
+            .map(|(t, s)| format!("{}: {}", t.label(), s.message))
+            .collect();
+        if !failed.is_empty() {
+            return Err(format!(
+                "health check failed early due to stalled resources: [{}] (health gate in {})",
+                failed.join(", "),
+                gate.file
+            ));
+        }
+        let elapsed = start.elapsed();
+        if elapsed >= gate.timeout {
+            return Err(format!(
+                "health check failed after {}: timeout waiting for: [{}] (health gate in {})",
+                crate::model::duration::format_go(gate.timeout),
+                pending.join(", "),
+                gate.file
+            ));
+        }
+        // Polling fallback for objects whose watch is not synced or failing.
+        if last_poll.elapsed() >= Duration::from_secs(2) {
+            last_poll = Instant::now();
+            for t in &gate.targets {
+                let Some(kind) = cluster.kind(&t.api_version, &t.kind) else {
+                    continue;
+                };
+                let entry = watchers.entry(&kind, &t.namespace);
+                if !entry.synced() || entry.errors() > 0 {
+                    if let Ok(v) = cluster
+                        .get_ref(&t.api_version, &t.kind, &t.namespace, &t.name)
+                        .await
+                    {
+                        polled.insert(t.clone(), v);
+                    }
+                } else {
+                    polled.remove(t);
+                }
+            }
+        }
+        let remaining = gate
+            .timeout
+            .saturating_sub(elapsed)
+            .min(Duration::from_secs(2));
+        tokio::select! {
+            _ = cancel.cancelled() => return Err("interrupted while waiting for health checks".into()),
+            _ = rx.changed() => {}
+            _ = tokio::time::sleep(remaining) => {}
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Watches the objects health gates look at: one kube-runtime watcher per (kind, namespace) in
+//! use, shared by every Kustomization, feeding an in-memory map of the latest objects and a tick
+//! that wakes the gates on every change. This and `cluster.rs` are the network-facing parts; the
+//! readiness rules themselves stay pure.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use futures::StreamExt;
+use kube::Client;
+use kube::api::{Api, DynamicObject};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::Kind;
+
+/// The latest objects of one (kind, namespace).
+#[derive(Debug, Default)]
+pub struct Entry {
+    objects: RwLock<HashMap<String, Value>>,
+    synced: AtomicBool,
+    errors: AtomicU64,
+}
+
+impl Entry {
+    /// Whether the initial list has arrived.
+    pub fn synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// Watch errors seen (the gate falls back to polling while the watch is failing).
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// The latest version of `name`.
+    pub fn get(&self, name: &str) -> Option<Value> {
+        self.objects
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+}
+
+type Key = (String, String, String);
+
+/// The shared watchers.
+pub struct Watchers {
+    client: Client,
+    entries: Mutex<HashMap<Key, Arc<Entry>>>,
+    tick: tokio::sync::watch::Sender<u64>,
+    cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for Watchers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watchers").finish_non_exhaustive()
+    }
+}
+
+impl Watchers {
+    /// No watchers yet; they start on first use and stop with `cancel`.
+    pub fn new(client: Client, cancel: CancellationToken) -> Arc<Self> {
+        let (tick, _) = tokio::sync::watch::channel(0);
+        Arc::new(Watchers {
+            client,
+            entries: Mutex::new(HashMap::new()),
+            tick,
+            cancel,
+        })
+    }
+
+    /// A receiver that changes whenever any watched object changes.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.tick.subscribe()
+    }
+
+    /// The entry of (kind, namespace), starting its watcher if needed.
+    pub fn entry(self: &Arc<Self>, kind: &Kind, namespace: &str) -> Arc<Entry> {
+        let ns = if kind.namespaced { namespace } else { "" };
+        let key = (
+            kind.resource.api_version.clone(),
+            kind.resource.kind.clone(),
+            ns.to_string(),
+        );
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = entries.get(&key) {
+            return e.clone();
+        }
+        let entry = Arc::new(Entry::default());
+        entries.insert(key, entry.clone());
+        let api: Api<DynamicObject> = if kind.namespaced {
+            Api::namespaced_with(self.client.clone(), ns, &kind.resource)
+        } else {
+            Api::all_with(self.client.clone(), &kind.resource)
+        };
+        let this = self.clone();
+        let e = entry.clone();
+        tokio::spawn(async move { this.run(api, e).await });
+        entry
+    }
+
+    async fn run(self: Arc<Self>, api: Api<DynamicObject>, entry: Arc<Entry>) {
+        let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+        futures::pin_mut!(stream);
+        let mut init: Option<HashMap<String, Value>> = None;
+        loop {
+            let ev = tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                ev = stream.next() => ev,
+            };
+            let Some(ev) = ev else { return };
+            let name_of = |o: &DynamicObject| o.metadata.name.clone().unwrap_or_default();
+            match ev {
+                Ok(Event::Init) => init = Some(HashMap::new()),
+                Ok(Event::InitApply(o)) => {
+                    if let (Some(m), Ok(v)) = (init.as_mut(), serde_json::to_value(&o)) {
+                        m.insert(name_of(&o), v);
+                    }
+                }
+                Ok(Event::InitDone) => {
+                    if let Some(m) = init.take() {
+                        *entry.objects.write().unwrap_or_else(|e| e.into_inner()) = m;
+                    }
+                    entry.synced.store(true, Ordering::Release);
+                }
+                Ok(Event::Apply(o)) => {
+                    if let Ok(v) = serde_json::to_value(&o) {
+                        entry
+                            .objects
+                            .write()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(name_of(&o), v);
+                    }
+                }
+                Ok(Event::Delete(o)) => {
+                    entry
+                        .objects
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&name_of(&o));
+                }
+                Err(err) => {
+                    entry.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("watch error: {err}");
+                }
+            }
+            self.tick.send_modify(|t| *t += 1);
+        }
+    }
+}
