@@ -25,7 +25,10 @@ fn demo_graph(args: &[&str]) -> String {
 
 /// (dependency, dependent) pairs and (parent, child) pairs, read from the plan: the graph must
 /// draw exactly these.
-fn demo_edges() -> (BTreeSet<(String, String)>, BTreeSet<(String, String)>) {
+/// A set of (from, to) edges.
+type Edges = BTreeSet<(String, String)>;
+
+fn demo_edges() -> (Edges, Edges) {
     let out = flux_order()
         .current_dir(repo_root())
         .args(["plan", DEMO, "-o", "json"])
@@ -143,15 +146,17 @@ fn mermaid_draws_every_dependency_solid_and_every_parent_dashed() {
     // Node ids: `kN["ns/name…"]`.
     let mut names: BTreeMap<String, String> = BTreeMap::new();
     for line in m.lines().map(str::trim) {
-        if let Some((key, rest)) = line.split_once("[\"") {
-            if key.starts_with('k') && !line.contains("-->") && !line.contains("-.->") {
-                let label = rest.trim_end_matches("\"]");
-                let id = label.split(' ').next().unwrap();
-                assert!(
-                    names.insert(key.to_string(), id.to_string()).is_none(),
-                    "duplicate node id {key}"
-                );
-            }
+        if let Some((key, rest)) = line.split_once("[\"")
+            && key.starts_with('k')
+            && !line.contains("-->")
+            && !line.contains("-.->")
+        {
+            let label = rest.trim_end_matches("\"]");
+            let id = label.split(' ').next().unwrap();
+            assert!(
+                names.insert(key.to_string(), id.to_string()).is_none(),
+                "duplicate node id {key}"
+            );
         }
     }
     assert_eq!(names.len(), 15, "{m}");

@@ -3,6 +3,8 @@
 
 mod util;
 
+mod apply;
 mod build;
+mod errors;
 mod graph;
 mod plan;

@@ -481,7 +481,7 @@ fn demo_only_selects_the_kustomization_its_dependencies_and_parents() {
 fn demo_scan_finds_the_same_kustomizations() {
     let scanned = demo_plan(&["--scan"]);
     let built = &demo_default().0;
-    assert_eq!(waves(&scanned), waves(&built));
+    assert_eq!(waves(&scanned), waves(built));
     assert_eq!(scanned["objects"], built["objects"]);
     assert_eq!(
         plan_entry(&scanned, "team-b/app-b")["parent"],

