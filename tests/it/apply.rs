@@ -22,8 +22,14 @@ fn fleet(ks: &[(&str, &str)]) -> Fleet {
 fn dependent_is_written_only_after_its_dependency_is_ready() {
     let cluster = Cluster::start();
     let f = fleet(&[("a", "wait: true"), ("b", &depends_on(&["a"]))])
-        .file("apps/a/deploy.yaml", &deployment("default", "a-web", Some("500ms")))
-        .file("apps/b/cm.yaml", &config_map("default", "b-settings", &[("k", "v")]));
+        .file(
+            "apps/a/deploy.yaml",
+            &deployment("default", "a-web", Some("500ms")),
+        )
+        .file(
+            "apps/b/cm.yaml",
+            &config_map("default", "b-settings", &[("k", "v")]),
+        );
     let run = f.apply(&cluster, &[]);
     run.expect_code(0);
     assert_eq!(run.outcome("a"), "ready", "{run}");
@@ -37,4 +43,22 @@ fn dependent_is_written_only_after_its_dependency_is_ready() {
         ms(ready.since_start),
         cluster.log_text()
     );
+}
+
+#[test]
+fn zz_debug_print() {
+    let cluster = Cluster::start();
+    let f = fleet(&[("a", "wait: true"), ("b", &depends_on(&["a"]))])
+        .file(
+            "apps/a/deploy.yaml",
+            &deployment("default", "a-web", Some("500ms")),
+        )
+        .file(
+            "apps/b/cm.yaml",
+            &config_map("default", "b-settings", &[("k", "v")]),
+        );
+    let run = f.apply(&cluster, &[]);
+    println!("{run}\n{}", cluster.log_text());
+    let run = f.run("apply", &cluster, &[]);
+    println!("{run}");
 }

@@ -496,7 +496,10 @@ impl Run {
             .last()
             .unwrap_or_else(|| panic!("no events\n{self}"))
             .clone();
-        assert_eq!(last["event"], "summary", "last event is not the summary\n{self}");
+        assert_eq!(
+            last["event"], "summary",
+            "last event is not the summary\n{self}"
+        );
         last
     }
 
