@@ -52,6 +52,16 @@ pub enum Command {
         after_help = "Exit codes: 0 no change, 1 changes found, 2 error.\n\nExamples:\n  kubectl flux-order diff ./clusters/production"
     )]
     Diff(DiffArgs),
+    /// What flux-order applied: per Kustomization the revision, when, object count and readiness.
+    #[command(
+        after_help = "Examples:\n  kubectl flux-order status\n  kubectl flux-order status -n flux-system -o json"
+    )]
+    Status(StatusArgs),
+    /// Delete the objects of the selected Kustomizations, dependents first.
+    #[command(
+        after_help = "Examples:\n  kubectl flux-order delete ./clusters/staging --only flux-system/apps\n  kubectl flux-order delete ./clusters/staging --yes"
+    )]
+    Delete(DeleteArgs),
     /// Print a shell completion script.
     Completion {
         /// The shell.
@@ -204,6 +214,10 @@ pub struct ApplyArgs {
     /// Recreate objects whose immutable fields changed, for every Kustomization (spec.force for all).
     #[arg(long)]
     pub force: bool,
+    /// Re-apply Kustomizations whose build is unchanged since the last run (default: skip them
+    /// when their objects still exist and are healthy).
+    #[arg(long)]
+    pub force_apply: bool,
     /// Health-check timeout for every Kustomization, overriding spec.timeout (Go duration).
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
@@ -233,4 +247,41 @@ pub struct DiffArgs {
     /// No colours (NO_COLOR is honoured too).
     #[arg(long)]
     pub no_color: bool,
+}
+
+/// `status` output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    /// A table.
+    Text,
+    /// JSON.
+    Json,
+}
+
+/// `status` flags.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Cluster to inspect.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Only Kustomizations in this namespace (default: all namespaces).
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = StatusFormat::Text)]
+    pub output: StatusFormat,
+}
+
+/// `delete` flags.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Fleet whose Kustomizations to delete (with --only, a subset).
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// Cluster to delete from.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Do not ask for confirmation.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
 }

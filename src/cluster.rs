@@ -404,6 +404,47 @@ impl Cluster {
         })
     }
 
+    /// Server-side apply with another field manager (flux-order's own bookkeeping objects).
+    pub async fn apply_as(&self, obj: &Value, manager: &str) -> Result<Value, ClusterError> {
+        let (api_version, kind, ns, name) = object_meta(obj);
+        let subject = subject_of(kind, ns, name);
+        let api = self.api_for(api_version, kind, ns, &subject)?;
+        let pp = PatchParams::apply(manager).force();
+        let patch = Patch::Apply(obj);
+        let applied = self
+            .retry(&subject, || api.patch(name, &pp, &patch))
+            .await?;
+        serde_json::to_value(applied).map_err(|e| ClusterError::Transport {
+            subject,
+            message: e.to_string(),
+        })
+    }
+
+    /// Lists objects of a kind (all namespaces when `namespace` is None) matching a label selector.
+    pub async fn list(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        selector: &str,
+    ) -> Result<Vec<Value>, ClusterError> {
+        let subject = format!("{kind} list");
+        let Some(k) = self.kind(api_version, kind) else {
+            return Ok(Vec::new());
+        };
+        let api: Api<DynamicObject> = match namespace {
+            Some(ns) if k.namespaced => Api::namespaced_with(self.client.clone(), ns, &k.resource),
+            _ => Api::all_with(self.client.clone(), &k.resource),
+        };
+        let lp = kube::api::ListParams::default().labels(selector);
+        let list = self.retry(&subject, || api.list(&lp)).await?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter_map(|o| serde_json::to_value(o).ok())
+            .collect())
+    }
+
     /// Deletes an object (background propagation). Returns false when it was already gone.
     pub async fn delete(
         &self,

@@ -28,6 +28,9 @@ pub enum AppError {
     /// Some Kustomizations did not become ready (the summary says which).
     #[error("{0} Kustomization(s) not ready")]
     Failed(usize),
+    /// An operation on the cluster failed for these Kustomizations.
+    #[error("{}", .0.join("\n"))]
+    Operation(Vec<String>),
     /// `diff` found changes.
     #[error("{0} object(s) would change")]
     Changes(usize),
@@ -42,7 +45,7 @@ impl AppError {
         match self {
             AppError::Invalid(_) | AppError::Usage(_) => INVALID_INPUT,
             AppError::Cluster(_) => CLUSTER_UNREACHABLE,
-            AppError::Failed(_) | AppError::Changes(_) => FAILED,
+            AppError::Failed(_) | AppError::Changes(_) | AppError::Operation(_) => FAILED,
             AppError::Interrupted => INTERRUPTED,
         }
     }

@@ -9,6 +9,7 @@ mod execute;
 mod exit;
 mod graph;
 mod health;
+mod inventory;
 mod load;
 mod model;
 mod options;
@@ -18,6 +19,15 @@ mod yaml;
 use clap::Parser;
 
 fn main() {
+    // `kubectl flux-order plan … | head` must not panic on a closed pipe (ripgrep does the same:
+    // a broken pipe is a normal end); any other panic prints one line, never a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info.to_string();
+        if msg.contains("Broken pipe") || msg.contains("failed printing to stdout") {
+            std::process::exit(exit::SUCCESS);
+        }
+        eprintln!("error: internal error (please report): {msg}");
+    }));
     let cli = cli::Cli::parse();
     let code = match run(cli) {
         Ok(()) => exit::SUCCESS,
@@ -41,6 +51,8 @@ fn run(cli: cli::Cli) -> Result<(), exit::AppError> {
             cli::Command::Build(a) => commands::build::run(a).await,
             cli::Command::Apply(a) => commands::apply::run(a).await,
             cli::Command::Diff(a) => commands::diff::run(a).await,
+            cli::Command::Status(a) => commands::status::run(a).await,
+            cli::Command::Delete(a) => commands::delete::run(a).await,
             cli::Command::Completion { shell } => {
                 let mut cmd = <cli::Cli as clap::CommandFactory>::command();
                 clap_complete::generate(

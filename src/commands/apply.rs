@@ -158,6 +158,7 @@ pub fn validate_objects(loaded: &Loaded, cluster: &Cluster, apply_flux: bool) ->
 fn units(loaded: &Loaded) -> Result<Vec<Unit>, AppError> {
     let mut out = Vec::new();
     let mut errors = Vec::new();
+    let mut revisions: BTreeMap<std::path::PathBuf, Option<String>> = BTreeMap::new();
     for id in &loaded.selection {
         let n = &loaded.fleet.nodes[id];
         let exprs = if n.spec.health_check_exprs.is_empty() {
@@ -190,15 +191,22 @@ fn units(loaded: &Loaded) -> Result<Vec<Unit>, AppError> {
         } else {
             None
         };
+        let objects: Vec<Value> = n
+            .objects
+            .iter()
+            .map(|m| m.object.clone())
+            .filter(|o| !is_flux_api(object_meta(o).0))
+            .collect();
+        let revision = revisions
+            .entry(n.source_dir.clone())
+            .or_insert_with(|| crate::inventory::git_revision(&n.source_dir))
+            .clone()
+            .unwrap_or_else(|| crate::inventory::digest(&objects));
         out.push(Unit {
+            revision,
             id: id.clone(),
             spec: n.spec.clone(),
-            objects: n
-                .objects
-                .iter()
-                .map(|m| m.object.clone())
-                .filter(|o| !is_flux_api(object_meta(o).0))
-                .collect(),
+            objects,
             file: n.file.clone(),
             deps: n
                 .spec
@@ -298,6 +306,7 @@ pub async fn run(args: &ApplyArgs) -> Result<(), AppError> {
         force: args.force,
         timeout,
         object_parallelism: args.object_concurrency,
+        force_apply: args.force_apply,
     };
     let results = execute::run(cluster.clone(), units, opts, tx, cancel.clone()).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), renderer).await;
@@ -312,14 +321,14 @@ pub async fn run(args: &ApplyArgs) -> Result<(), AppError> {
     }
     let ok = results
         .iter()
-        .all(|r| matches!(r.outcome, Outcome::Ready | Outcome::Suspended));
+        .all(|r| r.outcome.is_ready() || r.outcome == Outcome::Suspended);
     if ok {
         Ok(())
     } else {
         Err(AppError::Failed(
             results
                 .iter()
-                .filter(|r| !matches!(r.outcome, Outcome::Ready | Outcome::Suspended))
+                .filter(|r| !(r.outcome.is_ready() || r.outcome == Outcome::Suspended))
                 .count(),
         ))
     }

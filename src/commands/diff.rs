@@ -148,6 +148,28 @@ pub async fn run_with(
                 }
             }
         }
+        if n.spec.prune {
+            let old = crate::inventory::read(&cluster, id)
+                .await
+                .map_err(|e| AppError::Cluster(e.to_string()))?;
+            let new_ids: BTreeSet<String> = objects
+                .iter()
+                .map(|o| crate::inventory::Entry::of(o).id)
+                .collect();
+            for e in old.map(|i| i.entries).unwrap_or_default() {
+                if new_ids.contains(&e.id) {
+                    continue;
+                }
+                if let Some((_, kind, ns, name)) = e.parse() {
+                    changes += 1;
+                    println!(
+                        "  {} {} deleted (prune)",
+                        paint.bad("-"),
+                        crate::cluster::subject_of(&kind, &ns, &name)
+                    );
+                }
+            }
+        }
     }
     if !failures.is_empty() {
         return Err(AppError::Invalid(failures));

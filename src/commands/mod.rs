@@ -4,9 +4,11 @@
 
 pub mod apply;
 pub mod build;
+pub mod delete;
 pub mod diff;
 pub mod graph;
 pub mod plan;
+pub mod status;
 
 use std::collections::BTreeSet;
 

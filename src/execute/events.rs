@@ -21,7 +21,6 @@ pub enum Action {
     /// Skipped by a per-object policy (`ssa: Ignore`, `reconcile: disabled`, `IfNotPresent`).
     Skipped,
     /// Deleted (prune).
-    #[allow(dead_code)] // produced by prune (inventory issue)
     Deleted,
 }
 
@@ -59,6 +58,8 @@ impl Counts {
 pub enum Outcome {
     /// Applied and healthy.
     Ready,
+    /// Same build as the last run and still healthy: nothing written.
+    Unchanged,
     /// Apply or health failed.
     Failed {
         /// Why.
@@ -79,10 +80,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Ready, or unchanged since a ready run.
+    pub fn is_ready(&self) -> bool {
+        matches!(self, Outcome::Ready | Outcome::Unchanged)
+    }
+
     /// Short label for tables.
     pub fn label(&self) -> &'static str {
         match self {
             Outcome::Ready => "ready",
+            Outcome::Unchanged => "unchanged",
             Outcome::Failed { .. } => "failed",
             Outcome::Skipped { .. } => "skipped",
             Outcome::Suspended => "suspended",

@@ -20,6 +20,7 @@ use crate::cluster::Cluster;
 use crate::health::cel_expr::HealthExprs;
 use crate::health::gate::{self, Gate};
 use crate::health::watch::Watchers;
+use crate::inventory;
 use crate::model::{KsId, KustomizationSpec, subject};
 use events::{Action, Counts, Event, KsResult, Outcome};
 
@@ -44,6 +45,8 @@ pub struct Unit {
     pub exprs: Option<Arc<HealthExprs>>,
     /// Why it must not be applied (remote cluster, SOPS), if so.
     pub refuse: Option<String>,
+    /// Source revision recorded in the inventory.
+    pub revision: String,
 }
 
 /// Executor settings.
@@ -61,6 +64,8 @@ pub struct ExecOptions {
     pub timeout: Option<Duration>,
     /// Objects applied at once within a stage.
     pub object_parallelism: usize,
+    /// Re-apply Kustomizations whose build digest matches the inventory.
+    pub force_apply: bool,
 }
 
 enum Msg {
@@ -136,9 +141,7 @@ pub async fn run(
                 let mut blockers: Vec<String> = u
                     .deps
                     .iter()
-                    .filter(
-                        |d| matches!(states.get(*d), Some(State::Done(o)) if *o != Outcome::Ready),
-                    )
+                    .filter(|d| matches!(states.get(*d), Some(State::Done(o)) if !o.is_ready()))
                     .map(|d| d.to_string())
                     .collect();
                 if let Some(p) = &u.parent
@@ -176,7 +179,7 @@ pub async fn run(
             let mut waiting_on: Vec<String> = u
                 .deps
                 .iter()
-                .filter(|d| !matches!(states.get(*d), Some(State::Done(Outcome::Ready))))
+                .filter(|d| !matches!(states.get(*d), Some(State::Done(o)) if o.is_ready()))
                 .map(|d| d.to_string())
                 .collect();
             if let Some(p) = u.parent.as_ref().filter(|p| !applied.contains(*p)) {
@@ -227,7 +230,7 @@ pub async fn run(
                 Some(Msg::Applied(id)) => { applied.insert(id); }
                 Some(Msg::Done(r)) => {
                     running -= 1;
-                    if r.outcome != Outcome::Ready {
+                    if !r.outcome.is_ready() {
                         failed_any = true;
                     } else {
                         applied.insert(r.id.clone());
@@ -303,8 +306,48 @@ async fn run_unit(
             counts,
         );
     }
+    let old = match inventory::read(cluster, &unit.id).await {
+        Ok(inv) => inv.unwrap_or_default(),
+        Err(e) => {
+            return done(
+                Outcome::Failed {
+                    reason: format!("cannot read the inventory: {e}"),
+                },
+                counts,
+            );
+        }
+    };
+    let digest = inventory::digest(&unit.objects);
+    let gate_of = |objects: &[Value]| Gate {
+        targets: gate::targets(&unit.spec, objects),
+        exprs: unit.exprs.clone(),
+        timeout,
+        file: unit.file.clone(),
+    };
+
+    // Incremental: same build as last time, every object still there and healthy → no writes.
+    if !opts.force_apply && old.ready && old.digest == digest {
+        let existing: Vec<gate::Target> = old
+            .entries
+            .iter()
+            .filter_map(|e| e.parse())
+            .map(|(a, k, n, name)| gate::Target {
+                api_version: a,
+                kind: k,
+                namespace: n,
+                name,
+                ttl_job: false,
+            })
+            .collect();
+        if gate::probe(cluster, watchers, &existing, &gate_of(&unit.objects)).await {
+            counts.unchanged = unit.objects.len();
+            let _ = tx.send(Msg::Applied(unit.id.clone()));
+            return done(Outcome::Unchanged, counts);
+        }
+    }
+
     let force = opts.force || unit.spec.force;
-    let applied = stages::apply_staged(
+    let staged = stages::apply_staged(
         cluster,
         unit.objects.clone(),
         force,
@@ -319,54 +362,120 @@ async fn run_unit(
         },
     )
     .await;
-    let applied = match applied {
-        Ok(a) => a,
-        Err(reason) => {
-            return done(Outcome::Failed { reason }, counts);
-        }
-    };
-    for (_, a) in &applied {
+    for (_, a) in &staged.applied {
         counts.add(*a);
     }
+    let applied_entries: Vec<inventory::Entry> = staged
+        .applied
+        .iter()
+        .map(|(o, _)| inventory::Entry::of(o))
+        .collect();
+    let mut inv = inventory::Inventory {
+        entries: Vec::new(),
+        revision: unit.revision.clone(),
+        digest: String::new(),
+        applied_at: crate::report::progress::timestamp(SystemTime::now()),
+        ready: false,
+    };
+    if let Some(reason) = staged.error {
+        // Keep everything that may exist: the old entries and what this run applied.
+        inv.entries = union(&old.entries, &applied_entries);
+        let reason = match inventory::write(cluster, &unit.id, &inv, &BTreeMap::new()).await {
+            Ok(()) => reason,
+            Err(e) => format!("{reason}; and writing the inventory failed: {e}"),
+        };
+        return done(Outcome::Failed { reason }, counts);
+    }
+    // The new set, in apply order (Flux's inventory order), plus whatever prune could not delete.
+    let new_ids: BTreeSet<&str> = applied_entries.iter().map(|e| e.id.as_str()).collect();
+    let mut entries: Vec<inventory::Entry> =
+        unit.objects.iter().map(inventory::Entry::of).collect();
+    entries.sort_by_cached_key(|e| {
+        applied_entries
+            .iter()
+            .position(|a| a.id == e.id)
+            .unwrap_or(usize::MAX)
+    });
+    let stale: Vec<inventory::Entry> = old
+        .entries
+        .iter()
+        .filter(|e| !new_ids.contains(e.id.as_str()))
+        .cloned()
+        .collect();
+    let mut failure = None;
+    if unit.spec.prune && !stale.is_empty() {
+        let (kept, err) = stages::prune(cluster, &unit.id, &stale, |s, a| {
+            counts.add(a);
+            let _ = events.send(Event::Applied {
+                id: unit.id.clone(),
+                object: s.to_string(),
+                action: a,
+            });
+        })
+        .await;
+        entries.extend(kept);
+        failure = err;
+    }
+    inv.entries = entries;
     let _ = tx.send(Msg::Applied(unit.id.clone()));
     let _ = events.send(Event::AllApplied {
         id: unit.id.clone(),
     });
-    let checked: Vec<Value> = applied
+    let checked: Vec<Value> = staged
+        .applied
         .into_iter()
         .filter(|(_, a)| *a != Action::Skipped)
         .map(|(o, _)| o)
         .collect();
-    let g = Gate {
-        targets: gate::targets(&unit.spec, &checked),
-        exprs: unit.exprs.clone(),
-        timeout,
-        file: unit.file.clone(),
+    let r = match failure {
+        Some(e) => Err(e),
+        None => {
+            gate::wait(
+                cluster,
+                watchers,
+                &gate_of(&checked),
+                cancel,
+                |p| {
+                    let _ = events.send(Event::Waiting {
+                        id: unit.id.clone(),
+                        ready: p.ready,
+                        total: p.total,
+                        pending: p.pending.clone(),
+                    });
+                },
+                |t| {
+                    let _ = events.send(Event::ObjectReady {
+                        id: unit.id.clone(),
+                        object: t.label(),
+                        at_ms: now_ms(),
+                    });
+                },
+            )
+            .await
+        }
     };
-    let r = gate::wait(
-        cluster,
-        watchers,
-        &g,
-        cancel,
-        |p| {
-            let _ = events.send(Event::Waiting {
-                id: unit.id.clone(),
-                ready: p.ready,
-                total: p.total,
-                pending: p.pending.clone(),
-            });
-        },
-        |t| {
-            let _ = events.send(Event::ObjectReady {
-                id: unit.id.clone(),
-                object: t.label(),
-                at_ms: now_ms(),
-            });
-        },
-    )
-    .await;
-    match r {
-        Ok(()) => done(Outcome::Ready, counts),
-        Err(reason) => done(Outcome::Failed { reason }, counts),
+    inv.ready = r.is_ok();
+    inv.digest = digest;
+    let write = inventory::write(cluster, &unit.id, &inv, &BTreeMap::new()).await;
+    match (r, write) {
+        (Ok(()), Ok(())) => done(Outcome::Ready, counts),
+        (Ok(()), Err(e)) => done(
+            Outcome::Failed {
+                reason: format!("writing the inventory failed: {e}"),
+            },
+            counts,
+        ),
+        (Err(reason), _) => done(Outcome::Failed { reason }, counts),
     }
+}
+
+/// `a` followed by the entries of `b` not in `a`.
+fn union(a: &[inventory::Entry], b: &[inventory::Entry]) -> Vec<inventory::Entry> {
+    let mut out = a.to_vec();
+    for e in b {
+        if !out.iter().any(|x| x.id == e.id) {
+            out.push(e.clone());
+        }
+    }
+    out
 }

@@ -68,22 +68,22 @@ pub fn stage(obj: &Value) -> usize {
     }
 }
 
-/// Sorts objects in Flux's apply order: stage, kind rank, then group, kind, namespace, name.
+/// The sort key of Flux's apply order: stage, kind rank, then group, kind, namespace, name.
+pub fn apply_key(o: &Value) -> (usize, usize, String, String, String, String) {
+    let (api, kind, ns, name) = object_meta(o);
+    (
+        stage(o),
+        rank(o),
+        api_group(api).to_string(),
+        kind.to_string(),
+        ns.to_string(),
+        name.to_string(),
+    )
+}
+
+/// Sorts objects in Flux's apply order.
 pub fn sort_for_apply(objects: &mut [Value]) {
-    objects.sort_by(|a, b| {
-        let key = |o: &Value| {
-            let (api, kind, ns, name) = object_meta(o);
-            (
-                stage(o),
-                rank(o),
-                api_group(api).to_string(),
-                kind.to_string(),
-                ns.to_string(),
-                name.to_string(),
-            )
-        };
-        key(a).cmp(&key(b))
-    });
+    objects.sort_by_cached_key(apply_key);
 }
 
 /// A per-object policy key, read from labels or annotations of the desired or live object,
@@ -254,9 +254,17 @@ pub async fn wait_crds(
     Ok(())
 }
 
+/// What a staged apply did: every object applied (in apply order) and, if it stopped early, why.
+#[derive(Debug, Default)]
+pub struct Staged {
+    /// Objects applied, with their action.
+    pub applied: Vec<(Value, Action)>,
+    /// The first error (the stages after it did not run), or an interruption.
+    pub error: Option<String>,
+}
+
 /// Applies `objects` stage by stage, `parallel` at a time within a stage, calling `on_applied`
-/// for each. Returns the actions in apply order, or the first error (a stage's error stops the
-/// stages after it).
+/// for each. Stops after a stage with an error, or when `cancel` fires (objects in flight finish).
 pub async fn apply_staged(
     cluster: &Cluster,
     mut objects: Vec<Value>,
@@ -264,9 +272,10 @@ pub async fn apply_staged(
     parallel: usize,
     cancel: &tokio_util::sync::CancellationToken,
     mut on_applied: impl FnMut(&Value, Action),
-) -> Result<Vec<(Value, Action)>, String> {
+) -> Staged {
     sort_for_apply(&mut objects);
-    let mut done = Vec::with_capacity(objects.len());
+    let total = objects.len();
+    let mut out = Staged::default();
     for st in 0..3 {
         let batch: Vec<Value> = objects.iter().filter(|o| stage(o) == st).cloned().collect();
         if batch.is_empty() {
@@ -280,35 +289,108 @@ pub async fn apply_staged(
             (o, r)
         }))
         .buffered(parallel.max(1));
-        let mut first_err = None;
         while let Some((o, r)) = results.next().await {
             match r {
                 Ok(a) => {
                     on_applied(&o, a);
-                    done.push((o, a));
+                    out.applied.push((o, a));
                 }
                 Err(e) => {
-                    if first_err.is_none() {
-                        first_err = Some(match e {
+                    if out.error.is_none() {
+                        out.error = Some(match e {
                             Some(e) => e.to_string(),
-                            None => format!(
-                                "interrupted after {} of {} objects",
-                                done.len(),
-                                objects.len()
-                            ),
+                            None => "interrupted".to_string(),
                         });
                     }
                 }
             }
         }
-        if let Some(e) = first_err {
-            return Err(e);
+        if let Some(e) = out.error.as_mut() {
+            if e == "interrupted" {
+                *e = format!("interrupted after {} of {total} objects", out.applied.len());
+            }
+            return out;
         }
-        if st == 0 {
-            wait_crds(cluster, &batch, Duration::from_secs(60)).await?;
+        if st == 0
+            && let Err(e) = wait_crds(cluster, &batch, Duration::from_secs(60)).await
+        {
+            out.error = Some(e);
+            return out;
         }
     }
-    Ok(done)
+    out
+}
+
+/// Prunes `stale` inventory entries of `owner` in reverse apply order (CRDs and Namespaces last),
+/// as Flux does: a missing object counts as deleted; an object without both of `owner`'s labels,
+/// or protected by `prune: disabled`, `reconcile: disabled` or `ssa: Ignore`, is skipped.
+/// Returns the entries that could not be deleted (kept in the inventory) and the first error.
+pub async fn prune(
+    cluster: &Cluster,
+    owner: &crate::model::KsId,
+    stale: &[crate::inventory::Entry],
+    mut on_pruned: impl FnMut(&str, Action),
+) -> (Vec<crate::inventory::Entry>, Option<String>) {
+    let mut objs: Vec<(Value, crate::inventory::Entry)> = stale
+        .iter()
+        .filter_map(|e| {
+            let (api, kind, ns, name) = e.parse()?;
+            let mut meta = serde_json::Map::new();
+            meta.insert("name".into(), Value::String(name));
+            if !ns.is_empty() {
+                meta.insert("namespace".into(), Value::String(ns));
+            }
+            Some((
+                serde_json::json!({"apiVersion": api, "kind": kind, "metadata": meta}),
+                e.clone(),
+            ))
+        })
+        .collect();
+    // Reverse apply order: webhooks and unknown kinds first, CRDs and Namespaces last.
+    objs.sort_by_cached_key(|(o, _)| std::cmp::Reverse(apply_key(o)));
+    let mut kept = Vec::new();
+    let mut first_err = None;
+    for (o, entry) in objs {
+        let subj = subject(&o);
+        let (api, kind, ns, name) = object_meta(&o);
+        let live = match cluster.get(&o).await {
+            Ok(l) => l,
+            Err(e) => {
+                kept.push(entry);
+                first_err.get_or_insert(format!("prune {subj}: {e}"));
+                continue;
+            }
+        };
+        let Some(live) = live else {
+            on_pruned(&subj, Action::Deleted);
+            continue;
+        };
+        let label = |k: &str| {
+            live.pointer("/metadata/labels")
+                .and_then(|l| l.get(k))
+                .and_then(Value::as_str)
+        };
+        let owned = label(crate::build::postbuild::OWNER_NAME_LABEL) == Some(owner.name.as_str())
+            && label(crate::build::postbuild::OWNER_NAMESPACE_LABEL)
+                == Some(owner.namespace.as_str());
+        let protected = policy(&live, None, "kustomize.toolkit.fluxcd.io/prune").as_deref()
+            == Some("disabled")
+            || policy(&live, None, "kustomize.toolkit.fluxcd.io/reconcile").as_deref()
+                == Some("disabled")
+            || policy(&live, None, "kustomize.toolkit.fluxcd.io/ssa").as_deref() == Some("ignore");
+        if !owned || protected {
+            on_pruned(&subj, Action::Skipped);
+            continue;
+        }
+        match cluster.delete(api, kind, ns, name).await {
+            Ok(_) => on_pruned(&subj, Action::Deleted),
+            Err(e) => {
+                kept.push(entry);
+                first_err.get_or_insert(format!("delete failed, errors: {subj}: {e}"));
+            }
+        }
+    }
+    (kept, first_err)
 }
 
 #[cfg(test)]

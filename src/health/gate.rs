@@ -275,3 +275,44 @@ pub async fn wait(
         }
     }
 }
+
+/// One look, once the watches have listed: do all of `existing` exist, and is `gate` healthy now?
+/// Used to skip a Kustomization whose build has not changed. Gives up (false) after 10s.
+pub async fn probe(
+    cluster: &Cluster,
+    watchers: &Arc<Watchers>,
+    existing: &[Target],
+    gate: &Gate,
+) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut rx = watchers.subscribe();
+    let none = BTreeMap::new();
+    loop {
+        rx.borrow_and_update();
+        let all: Vec<StatusResult> = existing
+            .iter()
+            .map(|t| status_of(cluster, watchers, gate, t, &none))
+            .chain(
+                gate.targets
+                    .iter()
+                    .map(|t| status_of(cluster, watchers, gate, t, &none)),
+            )
+            .collect();
+        if all.iter().all(|s| s.status != Status::Unknown) {
+            let exist = all[..existing.len()]
+                .iter()
+                .all(|s| s.status != Status::NotFound);
+            let healthy = all[existing.len()..]
+                .iter()
+                .all(|s| s.status == Status::Current);
+            return exist && healthy;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::select! {
+            _ = rx.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}

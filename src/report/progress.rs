@@ -98,6 +98,11 @@ pub fn finished_line(r: &KsResult, paint: Paint) -> String {
         c.created, c.configured, c.unchanged
     );
     match &r.outcome {
+        Outcome::Unchanged => format!(
+            "{} {} unchanged: same build, still healthy",
+            paint.ok("✓"),
+            r.id
+        ),
         Outcome::Ready => format!(
             "{} {} ready in {} ({counts})",
             paint.ok("✓"),

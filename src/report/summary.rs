@@ -23,7 +23,7 @@ pub fn table(results: &[KsResult], retries: u64, paint: Paint) -> String {
     for r in results {
         let label = r.outcome.label();
         let painted = match r.outcome {
-            Outcome::Ready => paint.ok(&format!("{label:<11}")),
+            Outcome::Ready | Outcome::Unchanged => paint.ok(&format!("{label:<11}")),
             Outcome::Failed { .. } => paint.bad(&format!("{label:<11}")),
             _ => paint.warn(&format!("{label:<11}")),
         };
@@ -33,6 +33,9 @@ pub fn table(results: &[KsResult], retries: u64, paint: Paint) -> String {
             Outcome::NotStarted { reason } => reason.clone(),
             Outcome::Suspended => "spec.suspend: true".into(),
             Outcome::Ready => String::new(),
+            Outcome::Unchanged => {
+                "same build as the last run, still healthy: nothing written".into()
+            }
         };
         let dur = if r.duration.is_zero() {
             "-".to_string()
@@ -49,10 +52,7 @@ pub fn table(results: &[KsResult], retries: u64, paint: Paint) -> String {
             c.unchanged
         );
     }
-    let ready = results
-        .iter()
-        .filter(|r| r.outcome == Outcome::Ready)
-        .count();
+    let ready = results.iter().filter(|r| r.outcome.is_ready()).count();
     let _ = writeln!(
         s,
         "\n{ready}/{} Kustomizations ready{}",

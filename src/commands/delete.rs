@@ -1,0 +1,148 @@
+//! `delete PATH`: removes the objects flux-order applied for the selected Kustomizations, in
+//! reverse dependency order (dependents first, each in reverse apply order), honouring
+//! `deletionPolicy` (MirrorPrune deletes only with `prune: true`; Delete; WaitForTermination waits
+//! until the objects are gone; Orphan keeps them), the owner labels and the prune-protection
+//! annotation. Asks for confirmation unless `--yes`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::Duration;
+
+use crate::cli::DeleteArgs;
+use crate::execute::events::Action;
+use crate::execute::stages;
+use crate::exit::AppError;
+use crate::inventory;
+use crate::model::KsId;
+use crate::options::FleetSettings;
+
+/// Runs `delete`.
+pub async fn run(args: &DeleteArgs) -> Result<(), AppError> {
+    let settings = FleetSettings::resolve(&args.fleet)?;
+    let cluster = super::apply::connect(&args.cluster).await?;
+    let loaded = super::load_fleet(&settings).await?;
+    // `--only` means exactly those Kustomizations (never their dependencies), plus the children
+    // they apply, as deleting a parent Kustomization does in Flux.
+    let mut selected: std::collections::BTreeSet<KsId> = if settings.only.is_empty() {
+        loaded.selection.clone()
+    } else {
+        settings.only.iter().cloned().collect()
+    };
+    loop {
+        let children: Vec<KsId> = loaded
+            .fleet
+            .nodes
+            .values()
+            .filter(|n| {
+                n.parent.as_ref().is_some_and(|p| selected.contains(p)) && !selected.contains(&n.id)
+            })
+            .map(|n| n.id.clone())
+            .collect();
+        if children.is_empty() {
+            break;
+        }
+        selected.extend(children);
+    }
+    let mut order: Vec<KsId> = selected.into_iter().collect();
+    order.sort_by_key(|id| (std::cmp::Reverse(loaded.graph.wave(id)), id.clone()));
+    let mut plan = Vec::new();
+    for id in &order {
+        let n = &loaded.fleet.nodes[id];
+        let policy = n
+            .spec
+            .deletion_policy
+            .clone()
+            .unwrap_or_else(|| "MirrorPrune".into());
+        let Some(inv) = inventory::read(&cluster, id)
+            .await
+            .map_err(|e| AppError::Cluster(e.to_string()))?
+        else {
+            continue;
+        };
+        let delete_objects = match policy.as_str() {
+            "Orphan" => false,
+            "Delete" | "WaitForTermination" => true,
+            _ => n.spec.prune,
+        };
+        plan.push((id.clone(), policy, delete_objects, inv));
+    }
+    if plan.is_empty() {
+        println!("Nothing to delete: flux-order has no inventory for the selected Kustomizations.");
+        return Ok(());
+    }
+    let total: usize = plan.iter().filter(|p| p.2).map(|p| p.3.entries.len()).sum();
+    for (id, policy, del, inv) in &plan {
+        let what = if *del {
+            format!("delete {} objects", inv.entries.len())
+        } else {
+            format!("keep {} objects", inv.entries.len())
+        };
+        eprintln!(
+            "  {id}: {what} (deletionPolicy {policy}{})",
+            if policy == "MirrorPrune" && !del {
+                ", prune: false"
+            } else {
+                ""
+            }
+        );
+    }
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(AppError::Usage(anyhow::anyhow!(
+                "refusing to delete without confirmation: pass --yes"
+            )));
+        }
+        eprint!(
+            "Delete {total} objects of {} Kustomizations? [y/N] ",
+            plan.len()
+        );
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            eprintln!("Aborted; nothing deleted.");
+            return Ok(());
+        }
+    }
+    let mut failures = Vec::new();
+    for (id, policy, del, inv) in plan {
+        if del {
+            let (kept, err) = stages::prune(&cluster, &id, &inv.entries, |s, a| {
+                let verb = if a == Action::Deleted {
+                    "deleted"
+                } else {
+                    "skipped (not owned or protected)"
+                };
+                println!("{id}: {s} {verb}");
+            })
+            .await;
+            if let Some(e) = err {
+                failures.push(format!("Kustomization {id}: {e}"));
+                let mut left = inv.clone();
+                left.entries = kept;
+                let _ = inventory::write(&cluster, &id, &left, &Default::default()).await;
+                continue;
+            }
+            if policy == "WaitForTermination" {
+                let timeout = loaded.fleet.nodes[&id].spec.effective_timeout();
+                for e in &inv.entries {
+                    if let Some((a, k, ns, name)) = e.parse()
+                        && let Err(err) = cluster
+                            .wait_deleted(&a, &k, &ns, &name, timeout.min(Duration::from_secs(600)))
+                            .await
+                    {
+                        eprintln!("warning: {id}: {err}");
+                    }
+                }
+            }
+        }
+        inventory::remove(&cluster, &id)
+            .await
+            .map_err(|e| AppError::Cluster(e.to_string()))?;
+        println!("{id}: inventory removed");
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(AppError::Operation(failures))
+    }
+}
