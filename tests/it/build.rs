@@ -536,12 +536,24 @@ fn a_value_substituted_from_a_secret_is_masked_unless_show_secrets() {
     );
     let text = fleet.build_text("flux-system/app", &[]);
     assert!(!text.contains("from-secret"), "{text}");
-    // The plan masks it too.
+}
+
+#[test]
+fn the_plan_masks_variables_that_come_from_a_secret() {
+    let fleet = with_var_sources(SUBSTITUTE_FROM_BOTH).file(
+        "apps/app/out.yaml",
+        &config_map(
+            "default",
+            "out",
+            &[("a", "${a}"), ("b", "${b}"), ("c", "${c}")],
+        ),
+    );
     let plan = fleet.plan(&[]);
     assert_eq!(
         plan_entry(&plan, "flux-system/app")["variables"],
         json!({"a": "from-cm", "b": "***", "c": "inline"})
     );
+    assert!(!pretty(&plan).contains("from-secret"));
 }
 
 #[test]
