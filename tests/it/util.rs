@@ -335,7 +335,7 @@ pub fn expect_waves(w: &[&[&str]]) -> Vec<Vec<String>> {
 // with simulated readiness, and request-log queries.
 
 pub use flux_order_test_apiserver::{
-    Fault, FaultAction, Matcher, ReadyEvent, RequestLog, ServerOptions, TestServer, Verb,
+    Fault, FaultAction, FaultId, Matcher, ReadyEvent, RequestLog, ServerOptions, TestServer, Verb,
 };
 
 /// A test API server with its kubeconfig file. Derefs to the [`TestServer`].
@@ -612,4 +612,98 @@ pub fn depends_on(names: &[&str]) -> String {
 /// Milliseconds of a duration, for messages.
 pub fn ms(d: std::time::Duration) -> u128 {
     d.as_millis()
+}
+
+impl Fleet {
+    /// Starts `apply -o json --kubeconfig <cluster> args` in the background, outputs piped.
+    pub fn spawn_apply(&self, cluster: &Cluster, args: &[&str]) -> std::process::Child {
+        self.std_cmd("apply")
+            .arg("--kubeconfig")
+            .arg(cluster.kubeconfig())
+            .args(["-o", "json"])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn the binary")
+    }
+}
+
+/// Waits (polling, up to `timeout`) for a spawned run to exit and returns what it printed; kills
+/// it and fails if it does not exit in time.
+pub fn finish(mut child: std::process::Child, timeout: std::time::Duration) -> Run {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "still running after {timeout:?}; killed\n{}",
+                Run::from_output(&out)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Run::from_output(&child.wait_with_output().expect("output"))
+}
+
+/// The CRD `widgets.example.com` (namespaced kind `Widget`, version v1, status subresource).
+pub fn widget_crd() -> String {
+    dedent(
+        "
+        apiVersion: apiextensions.k8s.io/v1
+        kind: CustomResourceDefinition
+        metadata:
+          name: widgets.example.com
+        spec:
+          group: example.com
+          names: {kind: Widget, listKind: WidgetList, plural: widgets, singular: widget}
+          scope: Namespaced
+          versions:
+            - name: v1
+              served: true
+              storage: true
+              subresources: {status: {}}
+              schema:
+                openAPIV3Schema:
+                  type: object
+                  x-kubernetes-preserve-unknown-fields: true
+        ",
+    )
+}
+
+/// A `Widget` custom resource; with `ready_after`, the simulated controller sets its Ready
+/// condition.
+pub fn widget(ns: &str, name: &str, ready_after: Option<&str>) -> String {
+    let ann = ready_after
+        .map(|r| format!("  annotations:\n    test.flux-order/ready-after: \"{r}\"\n"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: {name}\n  namespace: {ns}\n{ann}spec:\n  size: 1\n"
+    )
+}
+
+impl Cluster {
+    /// Creates the Widget CRD on the server directly and waits until it is Established.
+    pub fn install_widget_crd(&self) {
+        self.create(yaml(&widget_crd())).expect("create CRD");
+        let established = self.wait_until(std::time::Duration::from_secs(10), |s| {
+            s.get(
+                "apiextensions.k8s.io/v1",
+                "CustomResourceDefinition",
+                None,
+                "widgets.example.com",
+            )
+            .and_then(|c| c["status"]["conditions"].as_array().cloned())
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Established" && c["status"] == "True")
+            })
+        });
+        assert!(established, "the Widget CRD was never Established");
+    }
 }
