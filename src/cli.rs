@@ -121,6 +121,10 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = PlanFormat::Text)]
     pub output: PlanFormat,
+    /// Optional cluster: with --kubeconfig or --context, plan also reads flux-order's inventories
+    /// and lists what apply would prune. Without them, plan never contacts a cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 /// `graph` output formats.

@@ -149,25 +149,9 @@ pub async fn run_with(
             }
         }
         if n.spec.prune {
-            let old = crate::inventory::read(&cluster, id)
-                .await
-                .map_err(|e| AppError::Cluster(e.to_string()))?;
-            let new_ids: BTreeSet<String> = objects
-                .iter()
-                .map(|o| crate::inventory::Entry::of(o).id)
-                .collect();
-            for e in old.map(|i| i.entries).unwrap_or_default() {
-                if new_ids.contains(&e.id) {
-                    continue;
-                }
-                if let Some((_, kind, ns, name)) = e.parse() {
-                    changes += 1;
-                    println!(
-                        "  {} {} deleted (prune)",
-                        paint.bad("-"),
-                        crate::cluster::subject_of(&kind, &ns, &name)
-                    );
-                }
+            for subj in stale(&cluster, id, &objects).await? {
+                changes += 1;
+                println!("  {} {subj} deleted (prune)", paint.bad("-"));
             }
         }
     }
@@ -179,6 +163,29 @@ pub async fn run_with(
     } else {
         Ok(())
     }
+}
+
+/// Objects in the inventory of `id` that the new build no longer has (`Kind/ns/name`).
+pub async fn stale(
+    cluster: &Cluster,
+    id: &crate::model::KsId,
+    objects: &[Value],
+) -> Result<Vec<String>, AppError> {
+    let old = crate::inventory::read(cluster, id)
+        .await
+        .map_err(|e| AppError::Cluster(e.to_string()))?;
+    let new_ids: BTreeSet<String> = objects
+        .iter()
+        .map(|o| crate::inventory::Entry::of(o).id)
+        .collect();
+    Ok(old
+        .map(|i| i.entries)
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| !new_ids.contains(&e.id))
+        .filter_map(|e| e.parse())
+        .map(|(_, kind, ns, name)| crate::cluster::subject_of(&kind, &ns, &name))
+        .collect())
 }
 
 async fn diff_one(

@@ -9,7 +9,26 @@ use crate::report::plan;
 pub async fn run(args: &PlanArgs) -> Result<(), AppError> {
     let settings = FleetSettings::resolve(&args.fleet)?;
     let loaded = super::load_fleet(&settings).await?;
-    let report = plan::plan(&loaded.fleet, &loaded.graph, &loaded.selection);
+    let mut report = plan::plan(&loaded.fleet, &loaded.graph, &loaded.selection);
+    if args.cluster.kubeconfig.is_some() || args.cluster.context.is_some() {
+        let cluster = super::apply::connect(&args.cluster).await?;
+        for k in report
+            .waves
+            .iter_mut()
+            .flat_map(|w| w.kustomizations.iter_mut())
+        {
+            let Some(id) = crate::model::KsId::parse(&k.id) else {
+                continue;
+            };
+            let node = &loaded.fleet.nodes[&id];
+            if !node.spec.prune {
+                continue;
+            }
+            let objects: Vec<serde_json::Value> =
+                node.objects.iter().map(|m| m.object.clone()).collect();
+            k.would_prune = super::diff::stale(&cluster, &id, &objects).await?;
+        }
+    }
     let out = match args.output {
         PlanFormat::Text => plan::render_text(&report),
         PlanFormat::Json => {

@@ -580,14 +580,13 @@ impl Loader<'_> {
         }
     }
 
+    /// ConfigMaps and Secrets substituteFrom can read: the cluster's (when connected), overridden
+    /// by the fleet's own (which the rollout applies before any dependent runs).
     fn var_index(&self) -> VarIndex {
-        let mut index = VarIndex::default();
+        let mut index = self.opts.cluster_vars.clone().unwrap_or_default();
         index.add(&self.root_objects);
         for n in self.nodes.values() {
             index.add(&n.objects);
-        }
-        if let Some(c) = &self.opts.cluster_vars {
-            index.merge(c);
         }
         index
     }
@@ -615,16 +614,27 @@ impl Loader<'_> {
                 continue;
             }
             let spec = n.spec.clone();
-            let result = postbuild::post_build(
-                &raw.output,
-                &PostBuildOptions {
-                    owner: Some(&id),
-                    spec: Some(&spec),
-                    vars: &vars,
-                    strict: strict && vars.missing.is_empty(),
-                    strip_origin: raw.strip_origin,
-                },
-            );
+            let opts = |strict_subst: bool| PostBuildOptions {
+                owner: Some(&id),
+                spec: Some(&spec),
+                vars: &vars,
+                strict: strict_subst,
+                strip_origin: raw.strip_origin,
+            };
+            // Undefined variables fail only when asked (apply, diff, --strict-substitute) and
+            // every substituteFrom source is known; otherwise the final pass warns about them.
+            let enforce = strict && self.opts.strict && vars.missing.is_empty();
+            let result = postbuild::post_build(&raw.output, &opts(enforce));
+            if strict
+                && !enforce
+                && result.is_ok()
+                && let Err(e) = postbuild::post_build(&raw.output, &opts(true))
+            {
+                self.warnings.push(format!(
+                    "{}: Kustomization {id}: {e} (an empty string is substituted; apply fails on this)",
+                    n.file
+                ));
+            }
             let file = n.file.clone();
             match result {
                 Ok(objs) => {
@@ -657,13 +667,11 @@ impl Loader<'_> {
     }
 
     /// The final, strict-as-requested post-build, and the checks that need the whole fleet.
+    /// The final pass (`strict` = report errors): syntax errors are errors in any mode; undefined
+    /// variables are errors only under `opts.strict`, warnings otherwise.
     fn finish(&mut self, _path: &Path) {
         let mut done = BTreeSet::new();
-        let errors_before = self.errors.len();
         self.post_build_all(true, &mut done);
-        // Non-strict runs (plan/build without --strict-substitute) report post-build errors too:
-        // a syntax error is an error in any mode; only undefined variables are lenient.
-        let _ = errors_before;
         let ids: Vec<KsId> = self.nodes.keys().cloned().collect();
         for id in ids {
             let n = &self.nodes[&id];

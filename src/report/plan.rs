@@ -83,6 +83,9 @@ pub struct KsReport {
     pub objects: Vec<String>,
     /// Flux objects that need a Flux controller: not applied.
     pub not_applied: Vec<String>,
+    /// Objects apply would prune (listed only when plan reads a cluster).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub would_prune: Vec<String>,
     /// Variables the build references, with their values (Secret-backed ones masked, `<unset>`
     /// when nothing defines them).
     pub variables: BTreeMap<String, String>,
@@ -187,6 +190,7 @@ fn ks_report(n: &Node, blocked: &BTreeMap<KsId, BTreeSet<KsId>>) -> KsReport {
             .map(|m| subject(&m.object))
             .collect(),
         variables,
+        would_prune: Vec::new(),
     }
 }
 
@@ -321,6 +325,13 @@ pub fn render_text(p: &PlanReport) -> String {
                     .map(|(a, b)| format!("{a}={b}"))
                     .collect();
                 let _ = writeln!(s, "      variables  {}", vars.join(", "));
+            }
+            if !k.would_prune.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "      prune      {} (no longer in the build)",
+                    k.would_prune.join(", ")
+                );
             }
             if !k.not_applied.is_empty() {
                 let _ = writeln!(
