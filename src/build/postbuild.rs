@@ -118,13 +118,6 @@ impl VarIndex {
             .insert((namespace.into(), kind.into(), name.into()), values);
     }
 
-    /// Adds every source of `other`, overriding same-named ones.
-    pub fn merge(&mut self, other: &VarIndex) {
-        for (k, v) in &other.map {
-            self.map.insert(k.clone(), v.clone());
-        }
-    }
-
     /// Looks one source up.
     pub fn get(
         &self,
