@@ -7,4 +7,5 @@ mod apply;
 mod build;
 mod errors;
 mod graph;
+mod health;
 mod plan;
