@@ -6,8 +6,8 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy};
@@ -123,7 +123,47 @@ pub struct Cluster {
     url: String,
     kinds: RwLock<HashMap<(String, String), Kind>>,
     timeout: Duration,
-    retries: AtomicU64,
+    retries: Arc<AtomicU64>,
+}
+
+/// kube's server-aware retry policy (429/503/504, honouring Retry-After, capped backoff) that also
+/// counts its retries, so the summary reports every retried request.
+#[derive(Clone)]
+struct CountingPolicy {
+    inner: kube::client::retry::RetryPolicy,
+    retries: Arc<AtomicU64>,
+}
+
+impl<Res>
+    tower::retry::Policy<http::Request<kube::client::Body>, http::Response<Res>, tower::BoxError>
+    for CountingPolicy
+{
+    type Future = tokio::time::Sleep;
+
+    fn retry(
+        &mut self,
+        req: &mut http::Request<kube::client::Body>,
+        result: &mut Result<http::Response<Res>, tower::BoxError>,
+    ) -> Option<Self::Future> {
+        let status = result.as_ref().ok().map(|r| r.status());
+        let next = self.inner.retry(req, result);
+        if next.is_some() {
+            self.retries.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("{} {}: {status:?}; retrying", req.method(), req.uri());
+        }
+        next
+    }
+
+    fn clone_request(
+        &mut self,
+        req: &http::Request<kube::client::Body>,
+    ) -> Option<http::Request<kube::client::Body>> {
+        <kube::client::retry::RetryPolicy as tower::retry::Policy<
+            _,
+            http::Response<Res>,
+            tower::BoxError,
+        >>::clone_request(&mut self.inner, req)
+    }
 }
 
 impl std::fmt::Debug for Cluster {
@@ -187,9 +227,17 @@ impl Cluster {
         let url = config.cluster_url.to_string();
         config.default_retry = false;
         config.connect_timeout = Some(Duration::from_secs(10));
-        let policy =
-            kube::client::retry::RetryPolicy::new(FIRST_BACKOFF, MAX_BACKOFF, MAX_ATTEMPTS, true)
-                .map_err(|e| ClusterError::Config(e.to_string()))?;
+        let retries = Arc::new(AtomicU64::new(0));
+        let policy = CountingPolicy {
+            inner: kube::client::retry::RetryPolicy::new(
+                FIRST_BACKOFF,
+                MAX_BACKOFF,
+                MAX_ATTEMPTS,
+                true,
+            )
+            .map_err(|e| ClusterError::Config(e.to_string()))?,
+            retries: retries.clone(),
+        };
         let client = kube::client::ClientBuilder::try_from(config)
             .map_err(|e| ClusterError::Config(e.to_string()))?
             .with_layer(&tower::buffer::BufferLayer::new(1024))
@@ -200,7 +248,7 @@ impl Cluster {
             url: url.clone(),
             kinds: RwLock::new(HashMap::new()),
             timeout: opts.request_timeout.unwrap_or(Duration::from_secs(30)),
-            retries: AtomicU64::new(0),
+            retries,
         };
         let version =
             tokio::time::timeout(Duration::from_secs(15), cluster.client.apiserver_version()).await;

@@ -139,24 +139,34 @@ impl Graph {
         self.preds.get(id).into_iter().flatten()
     }
 
-    /// The longest chain, first to last (ties broken by name).
-    pub fn critical_path(&self) -> Vec<KsId> {
-        let Some(last) = self.waves.last().and_then(|w| w.first()) else {
+    /// The longest chain among `within`, first to last (ties broken by name).
+    pub fn critical_path(&self, within: &BTreeSet<KsId>) -> Vec<KsId> {
+        let mut len: BTreeMap<&KsId, usize> = BTreeMap::new();
+        for id in self.waves.iter().flatten().filter(|k| within.contains(*k)) {
+            let best = self
+                .predecessors(id)
+                .filter_map(|p| len.get(p))
+                .max()
+                .copied()
+                .unwrap_or(0);
+            len.insert(id, best + 1);
+        }
+        let Some((&last, &n)) = len.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))) else {
             return Vec::new();
         };
         let mut path = vec![last.clone()];
-        let mut cur = last.clone();
-        while self.wave(&cur) > 0 {
-            let w = self.wave(&cur);
+        let (mut cur, mut n) = (last, n);
+        while n > 1 {
             let Some(prev) = self
-                .predecessors(&cur)
-                .find(|p| self.wave(p) + 1 == w)
-                .cloned()
+                .predecessors(cur)
+                .filter(|p| len.get(p) == Some(&(n - 1)))
+                .min()
             else {
                 break;
             };
             path.push(prev.clone());
             cur = prev;
+            n -= 1;
         }
         path.reverse();
         path
@@ -311,7 +321,12 @@ mod tests {
             g.waves[0],
             vec![KsId::parse("a/w").unwrap(), KsId::parse("a/x").unwrap()]
         );
-        let cp: Vec<String> = g.critical_path().iter().map(|k| k.to_string()).collect();
+        let all = g.select(&[]).unwrap();
+        let cp: Vec<String> = g
+            .critical_path(&all)
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
         assert_eq!(cp, vec!["a/x", "a/y", "a/z"]);
     }
 

@@ -162,14 +162,28 @@ pub struct Vars {
     pub missing: Vec<String>,
 }
 
+/// What Secret-backed variables are substituted with for display: a plain YAML-safe word that
+/// [`unmask_tokens`] then turns into [`MASK`] (a bare `***` would read back as a YAML alias).
+const MASK_TOKEN: &str = "FLUXORDERMASKEDVALUE";
+
 impl Vars {
-    /// The same variables with Secret-backed values replaced by the mask.
+    /// The same variables with Secret-backed values replaced by a mask token.
     pub fn masked(&self) -> Vars {
         let mut m = self.clone();
         for k in &self.secret {
-            m.values.insert(k.clone(), MASK.to_string());
+            m.values.insert(k.clone(), MASK_TOKEN.to_string());
         }
         m
+    }
+}
+
+/// Replaces the mask token in every string of `v` by [`MASK`].
+pub fn unmask_tokens(v: &mut Value) {
+    match v {
+        Value::String(s) if s.contains(MASK_TOKEN) => *s = s.replace(MASK_TOKEN, MASK),
+        Value::Array(a) => a.iter_mut().for_each(unmask_tokens),
+        Value::Object(m) => m.values_mut().for_each(unmask_tokens),
+        _ => {}
     }
 }
 

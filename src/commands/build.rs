@@ -41,7 +41,13 @@ pub async fn run(args: &BuildArgs) -> Result<(), AppError> {
                 },
             )
             .map_err(anyhow::Error::from)?;
-            objects = rebuilt.into_iter().map(|m| m.object).collect();
+            objects = rebuilt
+                .into_iter()
+                .map(|mut m| {
+                    postbuild::unmask_tokens(&mut m.object);
+                    m.object
+                })
+                .collect();
         }
         objects = objects.iter().map(postbuild::mask_secret).collect();
     }

@@ -413,10 +413,16 @@ impl Loader<'_> {
         }
         let id = KsId::new(ns, name);
         let spec_value = f.object.get("spec").cloned().unwrap_or(Value::Null);
-        let spec: KustomizationSpec = match serde_json::from_value(spec_value) {
+        let spec: KustomizationSpec = match serde_path_to_error::deserialize(spec_value) {
             Ok(s) => s,
             Err(e) => {
-                self.errors.push(invalid(format!("invalid spec: {e}")));
+                let path = e.path().to_string();
+                let field = if path == "." {
+                    "spec".to_string()
+                } else {
+                    format!("spec.{path}")
+                };
+                self.errors.push(invalid(format!("{field}: {}", e.inner())));
                 return;
             }
         };

@@ -39,7 +39,12 @@ pub fn dot(fleet: &Fleet, graph: &Graph, sel: &BTreeSet<KsId>) -> String {
                 s,
                 "    {} [label={}{}];",
                 quote(&id.to_string()),
-                quote(&format!("{id}\\n{} objects", n.objects.len())),
+                // `\n` is DOT's line break inside a label: added after quoting.
+                format!(
+                    "{}\\n{} objects\"",
+                    quote(&id.to_string()).trim_end_matches('"'),
+                    n.objects.len()
+                ),
                 style
             );
         }

@@ -220,11 +220,7 @@ pub fn plan(fleet: &Fleet, graph: &Graph, selection: &BTreeSet<KsId>) -> PlanRep
         .flat_map(|w| &w.kustomizations)
         .map(|k| k.object_count)
         .sum();
-    let critical: Vec<KsId> = graph
-        .critical_path()
-        .into_iter()
-        .filter(|k| selection.contains(k))
-        .collect();
+    let critical = graph.critical_path(selection);
     PlanReport {
         path: fleet.path.display().to_string(),
         kustomizations: selection.len(),

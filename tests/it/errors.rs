@@ -100,16 +100,7 @@ fn run(case: &Case, subcommand: &str, extra: &[&str]) -> Vec<String> {
 
 /// Cases known to fail because of a bug in src/ (see the case's README or the final report);
 /// they are run and reported, but do not fail the suite while listed here.
-const KNOWN_BUGS: &[(&str, &str)] = &[
-    (
-        "invalid-duration",
-        "load/mod.rs add_found: serde_json::from_value(spec) loses the field path, so the message does not name `interval`",
-    ),
-    (
-        "undefined-variable-warns",
-        "load/mod.rs finish(): post_build_all(true, ..) substitutes strictly whatever --strict-substitute says, and no warning names the undefined variable",
-    ),
-];
+const KNOWN_BUGS: &[(&str, &str)] = &[];
 
 #[test]
 fn every_bad_fixture_fails_as_its_expect_txt_says() {

@@ -121,7 +121,6 @@ fn dot_groups_nodes_by_wave_and_marks_suspension() {
 }
 
 #[test]
-#[ignore = "bug: report/graph.rs dot() escapes the label's \\n line break a second time (quote() doubles the backslash), so Graphviz prints a literal \\n"]
 fn dot_labels_break_the_line_before_the_object_count() {
     let dot = demo_graph(&[]);
     assert!(

@@ -472,7 +472,6 @@ fn demo_only_selects_the_kustomization_its_dependencies_and_parents() {
 }
 
 #[test]
-#[ignore = "bug: report/plan.rs plan() filters the whole graph's critical path by the selection instead of computing the selection's own longest chain"]
 fn demo_only_has_the_critical_path_of_the_selection() {
     let plan = &demo_plan(&["--only", "team-a/app-a"]);
     // The longest chain inside the selection (crds and namespaces tie; ties go by name).
