@@ -114,15 +114,73 @@ fn link_entries(
     Ok(())
 }
 
+/// The patterns source-controller and `flux build` exclude by default (gitignore syntax).
+const DEFAULT_IGNORES: &[&str] = &[
+    ".git/",
+    ".gitignore",
+    ".gitmodules",
+    ".gitattributes",
+    "*.jpg",
+    "*.jpeg",
+    "*.gif",
+    "*.png",
+    "*.wmv",
+    "*.flv",
+    "*.tar.gz",
+    "*.zip",
+    ".github/",
+    ".circleci/",
+    ".travis.yml",
+    ".gitlab-ci.yml",
+    "appveyor.yml",
+    ".drone.yml",
+    "cloudbuild.yaml",
+    "codeship-services.yml",
+    "codeship-steps.yml",
+    "**/.goreleaser.yml",
+    "**/.sops.yaml",
+    "**/.flux.yaml",
+];
+
+/// The source's ignore rules: Flux's defaults plus every `.sourceignore` from the source root
+/// down to `dir` (each applying below its own directory).
+fn ignore_rules(root: &Path, dir: &Path) -> ignore::gitignore::Gitignore {
+    let mut b = ignore::gitignore::GitignoreBuilder::new(root);
+    for p in DEFAULT_IGNORES {
+        let _ = b.add_line(None, p);
+    }
+    let mut cur = Some(dir);
+    let mut files = Vec::new();
+    while let Some(d) = cur {
+        files.push(d.join(".sourceignore"));
+        if d == root {
+            break;
+        }
+        cur = d.parent().filter(|p| p.starts_with(root));
+    }
+    for f in files.into_iter().rev().filter(|f| f.is_file()) {
+        let _ = b.add(f);
+    }
+    b.build()
+        .unwrap_or_else(|_| ignore::gitignore::Gitignore::empty())
+}
+
 /// Flux's generator: every `.yaml`/`.yml` file under `dir` (each must decode as Kubernetes YAML),
-/// and every sub-directory holding a kustomization file as one resource (not descended into).
-fn scan_resources(dir: &Path) -> Result<Vec<String>, OverlayError> {
+/// and every sub-directory holding a kustomization file as one resource (not descended into);
+/// paths the source's ignore rules exclude are left out, as in the artifact Flux builds.
+fn scan_resources(root: &Path, dir: &Path) -> Result<Vec<String>, OverlayError> {
     let mut out = Vec::new();
-    scan_into(dir, dir, &mut out)?;
+    let rules = ignore_rules(root, dir);
+    scan_into(dir, dir, &rules, &mut out)?;
     Ok(out)
 }
 
-fn scan_into(base: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), OverlayError> {
+fn scan_into(
+    base: &Path,
+    dir: &Path,
+    rules: &ignore::gitignore::Gitignore,
+    out: &mut Vec<String>,
+) -> Result<(), OverlayError> {
     let mut entries: Vec<_> = fs::read_dir(dir)
         .map_err(io_err(dir))?
         .collect::<Result<_, _>>()
@@ -134,6 +192,13 @@ fn scan_into(base: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), Overl
         let rel = path.strip_prefix(base).unwrap_or(&path);
         let rel_str = format!("./{}", rel.display());
         let ft = fs::metadata(&path).map_err(io_err(&path))?;
+        if path.starts_with(rules.path())
+            && rules
+                .matched_path_or_any_parents(&path, ft.is_dir())
+                .is_ignore()
+        {
+            continue;
+        }
         if ft.is_dir() {
             if entry.file_type().map(|t| t.is_symlink()).unwrap_or(false) {
                 continue; // filepath.Walk does not follow symlinked directories
@@ -141,7 +206,7 @@ fn scan_into(base: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), Overl
             if find_kustomization_file(&path).is_some() {
                 out.push(rel_str);
             } else {
-                scan_into(base, &path, out)?;
+                scan_into(base, &path, rules, out)?;
             }
             continue;
         }
@@ -200,7 +265,7 @@ pub fn prepare(
             }
         }
         None => {
-            let resources = scan_resources(&src_dir)?;
+            let resources = scan_resources(root, &src_dir)?;
             let mut m = Map::new();
             m.insert(
                 "apiVersion".into(),

@@ -696,6 +696,12 @@ impl Loader<'_> {
                     ));
                 }
             }
+            if n.spec.depends_on.iter().any(|d| d.ready_expr.is_some()) {
+                self.warnings.push(format!(
+                    "{}: Kustomization {id}: dependsOn[].readyExpr is not evaluated yet; flux-order waits for each dependency to be Ready",
+                    n.file
+                ));
+            }
             if n.spec.decryption.is_some() {
                 self.warnings.push(format!(
                     "{}: Kustomization {id}: spec.decryption (SOPS) is not supported yet; apply refuses this Kustomization",

@@ -173,7 +173,11 @@ fn ks_report(n: &Node, blocked: &BTreeMap<KsId, BTreeSet<KsId>>) -> KsReport {
                     if h.api_version.as_deref().unwrap_or("").is_empty() {
                         h.api_version = Some("apps/v1".into());
                     }
-                    h.to_string()
+                    if crate::model::is_flux_api(h.api_version.as_deref().unwrap_or("")) {
+                        format!("{h} (needs a Flux controller: not waited on)")
+                    } else {
+                        h.to_string()
+                    }
                 })
                 .collect(),
             health_check_exprs: n.spec.health_check_exprs.len(),
