@@ -435,29 +435,27 @@ impl Cluster {
     /// Server-side apply as Flux does it (manager `kustomize-controller`, force); `dry_run` sends
     /// `dryRun=All` and stores nothing.
     pub async fn apply(&self, obj: &Value, dry_run: bool) -> Result<Value, ClusterError> {
-        let (api_version, kind, ns, name) = object_meta(obj);
-        let subject = subject_of(kind, ns, name);
-        let api = self.api_for(api_version, kind, ns, &subject)?;
-        let mut pp = PatchParams::apply(FIELD_MANAGER).force();
-        if dry_run {
-            pp = pp.dry_run();
-        }
-        let patch = Patch::Apply(obj);
-        let applied = self
-            .retry(&subject, || api.patch(name, &pp, &patch))
-            .await?;
-        serde_json::to_value(applied).map_err(|e| ClusterError::Transport {
-            subject,
-            message: e.to_string(),
-        })
+        self.server_side_apply(obj, FIELD_MANAGER, dry_run).await
     }
 
     /// Server-side apply with another field manager (flux-order's own bookkeeping objects).
     pub async fn apply_as(&self, obj: &Value, manager: &str) -> Result<Value, ClusterError> {
+        self.server_side_apply(obj, manager, false).await
+    }
+
+    async fn server_side_apply(
+        &self,
+        obj: &Value,
+        manager: &str,
+        dry_run: bool,
+    ) -> Result<Value, ClusterError> {
         let (api_version, kind, ns, name) = object_meta(obj);
         let subject = subject_of(kind, ns, name);
         let api = self.api_for(api_version, kind, ns, &subject)?;
-        let pp = PatchParams::apply(manager).force();
+        let mut pp = PatchParams::apply(manager).force();
+        if dry_run {
+            pp = pp.dry_run();
+        }
         let patch = Patch::Apply(obj);
         let applied = self
             .retry(&subject, || api.patch(name, &pp, &patch))

@@ -95,27 +95,9 @@ pub fn validate_objects(loaded: &Loaded, cluster: &Cluster, apply_flux: bool) ->
     let mut crd_kinds: BTreeMap<(String, String), bool> = BTreeMap::new();
     for id in &loaded.selection {
         for m in &loaded.fleet.nodes[id].objects {
-            let o = &m.object;
-            if object_meta(o).1 != "CustomResourceDefinition" {
-                continue;
-            }
-            let group = o
-                .pointer("/spec/group")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let kind = o
-                .pointer("/spec/names/kind")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let namespaced = o.pointer("/spec/scope").and_then(Value::as_str) != Some("Cluster");
-            for v in o
-                .pointer("/spec/versions")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(ver) = v.get("name").and_then(Value::as_str) {
-                    crd_kinds.insert((format!("{group}/{ver}"), kind.to_string()), namespaced);
+            if object_meta(&m.object).1 == "CustomResourceDefinition" {
+                for (api, kind, namespaced) in crate::model::crd_served_kinds(&m.object) {
+                    crd_kinds.insert((api, kind), namespaced);
                 }
             }
         }

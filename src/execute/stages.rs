@@ -222,32 +222,15 @@ pub async fn wait_crds(
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let group = crd
-            .pointer("/spec/group")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let kind = crd
-            .pointer("/spec/names/kind")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        for v in crd
-            .pointer("/spec/versions")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let served = v.get("served").and_then(Value::as_bool).unwrap_or(true);
-            if let (true, Some(version)) = (served, v.get("name").and_then(Value::as_str)) {
-                let api_version = format!("{group}/{version}");
-                let deadline_kind = tokio::time::Instant::now() + Duration::from_secs(10);
-                while !cluster.refresh_kind(&api_version, kind).await {
-                    if tokio::time::Instant::now() >= deadline_kind {
-                        return Err(format!(
-                            "{kind}.{group}/{version} not served after its CRD was Established"
-                        ));
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+        for (api_version, kind, _) in crate::model::crd_served_kinds(crd) {
+            let deadline_kind = tokio::time::Instant::now() + Duration::from_secs(10);
+            while !cluster.refresh_kind(&api_version, &kind).await {
+                if tokio::time::Instant::now() >= deadline_kind {
+                    return Err(format!(
+                        "{kind} ({api_version}) not served after its CRD was Established"
+                    ));
                 }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }

@@ -358,6 +358,22 @@ pub fn object_meta(obj: &Value) -> (&str, &str, &str, &str) {
     )
 }
 
+/// The kinds a CustomResourceDefinition serves: `(apiVersion, kind, namespaced)` per served
+/// version.
+pub fn crd_served_kinds(crd: &Value) -> Vec<(String, String, bool)> {
+    let s = |p: &str| crd.pointer(p).and_then(Value::as_str).unwrap_or("");
+    let (group, kind) = (s("/spec/group"), s("/spec/names/kind"));
+    let namespaced = s("/spec/scope") != "Cluster";
+    crd.pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|v| v.get("served").and_then(Value::as_bool).unwrap_or(true))
+        .filter_map(|v| v.get("name").and_then(Value::as_str))
+        .map(|ver| (format!("{group}/{ver}"), kind.to_string(), namespaced))
+        .collect()
+}
+
 /// `Kind/namespace/name`, or `Kind/name` for cluster-scoped objects: Flux's subject format.
 pub fn subject(obj: &Value) -> String {
     let (_, kind, ns, name) = object_meta(obj);

@@ -35,18 +35,14 @@ pub fn dot(fleet: &Fleet, graph: &Graph, sel: &BTreeSet<KsId>) -> String {
             } else {
                 ""
             };
-            let _ = writeln!(
-                s,
-                "    {} [label={}{}];",
-                quote(&id.to_string()),
-                // `\n` is DOT's line break inside a label: added after quoting.
-                format!(
-                    "{}\\n{} objects\"",
-                    quote(&id.to_string()).trim_end_matches('"'),
-                    n.objects.len()
-                ),
-                style
+            // `\n` is DOT's line break inside a label: added inside the quotes, after escaping.
+            let quoted = quote(&id.to_string());
+            let label = format!(
+                "{}\\n{} objects\"",
+                quoted.trim_end_matches('"'),
+                n.objects.len()
             );
+            let _ = writeln!(s, "    {quoted} [label={label}{style}];");
         }
         s.push_str("  }\n");
     }

@@ -90,6 +90,15 @@ pub fn human(d: Duration) -> String {
     }
 }
 
+/// `waiting 2/5 ready — Deployment apps/web: 1/3 replicas ready`.
+fn waiting_text(ready: usize, total: usize, pending: &[String]) -> String {
+    let first = pending
+        .first()
+        .map(|p| format!(" — {p}"))
+        .unwrap_or_default();
+    format!("waiting {ready}/{total} ready{first}")
+}
+
 /// One-line description of a finished Kustomization.
 pub fn finished_line(r: &KsResult, paint: Paint) -> String {
     let c = &r.objects;
@@ -170,13 +179,7 @@ fn plain_line(e: &Event, paint: Paint) -> Option<String> {
             ready,
             total,
             pending,
-        } => {
-            let first = pending
-                .first()
-                .map(|p| format!(" — {p}"))
-                .unwrap_or_default();
-            format!("{id} waiting: {ready}/{total} ready{first}")
-        }
+        } => format!("{id} {}", waiting_text(*ready, *total, pending)),
         Event::Blocked { id, waiting_on } => format!("{id} waiting on {}", waiting_on.join(", ")),
         Event::Finished(r) => finished_line(r, paint),
         Event::Interrupted => "interrupted: no new Kustomization or object will start".into(),
@@ -241,14 +244,7 @@ async fn render_tty(paint: Paint, mut rx: UnboundedReceiver<Event>) {
                 total,
                 pending,
             } => {
-                let first = pending
-                    .first()
-                    .map(|p| format!(" — {p}"))
-                    .unwrap_or_default();
-                waiting.insert(
-                    id.to_string(),
-                    format!("waiting {ready}/{total} ready{first}"),
-                );
+                waiting.insert(id.to_string(), waiting_text(*ready, *total, pending));
             }
             Event::Blocked { id, waiting_on } => {
                 let bar = match blocked.remove(id) {
