@@ -199,7 +199,7 @@ async fn render_tty(paint: Paint, mut rx: UnboundedReceiver<Event>) {
     let style = ProgressStyle::with_template("{spinner} {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_spinner());
     let mut lines: BTreeMap<KsId, Line> = BTreeMap::new();
-    let mut blocked: BTreeMap<KsId, (ProgressBar, Vec<String>)> = BTreeMap::new();
+    let mut blocked: BTreeMap<KsId, (ProgressBar, Vec<String>, Instant)> = BTreeMap::new();
     let mut waiting: BTreeMap<String, String> = BTreeMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
@@ -217,7 +217,7 @@ async fn render_tty(paint: Paint, mut rx: UnboundedReceiver<Event>) {
                 objects,
                 timeout_seconds,
             } => {
-                if let Some((b, _)) = blocked.remove(id) {
+                if let Some((b, _, _)) = blocked.remove(id) {
                     b.finish_and_clear();
                 }
                 let bar = mp.add(ProgressBar::new_spinner());
@@ -247,21 +247,21 @@ async fn render_tty(paint: Paint, mut rx: UnboundedReceiver<Event>) {
                 waiting.insert(id.to_string(), waiting_text(*ready, *total, pending));
             }
             Event::Blocked { id, waiting_on } => {
-                let bar = match blocked.remove(id) {
-                    Some((b, _)) => b,
+                let (bar, since) = match blocked.remove(id) {
+                    Some((b, _, since)) => (b, since),
                     None => {
                         let b = mp.add(ProgressBar::new_spinner());
                         b.set_style(style.clone());
-                        b
+                        (b, Instant::now())
                     }
                 };
-                blocked.insert(id.clone(), (bar, waiting_on.clone()));
+                blocked.insert(id.clone(), (bar, waiting_on.clone(), since));
             }
             Event::Finished(r) => {
                 if let Some(l) = lines.remove(&r.id) {
                     l.bar.finish_and_clear();
                 }
-                if let Some((b, _)) = blocked.remove(&r.id) {
+                if let Some((b, _, _)) = blocked.remove(&r.id) {
                     b.finish_and_clear();
                 }
                 waiting.remove(&r.id.to_string());
@@ -281,7 +281,7 @@ async fn render_tty(paint: Paint, mut rx: UnboundedReceiver<Event>) {
 
 fn refresh(
     lines: &BTreeMap<KsId, Line>,
-    blocked: &BTreeMap<KsId, (ProgressBar, Vec<String>)>,
+    blocked: &BTreeMap<KsId, (ProgressBar, Vec<String>, Instant)>,
     waiting: &BTreeMap<String, String>,
 ) {
     for (id, l) in lines {
@@ -296,7 +296,7 @@ fn refresh(
         ));
         l.bar.tick();
     }
-    for (id, (bar, on)) in blocked {
+    for (id, (bar, on, since)) in blocked {
         let detail = on
             .iter()
             .filter_map(|d| {
@@ -306,7 +306,10 @@ fn refresh(
             })
             .next()
             .unwrap_or_else(|| on.join(", "));
-        bar.set_message(format!("{id}: waiting on {detail}"));
+        bar.set_message(format!(
+            "{id}: waiting on {detail}, {}",
+            human(since.elapsed())
+        ));
         bar.tick();
     }
 }
