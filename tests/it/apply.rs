@@ -603,6 +603,10 @@ fn an_unknown_kind_is_refused_before_anything_is_written() {
         );
     let run = f.apply(&cluster, &[]);
     run.expect_code(2);
+    assert!(
+        run.stdout.is_empty(),
+        "nothing reported before validation ends\n{run}"
+    );
     assert!(run.stderr.contains("Gadget"), "{run}");
     assert!(
         run.stderr.contains("b.yaml"),
@@ -798,43 +802,102 @@ fn objects_carry_flux_owner_labels_and_kustomize_controller_managed_fields() {
     }
 }
 
-#[test]
-fn a_second_apply_reports_every_object_unchanged_and_writes_none() {
-    let cluster = Cluster::start();
-    let f = fleet(&[("a", "wait: true"), ("b", &depends_on(&["a"]))])
-        .file("apps/a/deploy.yaml", &deployment("default", "a-web", None))
+/// a: a Namespace and objects in it (a ConfigMap, a Deployment, a Job); b (after a): a Service.
+fn second_apply_fleet(cm_value: &str) -> Fleet {
+    fleet(&[("a", "wait: true"), ("b", &depends_on(&["a"]))])
+        .file("apps/a/ns.yaml", &namespace("a-team"))
+        .file("apps/a/deploy.yaml", &deployment("a-team", "a-web", None))
         .file(
             "apps/a/cm.yaml",
-            &config_map("default", "a-cfg", &[("k", "v")]),
+            &config_map("a-team", "a-cfg", &[("k", cm_value)]),
         )
+        .file("apps/a/job.yaml", &job("busybox:1"))
         .file(
             "apps/b/svc.yaml",
             "apiVersion: v1\nkind: Service\nmetadata:\n  name: b-svc\n  namespace: default\nspec:\n  selector: {app: b}\n  ports:\n    - port: 80\n",
-        );
+        )
+}
+
+fn fleet_writes(cluster: &Cluster) -> Vec<RequestLog> {
+    let mut w = cluster.writes_named("a-");
+    w.extend(cluster.writes_named("b-"));
+    w.sort_by_key(|r| r.seq);
+    w
+}
+
+#[test]
+fn a_second_apply_reports_every_object_unchanged_and_writes_none() {
+    let cluster = Cluster::start();
+    let f = second_apply_fleet("v1");
     let first = f.apply(&cluster, &[]);
     first.expect_code(0);
-    assert_eq!(first.result("a")["objects"]["created"], 2, "{first}");
+    assert_eq!(first.result("a")["objects"]["created"], 4, "{first}");
     assert_eq!(first.result("b")["objects"]["created"], 1, "{first}");
-    let before = cluster.writes_named("a-").len() + cluster.writes_named("b-").len();
-    let second = f.apply(&cluster, &[]);
-    second.expect_code(0);
-    for (id, n) in [("a", 2), ("b", 1)] {
-        let r = second.result(id);
+    let before = fleet_writes(&cluster).len();
+    // Both with the incremental skip (default) and with every object compared (--force-apply).
+    for args in [&[][..], &["--force-apply"][..]] {
+        let second = f.apply(&cluster, args);
+        second.expect_code(0);
+        for (id, n) in [("a", 4), ("b", 1)] {
+            assert_eq!(
+                second.result(id)["objects"],
+                json!({"created": 0, "configured": 0, "unchanged": n, "skipped": 0, "deleted": 0}),
+                "{args:?}\n{second}"
+            );
+        }
+        for e in second.events_named("applied") {
+            assert_eq!(e["action"], "unchanged", "{args:?}\n{second}");
+        }
         assert_eq!(
-            r["objects"],
-            json!({"created": 0, "configured": 0, "unchanged": n, "skipped": 0, "deleted": 0}),
-            "{second}"
+            fleet_writes(&cluster).len(),
+            before,
+            "apply {args:?} wrote\n{}",
+            cluster.log_text()
         );
     }
-    for e in second.events_named("applied") {
-        assert_eq!(e["action"], "unchanged", "{second}");
-    }
-    let after = cluster.writes_named("a-").len() + cluster.writes_named("b-").len();
+}
+
+#[test]
+fn a_reapply_writes_only_the_object_that_drifted() {
+    let cluster = Cluster::start();
+    second_apply_fleet("v1").apply(&cluster, &[]).expect_code(0);
+    let before = fleet_writes(&cluster).len();
+    let run = second_apply_fleet("v2").apply(&cluster, &["--force-apply"]);
+    run.expect_code(0);
     assert_eq!(
-        before,
-        after,
-        "the second apply wrote\n{}",
-        cluster.log_text()
+        run.result("a")["objects"],
+        json!({"created": 0, "configured": 1, "unchanged": 3, "skipped": 0, "deleted": 0}),
+        "{run}"
+    );
+    let applied: Vec<(String, String)> = run
+        .events_named("applied")
+        .iter()
+        .filter(|e| e["action"] != "unchanged")
+        .map(|e| {
+            (
+                e["object"].as_str().unwrap().to_string(),
+                e["action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        applied,
+        [(
+            "ConfigMap/a-team/a-cfg".to_string(),
+            "configured".to_string()
+        )],
+        "{run}"
+    );
+    let new: Vec<String> = fleet_writes(&cluster)[before..]
+        .iter()
+        .map(|w| w.name.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(new, ["a-cfg"], "{}", cluster.log_text());
+    assert_eq!(
+        cluster
+            .get("v1", "ConfigMap", Some("a-team"), "a-cfg")
+            .expect("cm")["data"]["k"],
+        "v2"
     );
 }
 
@@ -912,4 +975,38 @@ fn spec_force_recreates_on_an_immutable_change() {
     let (image, uid2) = job_image(&cluster);
     assert_eq!(image, "busybox:2", "{run}");
     assert_ne!(uid1, uid2, "not recreated\n{run}");
+}
+
+fn service(cluster_ip: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: a-svc\n  namespace: default\nspec:\n  clusterIP: {cluster_ip}\n  selector: {{app: a}}\n  ports:\n    - port: 80\n"
+    )
+}
+
+#[test]
+fn a_service_cluster_ip_change_needs_force() {
+    let cluster = Cluster::start();
+    let f = fleet(&[("a", "")]).file("apps/a/svc.yaml", &service("10.96.0.50"));
+    f.apply(&cluster, &[]).expect_code(0);
+    let svc = |c: &Cluster| {
+        c.get("v1", "Service", Some("default"), "a-svc")
+            .expect("Service")
+    };
+    let uid1 = svc(&cluster)["metadata"]["uid"].clone();
+
+    let f = f.file("apps/a/svc.yaml", &service("10.96.0.51"));
+    let run = f.apply(&cluster, &[]);
+    run.expect_code(1);
+    let reason = run.result("a")["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason.contains("Service/default/a-svc") && reason.contains("immutable"),
+        "{reason}"
+    );
+    assert_eq!(svc(&cluster)["spec"]["clusterIP"], "10.96.0.50");
+
+    let run = f.apply(&cluster, &["--force"]);
+    run.expect_code(0);
+    let after = svc(&cluster);
+    assert_eq!(after["spec"]["clusterIP"], "10.96.0.51", "{run}");
+    assert_ne!(after["metadata"]["uid"], uid1, "not recreated\n{run}");
 }

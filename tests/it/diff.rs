@@ -176,3 +176,24 @@ fn diff_refuses_an_unknown_kind_with_exit_2() {
     assert!(run.stderr.contains("Gadget"), "{run}");
     assert_no_writes(&cluster);
 }
+
+#[test]
+fn objects_in_a_namespace_the_fleet_creates_are_reported_created_without_validation() {
+    let cluster = Cluster::start();
+    let f = Fleet::new()
+        .file("clusters/c/a.yaml", &kustomization("a", "./apps/a", ""))
+        .file("apps/a/ns.yaml", &namespace("team"))
+        .file(
+            "apps/a/cm.yaml",
+            &config_map("team", "a-cfg", &[("k", "v")]),
+        );
+    let run = f.diff(&cluster, &[]);
+    run.expect_code(1);
+    assert_eq!(status_of(&run, "Namespace/team"), "created", "{run}");
+    assert_eq!(
+        status_of(&run, "ConfigMap/team/a-cfg"),
+        "created (namespace not yet created, not validated)",
+        "{run}"
+    );
+    assert_no_writes(&cluster);
+}
