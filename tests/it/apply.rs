@@ -1010,3 +1010,125 @@ fn a_service_cluster_ip_change_needs_force() {
     assert_eq!(after["spec"]["clusterIP"], "10.96.0.51", "{run}");
     assert_ne!(after["metadata"]["uid"], uid1, "not recreated\n{run}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Objects within a Kustomization
+
+/// `a` with four ConfigMaps `a-cm0..3`; every real write of them takes 300ms on the server.
+fn slow_objects(cluster: &Cluster) -> Fleet {
+    cluster.inject(Fault::latency(
+        Matcher::verb(Verb::Apply)
+            .dry_run(false)
+            .name_contains("a-cm"),
+        Duration::from_millis(300),
+    ));
+    let mut f = fleet(&[("a", "")]);
+    for i in 0..4 {
+        f = f.file(
+            &format!("apps/a/cm{i}.yaml"),
+            &config_map("default", &format!("a-cm{i}"), &[("k", "v")]),
+        );
+    }
+    f
+}
+
+fn cm_write_arrivals(cluster: &Cluster) -> Vec<Duration> {
+    cluster
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.verb == Verb::Apply
+                && !r.dry_run
+                && r.name.as_deref().unwrap_or("").starts_with("a-cm")
+        })
+        .map(|r| r.since_start)
+        .collect()
+}
+
+#[test]
+fn objects_of_a_stage_are_applied_concurrently_up_to_object_concurrency() {
+    let cluster = Cluster::start();
+    slow_objects(&cluster)
+        .apply(&cluster, &["--object-concurrency", "4"])
+        .expect_code(0);
+    let at = cm_write_arrivals(&cluster);
+    assert_eq!(at.len(), 4, "{}", cluster.log_text());
+    assert!(
+        at[3] - at[0] < Duration::from_millis(250),
+        "4 writes should be in flight at once\n{}",
+        cluster.log_text()
+    );
+
+    let cluster = Cluster::start();
+    slow_objects(&cluster)
+        .apply(&cluster, &["--object-concurrency", "1"])
+        .expect_code(0);
+    let at = cm_write_arrivals(&cluster);
+    assert_eq!(at.len(), 4, "{}", cluster.log_text());
+    for w in at.windows(2) {
+        assert!(
+            w[1] - w[0] >= Duration::from_millis(290),
+            "writes overlap under --object-concurrency 1\n{}",
+            cluster.log_text()
+        );
+    }
+}
+
+#[test]
+fn sigint_while_applying_objects_starts_no_further_object() {
+    let cluster = Cluster::start();
+    let f = slow_objects(&cluster);
+    let child = f.spawn_apply(&cluster, &["--object-concurrency", "1"]);
+    let pid = child.id();
+    let started = cluster.wait_until(Duration::from_secs(20), |s| {
+        s.requests()
+            .iter()
+            .any(|r| r.verb == Verb::Apply && !r.dry_run && r.name.as_deref() == Some("a-cm0"))
+    });
+    if !started {
+        panic!(
+            "a-cm0 never written\n{}",
+            finish(child, Duration::from_secs(1))
+        );
+    }
+    let ok = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -INT failed");
+    let run = finish(child, Duration::from_secs(20));
+    run.expect_code(130);
+    assert_eq!(run.outcome("a"), "failed", "{run}");
+    // At most the write in flight when the signal came completes; no further object starts.
+    let writes = cm_write_arrivals(&cluster);
+    assert!(
+        writes.len() <= 2,
+        "{} objects written after SIGINT\n{run}\n{}",
+        writes.len(),
+        cluster.log_text()
+    );
+}
+
+#[test]
+fn a_suspended_kustomization_is_not_applied_and_does_not_fail_the_run() {
+    let cluster = Cluster::start();
+    let f = fleet(&[("a", "suspend: true"), ("b", "")])
+        .file(
+            "apps/a/cm.yaml",
+            &config_map("default", "a-cfg", &[("k", "v")]),
+        )
+        .file(
+            "apps/b/cm.yaml",
+            &config_map("default", "b-cfg", &[("k", "v")]),
+        );
+    let run = f.apply(&cluster, &[]);
+    run.expect_code(0);
+    assert_eq!(run.outcome("a"), "suspended", "{run}");
+    assert_eq!(run.outcome("b"), "ready", "{run}");
+    assert!(
+        cluster.writes_named("a-").is_empty(),
+        "{}",
+        cluster.log_text()
+    );
+}

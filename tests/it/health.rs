@@ -437,3 +437,30 @@ fn readiness_rules_per_kind_wait_for_the_simulated_controllers() {
         );
     }
 }
+
+#[test]
+fn health_gate_polls_when_watches_fail() {
+    let cluster = Cluster::start();
+    for verb in [Verb::List, Verb::Watch] {
+        cluster.inject(Fault::status(
+            Matcher::verb(verb).resource("deployments"),
+            500,
+        ));
+    }
+    let f = fleet(&[("a", "wait: true\ntimeout: 30s")]).file(
+        "apps/a/deploy.yaml",
+        &deployment("default", "a-web", Some("300ms")),
+    );
+    let run = f.apply(&cluster, &[]);
+    run.expect_code(0);
+    assert_eq!(run.outcome("a"), "ready", "{run}");
+    let d = duration(&run, "a");
+    assert!(d < 10.0, "took {d}s to notice through polling\n{run}");
+    assert!(
+        cluster.requests().iter().any(|r| r.verb == Verb::Get
+            && r.name.as_deref() == Some("a-web")
+            && r.since_start > cluster.ready_event("Deployment", "a-web").since_start),
+        "no polling GET after the Deployment became ready\n{}",
+        cluster.log_text()
+    );
+}
