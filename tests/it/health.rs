@@ -464,3 +464,51 @@ fn health_gate_polls_when_watches_fail() {
         cluster.log_text()
     );
 }
+
+#[test]
+#[ignore = "bug (racy, fails ~1 run in 6): src/health/gate.rs status_of trusts the shared watch cache, which can still hold the previous ready generation right after the apply"]
+fn a_changed_deployment_is_waited_for_at_its_new_generation() {
+    // x starts the Deployment watch of `default` before a applies its changed Deployment: the
+    // watch cache still holds a-web's previous, ready generation when a's gate starts.
+    let cluster = Cluster::start();
+    let f = |image: &str, ready_after: &str| {
+        fleet(&[
+            ("x", "wait: true"),
+            ("a", &format!("wait: true\n{}", depends_on(&["x"]))),
+            ("b", &depends_on(&["a"])),
+        ])
+        .file("apps/x/deploy.yaml", &deployment("default", "x-web", None))
+        .file(
+            "apps/a/deploy.yaml",
+            &deployment("default", "a-web", Some(ready_after)).replace("nginx:1.27", image),
+        )
+        .file(
+            "apps/b/cm.yaml",
+            &config_map("default", "b-cfg", &[("k", "v")]),
+        )
+    };
+    f("nginx:1.27", "0s").apply(&cluster, &[]).expect_code(0);
+    cluster.clear_requests();
+    let run = f("nginx:1.28", "700ms").apply(&cluster, &["--force-apply"]);
+    run.expect_code(0);
+    let gen2 = cluster
+        .ready_events()
+        .into_iter()
+        .find(|e| e.object.name == "a-web" && e.generation == 2)
+        .unwrap_or_else(|| panic!("a-web generation 2 never ready\n{run}"));
+    // b's first request (its GET; its unchanged ConfigMap is not written again).
+    let b = cluster
+        .requests()
+        .into_iter()
+        .find(|r| r.name.as_deref() == Some("b-cfg"))
+        .unwrap_or_else(|| panic!("b never ran\n{run}"));
+    assert!(
+        b.since_start > gen2.since_start,
+        "b started at {}ms, before a-web's new generation was ready at {}ms\n{run}\n{}",
+        ms(b.since_start),
+        ms(gen2.since_start),
+        cluster.log_text()
+    );
+    let a_done = run.result("a")["duration"].as_f64().unwrap();
+    assert!(a_done >= 0.6, "a ready after {a_done}s\n{run}");
+}
