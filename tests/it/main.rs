@@ -9,4 +9,5 @@ mod diff;
 mod errors;
 mod graph;
 mod health;
+mod inventory;
 mod plan;

@@ -707,3 +707,66 @@ impl Cluster {
         assert!(established, "the Widget CRD was never Established");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Commands without a PATH (`status`), editing a fleet between runs, signalling a spawned run.
+
+impl Cluster {
+    /// Runs `subcommand --kubeconfig <this server> args` (no PATH, e.g. `status`); any exit.
+    pub fn run(&self, subcommand: &str, args: &[&str]) -> Run {
+        let out = flux_order()
+            .arg(subcommand)
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .timeout(std::time::Duration::from_secs(60))
+            .output()
+            .expect("run the binary");
+        Run::from_output(&out)
+    }
+}
+
+impl Fleet {
+    /// Removes the file `rel` from the fleet.
+    pub fn remove(&self, rel: &str) {
+        std::fs::remove_file(self.root().join(rel)).unwrap_or_else(|e| panic!("remove {rel}: {e}"));
+    }
+
+    /// Commits everything in the work tree (after [`Fleet::git`]); returns the new HEAD.
+    pub fn commit(&self, message: &str) -> String {
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .args([
+                    "-c",
+                    "user.name=flux-order tests",
+                    "-c",
+                    "user.email=tests@flux-order.invalid",
+                    "-c",
+                    "commit.gpgsign=false",
+                ])
+                .args(args)
+                .current_dir(self.root())
+                .output()
+                .expect("git runs");
+            assert!(
+                out.status.success(),
+                "git {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        git(&["add", "-A"]);
+        git(&["commit", "-q", "--allow-empty", "-m", message]);
+        git(&["rev-parse", "HEAD"])
+    }
+}
+
+/// Sends SIGINT to a spawned run (as Ctrl-C would).
+pub fn sigint(child: &std::process::Child) {
+    let ok = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -INT failed");
+}
