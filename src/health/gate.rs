@@ -118,12 +118,16 @@ pub struct Progress {
     pub pending: Vec<String>,
 }
 
+/// A target's status as last computed, with the watch version it was computed from.
+type Cache = BTreeMap<Target, (Option<u64>, StatusResult)>;
+
 fn status_of(
     cluster: &Cluster,
     watchers: &Arc<Watchers>,
     gate: &Gate,
     t: &Target,
     polled: &BTreeMap<Target, Option<Value>>,
+    cache: &mut Cache,
 ) -> StatusResult {
     let Some(kind) = cluster.kind(&t.api_version, &t.kind) else {
         return StatusResult {
@@ -134,7 +138,20 @@ fn status_of(
     let entry = watchers.entry(&kind, &t.namespace);
     let obj = match polled.get(t) {
         Some(p) => p.clone(),
-        None if entry.synced() => entry.get(&t.name),
+        None if entry.synced() => {
+            // Unchanged since the last look: reuse the status (Pods excepted: their rule
+            // depends on the clock).
+            let version = entry.version(&t.name);
+            if t.kind != "Pod"
+                && let Some((v, s)) = cache.get(t)
+                && *v == version
+            {
+                return s.clone();
+            }
+            let s = evaluate(gate, t, entry.get(&t.name));
+            cache.insert(t.clone(), (version, s.clone()));
+            return s;
+        }
         None => {
             return StatusResult {
                 status: Status::Unknown,
@@ -142,6 +159,11 @@ fn status_of(
             };
         }
     };
+    evaluate(gate, t, obj)
+}
+
+/// The status of one target given its latest object (None: not found).
+fn evaluate(gate: &Gate, t: &Target, obj: Option<Value>) -> StatusResult {
     let Some(obj) = obj else {
         if t.ttl_job {
             return StatusResult {
@@ -183,13 +205,19 @@ pub async fn wait(
     let mut last: Option<Progress> = None;
     let mut seen_ready = std::collections::BTreeSet::new();
     let mut polled: BTreeMap<Target, Option<Value>> = BTreeMap::new();
+    let mut cache = Cache::new();
     let mut last_poll = Instant::now();
     loop {
         rx.borrow_and_update();
         let statuses: Vec<(&Target, StatusResult)> = gate
             .targets
             .iter()
-            .map(|t| (t, status_of(cluster, watchers, gate, t, &polled)))
+            .map(|t| {
+                (
+                    t,
+                    status_of(cluster, watchers, gate, t, &polled, &mut cache),
+                )
+            })
             .collect();
         for (t, s) in &statuses {
             if s.status == Status::Current && seen_ready.insert((*t).clone()) {
@@ -287,16 +315,13 @@ pub async fn probe(
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut rx = watchers.subscribe();
     let none = BTreeMap::new();
+    let mut cache = Cache::new();
     loop {
         rx.borrow_and_update();
         let all: Vec<StatusResult> = existing
             .iter()
-            .map(|t| status_of(cluster, watchers, gate, t, &none))
-            .chain(
-                gate.targets
-                    .iter()
-                    .map(|t| status_of(cluster, watchers, gate, t, &none)),
-            )
+            .chain(gate.targets.iter())
+            .map(|t| status_of(cluster, watchers, gate, t, &none, &mut cache))
             .collect();
         if all.iter().all(|s| s.status != Status::Unknown) {
             let exist = all[..existing.len()]

@@ -20,7 +20,9 @@ use crate::cluster::Kind;
 /// The latest objects of one (kind, namespace).
 #[derive(Debug, Default)]
 pub struct Entry {
-    objects: RwLock<HashMap<String, Value>>,
+    /// name → (change number, object).
+    objects: RwLock<HashMap<String, (u64, Value)>>,
+    changes: AtomicU64,
     synced: AtomicBool,
     errors: AtomicU64,
 }
@@ -42,7 +44,21 @@ impl Entry {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
-            .cloned()
+            .map(|(_, v)| v.clone())
+    }
+
+    /// A number that changes whenever `name` changes (None while it does not exist), so readers
+    /// can skip recomputing the status of objects that did not change.
+    pub fn version(&self, name: &str) -> Option<u64> {
+        self.objects
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .map(|(n, _)| *n)
+    }
+
+    fn stamp(&self) -> u64 {
+        self.changes.fetch_add(1, Ordering::Relaxed) + 1
     }
 }
 
@@ -107,7 +123,7 @@ impl Watchers {
     async fn run(self: Arc<Self>, api: Api<DynamicObject>, entry: Arc<Entry>) {
         let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
         futures::pin_mut!(stream);
-        let mut init: Option<HashMap<String, Value>> = None;
+        let mut init: Option<HashMap<String, (u64, Value)>> = None;
         loop {
             let ev = tokio::select! {
                 _ = self.cancel.cancelled() => return,
@@ -119,7 +135,7 @@ impl Watchers {
                 Ok(Event::Init) => init = Some(HashMap::new()),
                 Ok(Event::InitApply(o)) => {
                     if let (Some(m), Ok(v)) = (init.as_mut(), serde_json::to_value(&o)) {
-                        m.insert(name_of(&o), v);
+                        m.insert(name_of(&o), (entry.stamp(), v));
                     }
                 }
                 Ok(Event::InitDone) => {
@@ -134,7 +150,7 @@ impl Watchers {
                             .objects
                             .write()
                             .unwrap_or_else(|e| e.into_inner())
-                            .insert(name_of(&o), v);
+                            .insert(name_of(&o), (entry.stamp(), v));
                     }
                 }
                 Ok(Event::Delete(o)) => {
