@@ -4,8 +4,6 @@
 //! `<namespace>_<name>_<group>_<kind>`), the source revision, a digest of the build and when it
 //! was applied. Written by field manager `flux-order`, never with Flux's owner labels.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -80,6 +78,24 @@ pub struct Inventory {
     pub applied_at: String,
     /// Whether the Kustomization was Ready after that run.
     pub ready: bool,
+    /// The Kustomization whose build held this one (`namespace/name`, empty for none): when the
+    /// parent prunes and no longer holds it, its objects are garbage-collected as Flux would.
+    pub parent: String,
+    /// spec.prune of the Kustomization at the time.
+    pub prune: bool,
+    /// spec.deletionPolicy at the time (empty: MirrorPrune).
+    pub deletion_policy: String,
+}
+
+impl Inventory {
+    /// Whether deleting the Kustomization deletes its objects (Flux's finalizer rules).
+    pub fn deletes_objects(&self) -> bool {
+        match self.deletion_policy.as_str() {
+            "Orphan" => false,
+            "Delete" | "WaitForTermination" => true,
+            _ => self.prune,
+        }
+    }
 }
 
 /// The ConfigMap name for a Kustomization.
@@ -131,16 +147,14 @@ pub fn from_configmap(cm: &Value) -> Inventory {
         digest: get("digest"),
         applied_at: get("appliedAt"),
         ready: get("ready") == "true",
+        parent: get("parent"),
+        prune: get("prune") == "true",
+        deletion_policy: get("deletionPolicy"),
     }
 }
 
 /// Writes the inventory of `id` (one server-side apply: atomic), creating the namespace if needed.
-pub async fn write(
-    cluster: &Cluster,
-    id: &KsId,
-    inv: &Inventory,
-    extra: &BTreeMap<String, String>,
-) -> Result<(), ClusterError> {
+pub async fn write(cluster: &Cluster, id: &KsId, inv: &Inventory) -> Result<(), ClusterError> {
     let mut data = serde_json::Map::new();
     data.insert(
         "inventory".into(),
@@ -150,9 +164,9 @@ pub async fn write(
     data.insert("digest".into(), json!(inv.digest));
     data.insert("appliedAt".into(), json!(inv.applied_at));
     data.insert("ready".into(), json!(inv.ready.to_string()));
-    for (k, v) in extra {
-        data.insert(k.clone(), json!(v));
-    }
+    data.insert("parent".into(), json!(inv.parent));
+    data.insert("prune".into(), json!(inv.prune.to_string()));
+    data.insert("deletionPolicy".into(), json!(inv.deletion_policy));
     let cm = json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",

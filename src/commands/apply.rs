@@ -197,6 +197,7 @@ fn units(loaded: &Loaded) -> Result<Vec<Unit>, AppError> {
                 .filter(|d| loaded.selection.contains(d))
                 .collect(),
             parent: n.parent.clone().filter(|p| loaded.selection.contains(p)),
+            owner: n.parent.clone(),
             wave: loaded.graph.wave(id),
             exprs,
             refuse,
@@ -292,6 +293,21 @@ pub async fn run(args: &ApplyArgs) -> Result<(), AppError> {
     };
     let results = execute::run(cluster.clone(), units, opts, tx, cancel.clone()).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), renderer).await;
+    let mut orphan_errors = Vec::new();
+    if !cancel.is_cancelled() {
+        for line in prune_orphans(&cluster, &loaded, &results).await {
+            match line {
+                Ok(msg) if mode == Mode::Json => {
+                    println!(
+                        "{}",
+                        serde_json::json!({"event": "pruned-kustomization", "message": msg})
+                    )
+                }
+                Ok(msg) => eprintln!("{msg}"),
+                Err(e) => orphan_errors.push(e),
+            }
+        }
+    }
     if mode == Mode::Json {
         let summary = serde_json::json!({"event": "summary", "results": results, "retries": cluster.retries()});
         println!("{summary}");
@@ -300,6 +316,9 @@ pub async fn run(args: &ApplyArgs) -> Result<(), AppError> {
     }
     if cancel.is_cancelled() {
         return Err(AppError::Interrupted);
+    }
+    if !orphan_errors.is_empty() {
+        return Err(AppError::Operation(orphan_errors));
     }
     let ok = results
         .iter()
@@ -314,4 +333,60 @@ pub async fn run(args: &ApplyArgs) -> Result<(), AppError> {
                 .count(),
         ))
     }
+}
+
+/// Kustomizations flux-order applied earlier whose parent (selected, now ready, `prune: true`) no
+/// longer holds them: as Flux prunes the child Kustomization and its finalizer applies the child's
+/// deletionPolicy, their objects are deleted (or orphaned) and their inventory removed.
+async fn prune_orphans(
+    cluster: &Cluster,
+    loaded: &Loaded,
+    results: &[crate::execute::events::KsResult],
+) -> Vec<Result<String, String>> {
+    let mut out = Vec::new();
+    let invs = match crate::inventory::list(cluster, None).await {
+        Ok(i) => i,
+        Err(e) => return vec![Err(format!("listing inventories: {e}"))],
+    };
+    for (id, inv) in invs {
+        let Some(parent) = crate::model::KsId::parse(&inv.parent) else {
+            continue;
+        };
+        let parent_ready = results
+            .iter()
+            .any(|r| r.id == parent && r.outcome.is_ready());
+        if loaded.fleet.nodes.contains_key(&id)
+            || !loaded.selection.contains(&parent)
+            || !loaded.fleet.nodes[&parent].spec.prune
+            || !parent_ready
+        {
+            continue;
+        }
+        let mut deleted = 0;
+        if inv.deletes_objects() {
+            let (kept, err) = crate::execute::stages::prune(cluster, &id, &inv.entries, |_, a| {
+                if a == crate::execute::events::Action::Deleted {
+                    deleted += 1;
+                }
+            })
+            .await;
+            if let Some(e) = err {
+                let mut left = inv.clone();
+                left.entries = kept;
+                let _ = crate::inventory::write(cluster, &id, &left).await;
+                out.push(Err(format!(
+                    "Kustomization {id} (no longer in {parent}): {e}"
+                )));
+                continue;
+            }
+        }
+        match crate::inventory::remove(cluster, &id).await {
+            Ok(()) => out.push(Ok(format!(
+                "Kustomization {id} is no longer in {parent}'s build: {deleted} objects deleted (deletionPolicy {})",
+                if inv.deletion_policy.is_empty() { "MirrorPrune" } else { &inv.deletion_policy }
+            ))),
+            Err(e) => out.push(Err(format!("Kustomization {id}: removing its inventory: {e}"))),
+        }
+    }
+    out
 }

@@ -17,15 +17,17 @@ use crate::options::FleetSettings;
 
 /// Runs `delete`.
 pub async fn run(args: &DeleteArgs) -> Result<(), AppError> {
-    let settings = FleetSettings::resolve(&args.fleet)?;
+    let mut settings = FleetSettings::resolve(&args.fleet)?;
+    let only = std::mem::take(&mut settings.only);
     let cluster = super::apply::connect(&args.cluster).await?;
     let loaded = super::load_fleet(&settings).await?;
     // `--only` means exactly those Kustomizations (never their dependencies), plus the children
-    // they apply, as deleting a parent Kustomization does in Flux.
-    let mut selected: std::collections::BTreeSet<KsId> = if settings.only.is_empty() {
+    // they apply, as deleting a parent Kustomization does in Flux. A Kustomization that left the
+    // fleet can still be named: its inventory says what to delete.
+    let mut selected: std::collections::BTreeSet<KsId> = if only.is_empty() {
         loaded.selection.clone()
     } else {
-        settings.only.iter().cloned().collect()
+        only.iter().cloned().collect()
     };
     loop {
         let children: Vec<KsId> = loaded
@@ -45,25 +47,33 @@ pub async fn run(args: &DeleteArgs) -> Result<(), AppError> {
     let mut order: Vec<KsId> = selected.into_iter().collect();
     order.sort_by_key(|id| (std::cmp::Reverse(loaded.graph.wave(id)), id.clone()));
     let mut plan = Vec::new();
+    let mut unknown = Vec::new();
     for id in &order {
-        let n = &loaded.fleet.nodes[id];
-        let policy = n
-            .spec
-            .deletion_policy
-            .clone()
-            .unwrap_or_else(|| "MirrorPrune".into());
-        let Some(inv) = inventory::read(&cluster, id)
+        let inv = inventory::read(&cluster, id)
             .await
-            .map_err(|e| AppError::Cluster(e.to_string()))?
-        else {
+            .map_err(|e| AppError::Cluster(e.to_string()))?;
+        let node = loaded.fleet.nodes.get(id);
+        let Some(mut inv) = inv else {
+            if node.is_none() {
+                unknown.push(format!("--only {id}: no such Kustomization in the fleet, and flux-order has no inventory for it"));
+            }
             continue;
         };
-        let delete_objects = match policy.as_str() {
-            "Orphan" => false,
-            "Delete" | "WaitForTermination" => true,
-            _ => n.spec.prune,
+        if let Some(n) = node {
+            // The fleet's current spec decides, as the live object's would in Flux.
+            inv.prune = n.spec.prune;
+            inv.deletion_policy = n.spec.deletion_policy.clone().unwrap_or_default();
+        }
+        let policy = if inv.deletion_policy.is_empty() {
+            "MirrorPrune".to_string()
+        } else {
+            inv.deletion_policy.clone()
         };
+        let delete_objects = inv.deletes_objects();
         plan.push((id.clone(), policy, delete_objects, inv));
+    }
+    if !unknown.is_empty() {
+        return Err(AppError::Invalid(unknown));
     }
     if plan.is_empty() {
         println!("Nothing to delete: flux-order has no inventory for the selected Kustomizations.");
@@ -119,11 +129,15 @@ pub async fn run(args: &DeleteArgs) -> Result<(), AppError> {
                 failures.push(format!("Kustomization {id}: {e}"));
                 let mut left = inv.clone();
                 left.entries = kept;
-                let _ = inventory::write(&cluster, &id, &left, &Default::default()).await;
+                let _ = inventory::write(&cluster, &id, &left).await;
                 continue;
             }
             if policy == "WaitForTermination" {
-                let timeout = loaded.fleet.nodes[&id].spec.effective_timeout();
+                let timeout = loaded
+                    .fleet
+                    .nodes
+                    .get(&id)
+                    .map_or(Duration::from_secs(300), |n| n.spec.effective_timeout());
                 for e in &inv.entries {
                     if let Some((a, k, ns, name)) = e.parse()
                         && let Err(err) = cluster

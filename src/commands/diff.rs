@@ -165,27 +165,35 @@ pub async fn run_with(
     }
 }
 
-/// Objects in the inventory of `id` that the new build no longer has (`Kind/ns/name`).
+/// Objects in the inventory of `id` that the new build no longer has and that prune would delete
+/// (present, owned by `id`, not protected), as `Kind/ns/name`.
 pub async fn stale(
     cluster: &Cluster,
     id: &crate::model::KsId,
     objects: &[Value],
 ) -> Result<Vec<String>, AppError> {
+    let cluster_err = |e: crate::cluster::ClusterError| AppError::Cluster(e.to_string());
     let old = crate::inventory::read(cluster, id)
         .await
-        .map_err(|e| AppError::Cluster(e.to_string()))?;
+        .map_err(cluster_err)?;
     let new_ids: BTreeSet<String> = objects
         .iter()
         .map(|o| crate::inventory::Entry::of(o).id)
         .collect();
-    Ok(old
-        .map(|i| i.entries)
-        .unwrap_or_default()
-        .iter()
-        .filter(|e| !new_ids.contains(&e.id))
-        .filter_map(|e| e.parse())
-        .map(|(_, kind, ns, name)| crate::cluster::subject_of(&kind, &ns, &name))
-        .collect())
+    let mut out = Vec::new();
+    for e in old.map(|i| i.entries).unwrap_or_default() {
+        let Some((api, kind, ns, name)) = e.parse().filter(|_| !new_ids.contains(&e.id)) else {
+            continue;
+        };
+        let live = cluster
+            .get_ref(&api, &kind, &ns, &name)
+            .await
+            .map_err(cluster_err)?;
+        if live.is_some_and(|l| crate::execute::stages::prunable(&l, id)) {
+            out.push(crate::cluster::subject_of(&kind, &ns, &name));
+        }
+    }
+    Ok(out)
 }
 
 async fn diff_one(

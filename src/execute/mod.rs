@@ -39,6 +39,8 @@ pub struct Unit {
     pub deps: Vec<KsId>,
     /// The parent inside the selection.
     pub parent: Option<KsId>,
+    /// The parent whose build holds it (selected or not), recorded in the inventory.
+    pub owner: Option<KsId>,
     /// Its wave.
     pub wave: usize,
     /// Compiled healthCheckExprs.
@@ -337,11 +339,27 @@ async fn run_unit(
                 namespace: n,
                 name,
                 ttl_job: false,
+                min_generation: None,
             })
             .collect();
         if gate::probe(cluster, watchers, &existing, &gate_of(&unit.objects)).await {
             counts.unchanged = unit.objects.len();
             let _ = tx.send(Msg::Applied(unit.id.clone()));
+            // Same objects; only the bookkeeping (a new commit, prune, parent) may need recording.
+            let fresh = inventory::Inventory {
+                revision: unit.revision.clone(),
+                ..bookkeeping(unit, old.clone())
+            };
+            if fresh != old
+                && let Err(e) = inventory::write(cluster, &unit.id, &fresh).await
+            {
+                return done(
+                    Outcome::Failed {
+                        reason: format!("writing the inventory failed: {e}"),
+                    },
+                    counts,
+                );
+            }
             return done(Outcome::Unchanged, counts);
         }
     }
@@ -370,17 +388,18 @@ async fn run_unit(
         .iter()
         .map(|(o, _)| inventory::Entry::of(o))
         .collect();
-    let mut inv = inventory::Inventory {
-        entries: Vec::new(),
-        revision: unit.revision.clone(),
-        digest: String::new(),
-        applied_at: crate::report::progress::timestamp(SystemTime::now()),
-        ready: false,
-    };
+    let mut inv = bookkeeping(
+        unit,
+        inventory::Inventory {
+            revision: unit.revision.clone(),
+            applied_at: crate::report::progress::timestamp(SystemTime::now()),
+            ..Default::default()
+        },
+    );
     if let Some(reason) = staged.error {
         // Keep everything that may exist: the old entries and what this run applied.
         inv.entries = union(&old.entries, &applied_entries);
-        let reason = match inventory::write(cluster, &unit.id, &inv, &BTreeMap::new()).await {
+        let reason = match inventory::write(cluster, &unit.id, &inv).await {
             Ok(()) => reason,
             Err(e) => format!("{reason}; and writing the inventory failed: {e}"),
         };
@@ -456,7 +475,7 @@ async fn run_unit(
     };
     inv.ready = r.is_ok();
     inv.digest = digest;
-    let write = inventory::write(cluster, &unit.id, &inv, &BTreeMap::new()).await;
+    let write = inventory::write(cluster, &unit.id, &inv).await;
     match (r, write) {
         (Ok(()), Ok(())) => done(Outcome::Ready, counts),
         (Ok(()), Err(e)) => done(
@@ -466,6 +485,20 @@ async fn run_unit(
             counts,
         ),
         (Err(reason), _) => done(Outcome::Failed { reason }, counts),
+    }
+}
+
+/// `inv` with the unit's parent, prune and deletionPolicy recorded.
+fn bookkeeping(unit: &Unit, inv: inventory::Inventory) -> inventory::Inventory {
+    inventory::Inventory {
+        parent: unit
+            .owner
+            .as_ref()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        prune: unit.spec.prune,
+        deletion_policy: unit.spec.deletion_policy.clone().unwrap_or_default(),
+        ..inv
     }
 }
 

@@ -134,13 +134,14 @@ pub async fn apply_object(
     cluster: &Cluster,
     obj: &Value,
     force: bool,
-) -> Result<Action, ApplyError> {
+) -> Result<(Action, Option<i64>), ApplyError> {
     let subj = subject(obj);
     let err = |phase, source| ApplyError {
         subject: subj.clone(),
         phase,
         source,
     };
+    let generation = |v: &Value| v.pointer("/metadata/generation").and_then(Value::as_i64);
     let live = cluster.get(obj).await.map_err(|e| err("apply", e))?;
     let ssa = policy(obj, live.as_ref(), "kustomize.toolkit.fluxcd.io/ssa");
     if ssa.as_deref() == Some("ignore")
@@ -148,22 +149,24 @@ pub async fn apply_object(
             == Some("disabled")
         || (ssa.as_deref() == Some("ifnotpresent") && live.is_some())
     {
-        return Ok(Action::Skipped);
+        return Ok((Action::Skipped, live.as_ref().and_then(generation)));
     }
     let force = force
         || policy(obj, live.as_ref(), "kustomize.toolkit.fluxcd.io/force").as_deref()
             == Some("enabled");
     let Some(live) = live else {
-        cluster
+        let applied = cluster
             .apply(obj, false)
             .await
             .map_err(|e| err("apply", e))?;
-        return Ok(Action::Created);
+        return Ok((Action::Created, generation(&applied)));
     };
     match cluster.apply(obj, true).await {
-        Ok(dry) if drift_view(&dry) == drift_view(&live) => Ok(Action::Unchanged),
+        Ok(dry) if drift_view(&dry) == drift_view(&live) => {
+            Ok((Action::Unchanged, generation(&live)))
+        }
         Ok(_) => match cluster.apply(obj, false).await {
-            Ok(_) => Ok(Action::Configured),
+            Ok(applied) => Ok((Action::Configured, generation(&applied))),
             Err(e) if e.is_immutable() && force => {
                 recreate(cluster, obj).await.map_err(|e| err("apply", e))
             }
@@ -177,14 +180,19 @@ pub async fn apply_object(
 }
 
 /// Flux's force path: delete (background), wait until gone, apply again.
-async fn recreate(cluster: &Cluster, obj: &Value) -> Result<Action, ClusterError> {
+async fn recreate(cluster: &Cluster, obj: &Value) -> Result<(Action, Option<i64>), ClusterError> {
     let (api, kind, ns, name) = object_meta(obj);
     cluster.delete(api, kind, ns, name).await?;
     cluster
         .wait_deleted(api, kind, ns, name, Duration::from_secs(60))
         .await?;
-    cluster.apply(obj, false).await?;
-    Ok(Action::Created)
+    let applied = cluster.apply(obj, false).await?;
+    Ok((
+        Action::Created,
+        applied
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64),
+    ))
 }
 
 /// Waits until every CRD among `objects` is Established, then refreshes discovery for the kinds
@@ -274,8 +282,17 @@ pub async fn apply_staged(
         .buffered(parallel.max(1));
         while let Some((o, r)) = results.next().await {
             match r {
-                Ok(a) => {
+                Ok((a, generation)) => {
                     on_applied(&o, a);
+                    // Remember the generation the server gave it: the health gate must not
+                    // trust a watched copy older than this.
+                    let mut o = o;
+                    if let (Some(g), Some(meta)) = (
+                        generation,
+                        o.get_mut("metadata").and_then(Value::as_object_mut),
+                    ) {
+                        meta.insert("generation".into(), Value::from(g));
+                    }
                     out.applied.push((o, a));
                 }
                 Err(e) => {
@@ -302,6 +319,24 @@ pub async fn apply_staged(
         }
     }
     out
+}
+
+/// Whether Flux's prune would delete `live` for `owner`: it must carry both of the owner's labels
+/// and no `prune: disabled`, `reconcile: disabled` or `ssa: Ignore`.
+pub fn prunable(live: &Value, owner: &crate::model::KsId) -> bool {
+    let label = |k: &str| {
+        live.pointer("/metadata/labels")
+            .and_then(|l| l.get(k))
+            .and_then(Value::as_str)
+    };
+    let owned = label(crate::build::postbuild::OWNER_NAME_LABEL) == Some(owner.name.as_str())
+        && label(crate::build::postbuild::OWNER_NAMESPACE_LABEL) == Some(owner.namespace.as_str());
+    let protected = policy(live, None, "kustomize.toolkit.fluxcd.io/prune").as_deref()
+        == Some("disabled")
+        || policy(live, None, "kustomize.toolkit.fluxcd.io/reconcile").as_deref()
+            == Some("disabled")
+        || policy(live, None, "kustomize.toolkit.fluxcd.io/ssa").as_deref() == Some("ignore");
+    owned && !protected
 }
 
 /// Prunes `stale` inventory entries of `owner` in reverse apply order (CRDs and Namespaces last),
@@ -348,20 +383,7 @@ pub async fn prune(
             on_pruned(&subj, Action::Deleted);
             continue;
         };
-        let label = |k: &str| {
-            live.pointer("/metadata/labels")
-                .and_then(|l| l.get(k))
-                .and_then(Value::as_str)
-        };
-        let owned = label(crate::build::postbuild::OWNER_NAME_LABEL) == Some(owner.name.as_str())
-            && label(crate::build::postbuild::OWNER_NAMESPACE_LABEL)
-                == Some(owner.namespace.as_str());
-        let protected = policy(&live, None, "kustomize.toolkit.fluxcd.io/prune").as_deref()
-            == Some("disabled")
-            || policy(&live, None, "kustomize.toolkit.fluxcd.io/reconcile").as_deref()
-                == Some("disabled")
-            || policy(&live, None, "kustomize.toolkit.fluxcd.io/ssa").as_deref() == Some("ignore");
-        if !owned || protected {
+        if !prunable(&live, owner) {
             on_pruned(&subj, Action::Skipped);
             continue;
         }

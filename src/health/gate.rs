@@ -29,6 +29,8 @@ pub struct Target {
     pub name: String,
     /// A Job whose ttlSecondsAfterFinished lets it vanish once done (NotFound counts as success).
     pub ttl_job: bool,
+    /// The generation this run's apply produced: a watched copy older than that is stale.
+    pub min_generation: Option<i64>,
 }
 
 impl Target {
@@ -66,6 +68,9 @@ pub fn targets(spec: &KustomizationSpec, applied: &[Value]) -> Vec<Target> {
             && obj
                 .and_then(|o| o.pointer("/spec/ttlSecondsAfterFinished"))
                 .is_some(),
+        min_generation: obj
+            .and_then(|o| o.pointer("/metadata/generation"))
+            .and_then(Value::as_i64),
     };
     let mut out: Vec<Target> = if spec.wait {
         applied
@@ -173,6 +178,15 @@ fn evaluate(gate: &Gate, t: &Target, obj: Option<Value>) -> StatusResult {
         }
         return StatusResult::not_found();
     };
+    let seen = obj.pointer("/metadata/generation").and_then(Value::as_i64);
+    if let (Some(min), Some(seen)) = (t.min_generation, seen)
+        && seen < min
+    {
+        return StatusResult {
+            status: Status::InProgress,
+            message: format!("waiting for the watch to see generation {min} (has {seen})"),
+        };
+    }
     if let Some(exprs) = gate
         .exprs
         .as_ref()

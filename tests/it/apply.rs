@@ -413,7 +413,6 @@ fn throttled_and_unavailable_writes_are_retried() {
 }
 
 #[test]
-#[ignore = "bug: src/cluster.rs Cluster::connect's tower RetryLayer retries 429/503/504 before Cluster::retry sees them, so `retries` stays 0"]
 fn retries_of_throttled_and_unavailable_writes_are_counted() {
     let cluster = Cluster::start();
     throttle_and_unavailable(&cluster);

@@ -466,7 +466,6 @@ fn health_gate_polls_when_watches_fail() {
 }
 
 #[test]
-#[ignore = "bug (racy, fails ~1 run in 6): src/health/gate.rs status_of trusts the shared watch cache, which can still hold the previous ready generation right after the apply"]
 fn a_changed_deployment_is_waited_for_at_its_new_generation() {
     // x starts the Deployment watch of `default` before a applies its changed Deployment: the
     // watch cache still holds a-web's previous, ready generation when a's gate starts.

@@ -309,7 +309,6 @@ fn the_revision_is_the_git_commit_with_a_dirty_suffix_for_uncommitted_changes() 
 }
 
 #[test]
-#[ignore = "bug: an unchanged re-apply keeps the old (even -dirty) revision after the change is committed"]
 fn committing_an_applied_change_records_the_new_revision_without_reapplying() {
     let cluster = Cluster::start();
     let f = fleet_on(Fleet::new().git(), &[("a", "")]).file(
@@ -591,7 +590,6 @@ fn prune_deletes_custom_resources_before_their_crd_and_namespaced_objects_before
 }
 
 #[test]
-#[ignore = "bug: a child Kustomization removed from its parent is never garbage-collected (objects and inventory stay)"]
 fn a_child_kustomization_removed_from_its_parent_has_its_objects_pruned() {
     // In Flux the parent (prune: true) prunes the child Kustomization, whose finalizer deletes
     // the child's objects (deletionPolicy MirrorPrune, prune: true).
@@ -667,7 +665,6 @@ fn diff_lists_what_apply_would_prune_and_writes_nothing() {
 }
 
 #[test]
-#[ignore = "bug: diff lists prune-protected and foreign-owned stale objects as `deleted (prune)`; apply keeps them"]
 fn diff_does_not_list_objects_that_prune_would_keep() {
     let cluster = Cluster::start();
     let f = fleet(&[("a", "")])
