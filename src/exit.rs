@@ -56,3 +56,38 @@ impl From<anyhow::Error> for AppError {
         AppError::Usage(e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// README's exit-code table lists exactly these constants.
+    #[test]
+    fn readme_table_matches_the_constants() {
+        let readme = include_str!("../README.md");
+        for (code, name) in [
+            (SUCCESS, "SUCCESS"),
+            (FAILED, "FAILED"),
+            (INVALID_INPUT, "INVALID_INPUT"),
+            (CLUSTER_UNREACHABLE, "CLUSTER_UNREACHABLE"),
+            (INTERRUPTED, "INTERRUPTED"),
+        ] {
+            let row = format!("| {code} | `{name}` |");
+            assert!(readme.contains(&row), "README.md lacks the row {row}");
+        }
+        let rows = readme
+            .lines()
+            .filter(|l| {
+                l.starts_with("| ")
+                    && l.contains("| `")
+                    && l.split('|')
+                        .nth(1)
+                        .is_some_and(|c| c.trim().parse::<i32>().is_ok())
+            })
+            .count();
+        assert_eq!(
+            rows, 5,
+            "README.md has exit-code rows for constants that do not exist"
+        );
+    }
+}
