@@ -62,7 +62,8 @@ impl FleetSettings {
                 cluster_vars: None,
             },
             only,
-            builder: Builder::new(kustomize, jobs),
+            builder: Builder::new(kustomize, jobs)
+                .context("creating a temporary build directory")?,
         })
     }
 }

@@ -42,20 +42,50 @@ pub enum BuildError {
     Temp(std::io::Error),
 }
 
-/// Runs builds, at most `jobs` kustomize processes at once.
+/// Runs builds, at most `jobs` kustomize processes at once, in shadows of the source roots that
+/// live as long as the builder.
 #[derive(Debug, Clone)]
 pub struct Builder {
     kustomize: Kustomize,
     permits: Arc<Semaphore>,
+    shadows: Arc<Shadows>,
+}
+
+#[derive(Debug)]
+struct Shadows {
+    base: tempfile::TempDir,
+    roots:
+        std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Arc<overlay::ShadowRoot>>>,
+}
+
+/// Where build shadows go: `$TMPDIR` when set, else the RAM-backed `/dev/shm` when writable
+/// (a build makes thousands of symlinks; on a disk-backed /tmp each costs ~50x more), else the
+/// system temp dir.
+fn temp_base() -> std::path::PathBuf {
+    if std::env::var_os("TMPDIR").is_none() {
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir() && tempfile::tempdir_in(shm).is_ok() {
+            return shm.to_path_buf();
+        }
+    }
+    std::env::temp_dir()
 }
 
 impl Builder {
     /// A builder running `kustomize` with `jobs` parallel processes.
-    pub fn new(kustomize: Kustomize, jobs: usize) -> Self {
-        Builder {
+    pub fn new(kustomize: Kustomize, jobs: usize) -> std::io::Result<Self> {
+        let base = tempfile::Builder::new()
+            .prefix("flux-order-")
+            .tempdir_in(temp_base())
+            .or_else(|_| tempfile::Builder::new().prefix("flux-order-").tempdir())?;
+        Ok(Builder {
             kustomize,
             permits: Arc::new(Semaphore::new(jobs.max(1))),
-        }
+            shadows: Arc::new(Shadows {
+                base,
+                roots: Default::default(),
+            }),
+        })
     }
 
     /// The default parallelism: the number of cores.
@@ -63,6 +93,17 @@ impl Builder {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)
+    }
+
+    fn shadow(&self, root: &Path) -> Result<Arc<overlay::ShadowRoot>, BuildError> {
+        let mut roots = self.shadows.roots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = roots.get(root) {
+            return Ok(s.clone());
+        }
+        let dir = self.shadows.base.path().join(format!("src{}", roots.len()));
+        let s = Arc::new(overlay::ShadowRoot::new(root, dir)?);
+        roots.insert(root.to_path_buf(), s.clone());
+        Ok(s)
     }
 
     /// Builds `root/rel` with the overlay of `spec` (None: build the directory as it is).
@@ -77,11 +118,13 @@ impl Builder {
             .acquire()
             .await
             .map_err(|e| BuildError::Temp(std::io::Error::other(e)))?;
-        let tmp = tempfile::Builder::new()
-            .prefix("flux-order-build-")
-            .tempdir()
-            .map_err(BuildError::Temp)?;
-        let prepared = overlay::prepare(root, rel, spec, tmp.path())?;
+        let shadow = self.shadow(root)?;
+        let (rel, spec) = (rel.to_path_buf(), spec.cloned());
+        // Filesystem work off the async threads, so builds overlap with it.
+        let prepared =
+            tokio::task::spawn_blocking(move || overlay::prepare(&shadow, &rel, spec.as_ref()))
+                .await
+                .map_err(|e| BuildError::Temp(std::io::Error::other(e)))??;
         let output = self.kustomize.build(&prepared.build_dir).await?;
         Ok(RawBuild {
             output,

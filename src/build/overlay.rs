@@ -76,25 +76,79 @@ pub struct Prepared {
     pub strip_origin: bool,
 }
 
-/// Mirrors `root` into `shadow` so that `root/rel` becomes a real, empty directory whose
-/// siblings and ancestors' siblings are symlinks to the originals. Returns the shadow of `rel`.
-fn shadow_tree(root: &Path, rel: &Path, shadow: &Path) -> Result<PathBuf, OverlayError> {
-    let mut src = root.to_path_buf();
-    let mut dst = shadow.to_path_buf();
-    let parts: Vec<_> = rel
-        .components()
-        .filter(|c| matches!(c, Component::Normal(_)))
-        .collect();
-    for part in parts {
-        let name = part.as_os_str();
-        link_entries(&src, &dst, |n| n == name)?;
-        src.push(name);
-        dst.push(name);
-        fs::create_dir(&dst).map_err(io_err(&dst))?;
+/// A shadow of one source root, shared by every build of a load: it starts as a directory of
+/// symlinks to the root's entries; a directory on the way to a Kustomization's path becomes a real
+/// directory of symlinks (once); each build then gets its own *slot*, a new sibling directory next
+/// to its path (`<dir>.flux-order-<n>`) holding symlinks to the path's entries and the rewritten
+/// kustomization file. Original paths are never shadowed, so no build sees another's rewritten
+/// file, and relative references (`../base`) resolve as in the source.
+#[derive(Debug)]
+pub struct ShadowRoot {
+    source: PathBuf,
+    dir: PathBuf,
+    materialized: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
+    slots: std::sync::atomic::AtomicUsize,
+}
+
+impl ShadowRoot {
+    /// Mirrors `source` into the new directory `dir`.
+    pub fn new(source: &Path, dir: PathBuf) -> Result<Self, OverlayError> {
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        link_entries(source, &dir, |_| false)?;
+        let mut done = std::collections::HashSet::new();
+        done.insert(PathBuf::new());
+        Ok(ShadowRoot {
+            source: source.to_path_buf(),
+            dir,
+            materialized: std::sync::Mutex::new(done),
+            slots: std::sync::atomic::AtomicUsize::new(0),
+        })
     }
-    // The Kustomization's own directory: everything but the kustomization file.
-    link_entries(&src, &dst, |n| KUSTOMIZATION_FILES.iter().any(|k| n == *k))?;
-    Ok(dst)
+
+    /// Turns the shadow of `rel` (a directory of the source) into a real directory of symlinks,
+    /// with all its ancestors.
+    fn materialize(&self, rel: &Path) -> Result<PathBuf, OverlayError> {
+        let mut done = self.materialized.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cur = PathBuf::new();
+        for part in rel
+            .components()
+            .filter(|c| matches!(c, Component::Normal(_)))
+        {
+            cur.push(part);
+            if done.contains(&cur) {
+                continue;
+            }
+            let dst = self.dir.join(&cur);
+            fs::remove_file(&dst).map_err(io_err(&dst))?;
+            fs::create_dir(&dst).map_err(io_err(&dst))?;
+            link_entries(&self.source.join(&cur), &dst, |_| false)?;
+            done.insert(cur.clone());
+        }
+        Ok(self.dir.join(rel))
+    }
+
+    /// A fresh build slot for `rel`: every entry of the source path but its kustomization file.
+    fn slot(&self, rel: &Path) -> Result<PathBuf, OverlayError> {
+        let n = self
+            .slots
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let slot = match (rel.parent(), rel.file_name()) {
+            (Some(parent), Some(name)) => {
+                let parent = self.materialize(parent)?;
+                parent.join(format!("{}.flux-order-{n}", name.to_string_lossy()))
+            }
+            // The source root itself: `..` cannot leave it, so any directory will do.
+            _ => self.dir.with_file_name(format!(
+                "{}-root-{n}",
+                self.dir.file_name().unwrap_or_default().to_string_lossy()
+            )),
+        };
+        fs::create_dir(&slot).map_err(io_err(&slot))?;
+        link_entries(&self.source.join(rel), &slot, |n| {
+            KUSTOMIZATION_FILES.iter().any(|k| n == *k)
+        })?;
+        Ok(slot)
+    }
 }
 
 fn link_entries(
@@ -232,16 +286,16 @@ fn scan_into(
     Ok(())
 }
 
-/// Prepares `root/rel` for a build under the Flux overlay of `spec` (None for the cluster root,
-/// which is built as it is) inside the temp directory `tmp`.
+/// Prepares the source path `rel` for a build under the Flux overlay of `spec` (None for the
+/// cluster root, which is built as it is) in a fresh slot of `shadow`.
 pub fn prepare(
-    root: &Path,
+    shadow: &ShadowRoot,
     rel: &Path,
     spec: Option<&KustomizationSpec>,
-    tmp: &Path,
 ) -> Result<Prepared, OverlayError> {
+    let root = shadow.source.as_path();
     let src_dir = root.join(rel);
-    let build_dir = shadow_tree(root, rel, tmp)?;
+    let build_dir = shadow.slot(rel)?;
     let mut kus: Map<String, Value> = match find_kustomization_file(&src_dir) {
         Some(file) => {
             let text = fs::read_to_string(&file).map_err(io_err(&file))?;
