@@ -99,6 +99,11 @@ pub struct FleetArgs {
     /// Parallel kustomize builds (default: number of cores).
     #[arg(long, value_name = "N")]
     pub build_jobs: Option<usize>,
+
+    /// Run one kustomize process per Kustomization instead of batching Kustomizations of the
+    /// same source into one process (same results, slower; for debugging).
+    #[arg(long)]
+    pub no_batch: bool,
 }
 
 /// `plan` output formats.

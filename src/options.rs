@@ -63,7 +63,8 @@ impl FleetSettings {
             },
             only,
             builder: Builder::new(kustomize, jobs)
-                .context("creating a temporary build directory")?,
+                .context("creating a temporary build directory")?
+                .batching(!args.no_batch),
         })
     }
 }

@@ -71,6 +71,8 @@ pub fn find_kustomization_file(dir: &Path) -> Option<PathBuf> {
 pub struct Prepared {
     /// The directory to pass to kustomize.
     pub build_dir: PathBuf,
+    /// The source path it shadows, relative to the source root.
+    pub source_rel: PathBuf,
     /// True when `config.kubernetes.io/origin` annotations were requested only to learn which file
     /// each object came from, and must be removed from the output.
     pub strip_origin: bool,
@@ -292,6 +294,7 @@ pub fn prepare(
     shadow: &ShadowRoot,
     rel: &Path,
     spec: Option<&KustomizationSpec>,
+    build_label: Option<usize>,
 ) -> Result<Prepared, OverlayError> {
     let root = shadow.source.as_path();
     let src_dir = root.join(rel);
@@ -357,6 +360,15 @@ pub fn prepare(
             strip_origin = true;
         }
     }
+    if let Some(n) = build_label {
+        // Marks this build's objects so that a batched build can be split again; only
+        // metadata.labels is touched, and post-build removes it.
+        array_field(&mut kus, "labels").push(json!({
+            "pairs": {BUILD_LABEL: n.to_string()},
+            "includeSelectors": false,
+            "includeTemplates": false,
+        }));
+    }
     let text = crate::yaml::to_string(&Value::Object(kus)).map_err(|e| {
         OverlayError::BadKustomization {
             path: src_dir.clone(),
@@ -367,8 +379,69 @@ pub fn prepare(
     fs::write(&file, text).map_err(io_err(&file))?;
     Ok(Prepared {
         build_dir,
+        source_rel: rel.to_path_buf(),
         strip_origin,
     })
+}
+
+/// The label that marks each object with the build it belongs to (removed after the build).
+pub const BUILD_LABEL: &str = "flux-order.dev/build";
+
+impl ShadowRoot {
+    /// A new directory at the top of the shadow for an aggregate kustomization, with `resources`
+    /// naming each of `dirs` relative to it (and origin annotations on, to map objects back to
+    /// their files). Returns the directory.
+    pub fn batch(&self, dirs: &[&Path]) -> Result<PathBuf, OverlayError> {
+        let n = self
+            .slots
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = self.dir.join(format!("flux-order-batch-{n}"));
+        fs::create_dir(&dir).map_err(io_err(&dir))?;
+        let resources: Vec<String> = dirs
+            .iter()
+            .map(|d| format!("../{}", d.strip_prefix(&self.dir).unwrap_or(d).display()))
+            .collect();
+        let kus = json!({
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": resources,
+            "buildMetadata": ["originAnnotations"],
+        });
+        let text = crate::yaml::to_string(&kus).map_err(|e| OverlayError::BadKustomization {
+            path: dir.clone(),
+            message: e.to_string(),
+        })?;
+        let file = dir.join("kustomization.yaml");
+        fs::write(&file, text).map_err(io_err(&file))?;
+        Ok(dir)
+    }
+
+    /// The shadow's own directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `to` relative to `from` (both inside the shadow), e.g. `../../flux-order-batch-3`.
+    pub fn relative(&self, from: &Path, to: &Path) -> String {
+        let a: Vec<_> = from
+            .strip_prefix(&self.dir)
+            .unwrap_or(from)
+            .components()
+            .collect();
+        let b: Vec<_> = to
+            .strip_prefix(&self.dir)
+            .unwrap_or(to)
+            .components()
+            .collect();
+        let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+        let mut out: Vec<String> = vec!["..".to_string(); a.len() - common];
+        out.extend(
+            b[common..]
+                .iter()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+        );
+        out.join("/")
+    }
 }
 
 /// Merges the Flux overlay fields into a kustomization, in Flux's order and with Flux's rules:

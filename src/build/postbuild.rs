@@ -244,7 +244,7 @@ fn has_key_value(obj: &Value, key: &str, value: &str) -> bool {
 }
 
 /// Splits kustomize's output into per-document texts (kustomize separates with `---` lines).
-fn split_documents(text: &str) -> Vec<&str> {
+pub fn split_documents(text: &str) -> Vec<&str> {
     let mut docs = Vec::new();
     let mut start = 0;
     let mut pos = 0;
@@ -271,6 +271,38 @@ pub struct PostBuildOptions<'a> {
     pub strict: bool,
     /// Remove origin annotations flux-order added only for bookkeeping.
     pub strip_origin: bool,
+    /// For batched builds: how origin paths map back to the Kustomization's path.
+    pub origin_map: Option<&'a OriginMap>,
+}
+
+/// Maps origin paths of a batched build (relative to the aggregate directory, naming the build's
+/// slot) back to paths relative to the Kustomization's own path. All paths are relative to the
+/// shadow root, `/`-separated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginMap {
+    /// The aggregate directory.
+    pub batch: String,
+    /// The build's slot.
+    pub slot: String,
+    /// The Kustomization's path.
+    pub path: String,
+}
+
+impl OriginMap {
+    /// `origin` (relative to the aggregate directory) relative to the Kustomization's path.
+    pub fn rebase(&self, origin: &str) -> String {
+        let p = lexical_join(&self.batch, origin);
+        let p = match p.strip_prefix(&format!("{}/", self.slot)) {
+            Some(rest) => lexical_join(&self.path, rest),
+            None => p,
+        };
+        let from: Vec<&str> = self.path.split('/').filter(|s| !s.is_empty()).collect();
+        let to: Vec<&str> = p.split('/').filter(|s| !s.is_empty()).collect();
+        let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+        let mut out = vec![".."; from.len() - common];
+        out.extend(&to[common..]);
+        out.join("/")
+    }
 }
 
 /// Turns kustomize's output into the objects Flux would apply.
@@ -328,7 +360,11 @@ pub fn post_build(
             {
                 continue;
             }
-            let origin = read_origin(&mut item, opts.strip_origin);
+            let origin = read_origin(&mut item, opts.strip_origin).map(|o| match opts.origin_map {
+                Some(m) => m.rebase(&o),
+                None => o,
+            });
+            remove_build_label(&mut item);
             if let Some(owner) = opts.owner {
                 set_meta(&mut item, "labels", OWNER_NAME_LABEL, &owner.name);
                 set_meta(&mut item, "labels", OWNER_NAMESPACE_LABEL, &owner.namespace);
@@ -368,6 +404,35 @@ fn read_origin(obj: &mut Value, strip: bool) -> Option<String> {
         .get("path")
         .and_then(Value::as_str)
         .map(str::to_string)
+}
+
+/// `base/path` with `.` and `dir/..` folded away lexically (leading `..` kept).
+fn lexical_join(base: &str, path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for part in base.split('/').chain(path.split('/')) {
+        match part {
+            "" | "." => {}
+            ".." if out.last().is_some_and(|l| *l != "..") => {
+                out.pop();
+            }
+            p => out.push(p),
+        }
+    }
+    out.join("/")
+}
+
+/// Removes the label that marked the object's build (see `overlay::BUILD_LABEL`).
+fn remove_build_label(obj: &mut Value) {
+    let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let Some(labels) = meta.get_mut("labels").and_then(Value::as_object_mut) else {
+        return;
+    };
+    labels.remove(super::overlay::BUILD_LABEL);
+    if labels.is_empty() {
+        meta.remove("labels");
+    }
 }
 
 /// Sets `metadata.<field>.<key> = value`, creating the maps as needed.
@@ -415,6 +480,25 @@ pub fn mask_secret(obj: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins_of_batched_builds_are_rebased() {
+        let m = OriginMap {
+            batch: "flux-order-batch-3".into(),
+            slot: "apps/a.flux-order-1".into(),
+            path: "apps/a".into(),
+        };
+        assert_eq!(m.rebase("../apps/a.flux-order-1/cm.yaml"), "cm.yaml");
+        assert_eq!(m.rebase("../apps/a.flux-order-1/sub/x.yaml"), "sub/x.yaml");
+        assert_eq!(m.rebase("../apps/base/x.yaml"), "../base/x.yaml");
+        assert_eq!(m.rebase("../common/y.yaml"), "../../common/y.yaml");
+        let root = OriginMap {
+            batch: "flux-order-batch-0".into(),
+            slot: "x.flux-order-2".into(),
+            path: "x".into(),
+        };
+        assert_eq!(root.rebase("../x.flux-order-2/a.yaml"), "a.yaml");
+    }
 
     #[test]
     fn base64_decodes() {

@@ -38,6 +38,7 @@ pub async fn run(args: &BuildArgs) -> Result<(), AppError> {
                     vars: &masked,
                     strict: false,
                     strip_origin: raw.strip_origin,
+                    origin_map: raw.origin_map.as_ref(),
                 },
             )
             .map_err(anyhow::Error::from)?;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::build::postbuild::{self, Manifest, PostBuildError, PostBuildOptions, VarIndex, Vars};
-use crate::build::{BuildError, Builder, RawBuild};
+use crate::build::{BuildError, BuildRequest, Builder, RawBuild};
 use crate::model::{KsId, KustomizationSpec, SourceKey, is_flux_api, object_meta};
 pub use sources::{Mapping, SourceError, Sources};
 
@@ -301,6 +301,7 @@ impl Loader<'_> {
                 vars: &no_vars,
                 strict: false,
                 strip_origin: raw.strip_origin,
+                origin_map: raw.origin_map.as_ref(),
             },
         )
         .map_err(|source| {
@@ -515,14 +516,19 @@ impl Loader<'_> {
                 .filter(|n| n.raw.is_none() && !failed.contains(&n.id))
                 .map(|n| n.id.clone())
                 .collect();
-            let builder = self.builder;
-            let jobs = pending.iter().map(|id| {
-                let n = &self.nodes[id];
-                let (root, rel, spec) = (n.source_dir.clone(), n.rel_path.clone(), n.spec.clone());
-                async move { (id.clone(), builder.build(&root, &rel, Some(&spec)).await) }
-            });
-            let results = futures::future::join_all(jobs).await;
-            for (id, r) in results {
+            let requests = pending
+                .iter()
+                .map(|id| {
+                    let n = &self.nodes[id];
+                    BuildRequest {
+                        root: n.source_dir.clone(),
+                        rel: n.rel_path.clone(),
+                        spec: n.spec.clone(),
+                    }
+                })
+                .collect();
+            let results = self.builder.build_many(requests).await;
+            for (id, r) in pending.into_iter().zip(results) {
                 let n = self.nodes.get_mut(&id).expect("pending node exists");
                 match r {
                     Ok(raw) => n.raw = Some(raw),
@@ -626,6 +632,7 @@ impl Loader<'_> {
                 vars: &vars,
                 strict: strict_subst,
                 strip_origin: raw.strip_origin,
+                origin_map: raw.origin_map.as_ref(),
             };
             // Undefined variables fail only when asked (apply, diff, --strict-substitute) and
             // every substituteFrom source is known; otherwise the final pass warns about them.
