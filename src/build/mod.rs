@@ -41,6 +41,9 @@ pub struct BuildRequest {
     pub spec: KustomizationSpec,
 }
 
+/// Prepared builds of one source, with their request index.
+type Group = (Arc<overlay::ShadowRoot>, Vec<(usize, overlay::Prepared)>);
+
 /// Most Kustomizations built by one kustomize process.
 const MAX_BATCH: usize = 50;
 
@@ -191,8 +194,7 @@ impl Builder {
                 .collect()
         });
         // Group batchable builds (no origin annotations of their own) by source.
-        let mut groups: Vec<(Arc<overlay::ShadowRoot>, Vec<(usize, overlay::Prepared)>)> =
-            Vec::new();
+        let mut groups: Vec<Group> = Vec::new();
         let mut singles = Vec::new();
         for (i, p) in prepared.into_iter().enumerate() {
             match p {
