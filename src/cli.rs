@@ -211,7 +211,7 @@ pub struct ApplyArgs {
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub concurrency: usize,
     /// Objects applied at once within one Kustomization's stage.
-    #[arg(long, value_name = "N", default_value_t = 8)]
+    #[arg(long, value_name = "N", default_value_t = 16)]
     pub object_concurrency: usize,
     /// Start a wave only when the previous one is entirely Ready (default: start each
     /// Kustomization as soon as its own dependencies are Ready).

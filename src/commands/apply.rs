@@ -42,12 +42,25 @@ pub async fn connect(args: &ClusterArgs) -> Result<Arc<Cluster>, AppError> {
 
 /// Loads the fleet strictly, reading substituteFrom sources the fleet does not define from the
 /// cluster.
-pub async fn load_with_cluster(
+/// Connects (a clear error before anything is built when the cluster is unreachable), loads the
+/// fleet strictly, then reads from the cluster any substituteFrom source the fleet lacks and
+/// loads again with it.
+pub async fn connect_and_load(
+    cluster_args: &ClusterArgs,
     settings: &mut FleetSettings,
-    cluster: &Cluster,
-) -> Result<Loaded, AppError> {
+) -> Result<(Arc<Cluster>, Loaded), AppError> {
+    let cluster = connect(cluster_args).await?;
     settings.load.strict = true;
     let loaded = super::load_fleet(settings).await?;
+    let loaded = with_cluster_vars(settings, &cluster, loaded).await?;
+    Ok((cluster, loaded))
+}
+
+async fn with_cluster_vars(
+    settings: &mut FleetSettings,
+    cluster: &Cluster,
+    loaded: Loaded,
+) -> Result<Loaded, AppError> {
     let mut missing: BTreeSet<(String, String, String)> = BTreeSet::new();
     for n in loaded.fleet.nodes.values() {
         for m in &n.vars.missing {
@@ -263,8 +276,7 @@ pub async fn run(args: &ApplyArgs) -> Result<(), AppError> {
             "--concurrency and --object-concurrency must be at least 1"
         )));
     }
-    let cluster = connect(&args.cluster).await?;
-    let loaded = load_with_cluster(&mut settings, &cluster).await?;
+    let (cluster, loaded) = connect_and_load(&args.cluster, &mut settings).await?;
     let errors = validate_objects(&loaded, &cluster, false);
     if !errors.is_empty() {
         return Err(AppError::Invalid(errors));

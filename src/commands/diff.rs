@@ -83,8 +83,7 @@ pub async fn run_with(
     no_color: bool,
 ) -> Result<(), AppError> {
     let mut settings = FleetSettings::resolve(fleet)?;
-    let cluster = super::apply::connect(cluster_args).await?;
-    let loaded = super::apply::load_with_cluster(&mut settings, &cluster).await?;
+    let (cluster, loaded) = super::apply::connect_and_load(cluster_args, &mut settings).await?;
     let errors = super::apply::validate_objects(&loaded, &cluster, false);
     if !errors.is_empty() {
         return Err(AppError::Invalid(errors));

@@ -70,6 +70,16 @@ pub struct ExecOptions {
     pub force_apply: bool,
 }
 
+/// What every Kustomization's task shares.
+struct Ctx {
+    cluster: Arc<Cluster>,
+    watchers: Arc<Watchers>,
+    opts: ExecOptions,
+    events: mpsc::UnboundedSender<Event>,
+    tx: mpsc::UnboundedSender<Msg>,
+    cancel: CancellationToken,
+}
+
 enum Msg {
     Applied(KsId),
     Done(KsResult),
@@ -101,6 +111,13 @@ pub async fn run(
     };
     let watch_cancel = CancellationToken::new();
     let watchers = Watchers::new(cluster.client().clone(), watch_cancel.clone());
+    // Every inventory in one request, off each Kustomization's critical path (None: read each
+    // one when it starts, e.g. without permission to list ConfigMaps cluster-wide).
+    let inventories: Option<Arc<BTreeMap<KsId, inventory::Inventory>>> =
+        inventory::list(&cluster, None)
+            .await
+            .ok()
+            .map(|l| Arc::new(l.into_iter().collect()));
     let mut order: Vec<&Unit> = units.iter().collect();
     order.sort_by(|a, b| (a.wave, &a.id).cmp(&(b.wave, &b.id)));
     emit(Event::RolloutStarted {
@@ -211,17 +228,18 @@ pub async fn run(
             states.insert(u.id.clone(), State::Running);
             running += 1;
             let unit = (*u).clone();
-            let (cluster, watchers, opts, events, tx, cancel) = (
-                cluster.clone(),
-                watchers.clone(),
-                opts.clone(),
-                events.clone(),
-                tx.clone(),
-                cancel.clone(),
-            );
+            let known = inventories.as_ref().map(|m| m.get(&u.id).cloned());
+            let ctx = Ctx {
+                cluster: cluster.clone(),
+                watchers: watchers.clone(),
+                opts: opts.clone(),
+                events: events.clone(),
+                tx: tx.clone(),
+                cancel: cancel.clone(),
+            };
             tasks.spawn(async move {
-                let r = run_unit(&cluster, &watchers, &unit, &opts, &events, &tx, &cancel).await;
-                let _ = tx.send(Msg::Done(r));
+                let r = run_unit(&ctx, &unit, known).await;
+                let _ = ctx.tx.send(Msg::Done(r));
             });
         }
         if running == 0 {
@@ -275,15 +293,15 @@ pub async fn run(
     order.iter().filter_map(|u| results.remove(&u.id)).collect()
 }
 
-async fn run_unit(
-    cluster: &Cluster,
-    watchers: &Arc<Watchers>,
-    unit: &Unit,
-    opts: &ExecOptions,
-    events: &mpsc::UnboundedSender<Event>,
-    tx: &mpsc::UnboundedSender<Msg>,
-    cancel: &CancellationToken,
-) -> KsResult {
+async fn run_unit(ctx: &Ctx, unit: &Unit, known: Option<Option<inventory::Inventory>>) -> KsResult {
+    let Ctx {
+        cluster,
+        watchers,
+        opts,
+        events,
+        tx,
+        cancel,
+    } = ctx;
     let start = Instant::now();
     let timeout = opts
         .timeout
@@ -308,7 +326,11 @@ async fn run_unit(
             counts,
         );
     }
-    let old = match inventory::read(cluster, &unit.id).await {
+    let read = match known {
+        Some(inv) => Ok(inv),
+        None => inventory::read(cluster, &unit.id).await,
+    };
+    let old = match read {
         Ok(inv) => inv.unwrap_or_default(),
         Err(e) => {
             return done(

@@ -213,6 +213,7 @@ pub async fn load(opts: &LoadOptions, builder: &Builder) -> Result<Fleet, Vec<Lo
         errors: Vec::new(),
         warnings: Vec::new(),
         root_objects: Vec::new(),
+        post_built: BTreeSet::new(),
     };
     if opts.scan {
         loader.scan_files(&path)?;
@@ -259,6 +260,8 @@ struct Loader<'a> {
     errors: Vec<LoadError>,
     warnings: Vec<String>,
     root_objects: Vec<Manifest>,
+    /// Kustomizations post-built with their current variables.
+    post_built: BTreeSet<KsId>,
 }
 
 /// A Kustomization object found in a build or a file, not yet resolved.
@@ -506,7 +509,7 @@ impl Loader<'_> {
 
     /// Builds until no new Kustomization appears.
     async fn discover(&mut self) {
-        let mut built_ok: BTreeSet<KsId> = BTreeSet::new();
+        let mut built_ok = std::mem::take(&mut self.post_built);
         let mut failed: BTreeSet<KsId> = BTreeSet::new();
         loop {
             // 1. Build every node not built yet, in parallel.
@@ -516,6 +519,9 @@ impl Loader<'_> {
                 .filter(|n| n.raw.is_none() && !failed.contains(&n.id))
                 .map(|n| n.id.clone())
                 .collect();
+            for id in &pending {
+                built_ok.remove(id);
+            }
             let requests = pending
                 .iter()
                 .map(|id| {
@@ -549,6 +555,7 @@ impl Loader<'_> {
             }
             // 2. Post-build everything with the variables known so far.
             self.post_build_all(false, &mut built_ok);
+            self.post_built = built_ok.clone();
             // 3. Children.
             let mut found = Vec::new();
             for n in self.nodes.values() {
@@ -622,7 +629,15 @@ impl Loader<'_> {
                     continue;
                 }
             };
-            if !strict && done.contains(&id) && vars.values == n.vars.values {
+            // Already post-built with the same variables: only a strict pass over a build that
+            // substitutes can give a different answer.
+            let substitutes = !vars.values.is_empty()
+                || n.spec
+                    .post_build
+                    .as_ref()
+                    .and_then(|p| p.substitute_strategy.as_deref())
+                    == Some("Always");
+            if done.contains(&id) && vars.values == n.vars.values && (!strict || !substitutes) {
                 continue;
             }
             let spec = n.spec.clone();
@@ -683,7 +698,7 @@ impl Loader<'_> {
     /// The final pass (`strict` = report errors): syntax errors are errors in any mode; undefined
     /// variables are errors only under `opts.strict`, warnings otherwise.
     fn finish(&mut self, _path: &Path) {
-        let mut done = BTreeSet::new();
+        let mut done = std::mem::take(&mut self.post_built);
         self.post_build_all(true, &mut done);
         let ids: Vec<KsId> = self.nodes.keys().cloned().collect();
         for id in ids {
