@@ -8,8 +8,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Apply a Flux fleet repository in dependency order, without Flux controllers.
 ///
 /// flux-order loads every Flux Kustomization under a cluster directory, builds each one as
-/// kustomize-controller would (Flux overlays, postBuild substitution), orders them by dependsOn
-/// and shows the plan.
+/// kustomize-controller would (Flux overlays, postBuild substitution), orders them by dependsOn,
+/// shows the plan, and applies it: server-side apply with Flux's field manager and labels,
+/// health-gated, pruning what left the repo.
 #[derive(Debug, Parser)]
 #[command(
     name = "kubectl flux-order",

@@ -5,6 +5,7 @@ mod util;
 
 mod apply;
 mod build;
+mod cli;
 mod diff;
 mod errors;
 mod graph;
