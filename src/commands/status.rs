@@ -94,7 +94,7 @@ pub async fn run(args: &StatusArgs) -> Result<(), AppError> {
             let w = rows.iter().map(|r| r.id.len()).max().unwrap_or(4).max(13);
             let rw = rows
                 .iter()
-                .map(|r| r.revision.len().min(20))
+                .map(|r| short_revision(&r.revision).len())
                 .max()
                 .unwrap_or(8)
                 .max(8);
@@ -103,7 +103,7 @@ pub async fn run(args: &StatusArgs) -> Result<(), AppError> {
                 "KUSTOMIZATION", "REVISION", "APPLIED", "OBJECTS", "READY"
             );
             for r in &rows {
-                let rev: String = r.revision.chars().take(20).collect();
+                let rev = short_revision(&r.revision);
                 println!(
                     "{:<w$}  {rev:<rw$}  {:<24}  {:>7}  {:<5}  {}",
                     r.id,
@@ -116,4 +116,30 @@ pub async fn run(args: &StatusArgs) -> Result<(), AppError> {
         }
     }
     Ok(())
+}
+
+/// A revision as the table shows it: a git commit cut to 12 characters (keeping `-dirty`), a
+/// digest to `sha256:` and 12 hex characters.
+fn short_revision(rev: &str) -> String {
+    let (base, dirty) = match rev.strip_suffix("-dirty") {
+        Some(b) => (b, "-dirty"),
+        None => (rev, ""),
+    };
+    let keep = if base.starts_with("sha256:") { 19 } else { 12 };
+    format!("{}{dirty}", base.chars().take(keep).collect::<String>())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn revisions_are_shortened_keeping_dirty() {
+        assert_eq!(
+            super::short_revision("b5ac77d8faa364786a42967fb5f8fe261484f50c-dirty"),
+            "b5ac77d8faa3-dirty"
+        );
+        assert_eq!(
+            super::short_revision("sha256:0123456789abcdef0123"),
+            "sha256:0123456789ab"
+        );
+    }
 }
