@@ -387,9 +387,12 @@ async fn run_unit(ctx: &Ctx, unit: &Unit, known: Option<Option<inventory::Invent
     }
 
     let force = opts.force || unit.spec.force;
+    let known: std::collections::HashSet<String> =
+        old.entries.iter().map(|e| e.id.clone()).collect();
     let staged = stages::apply_staged(
         cluster,
         unit.objects.clone(),
+        &known,
         force,
         opts.object_parallelism,
         cancel,

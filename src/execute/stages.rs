@@ -134,6 +134,7 @@ pub async fn apply_object(
     cluster: &Cluster,
     obj: &Value,
     force: bool,
+    known: bool,
 ) -> Result<(Action, Option<i64>), ApplyError> {
     let subj = subject(obj);
     let err = |phase, source| ApplyError {
@@ -142,6 +143,35 @@ pub async fn apply_object(
         source,
     };
     let generation = |v: &Value| v.pointer("/metadata/generation").and_then(Value::as_i64);
+    // An object the previous run did not apply is almost always new: apply it at once instead of
+    // GET + dry-run first (one round trip instead of two or three), and tell created from
+    // configured by who else manages it. Anything unusual (an immutable field, IfNotPresent)
+    // takes the full path below.
+    let ssa_desired = policy(obj, None, "kustomize.toolkit.fluxcd.io/ssa");
+    if !known && ssa_desired.as_deref() != Some("ifnotpresent") {
+        if ssa_desired.as_deref() == Some("ignore")
+            || policy(obj, None, "kustomize.toolkit.fluxcd.io/reconcile").as_deref()
+                == Some("disabled")
+        {
+            return Ok((Action::Skipped, None));
+        }
+        match cluster.apply(obj, false).await {
+            Ok(applied) => {
+                let managers = applied
+                    .pointer("/metadata/managedFields")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len);
+                let action = if managers <= 1 && generation(&applied).unwrap_or(1) <= 1 {
+                    Action::Created
+                } else {
+                    Action::Configured
+                };
+                return Ok((action, generation(&applied)));
+            }
+            Err(e) if e.is_immutable() => {}
+            Err(e) => return Err(err("apply", e)),
+        }
+    }
     let live = cluster.get(obj).await.map_err(|e| err("apply", e))?;
     let ssa = policy(obj, live.as_ref(), "kustomize.toolkit.fluxcd.io/ssa");
     if ssa.as_deref() == Some("ignore")
@@ -259,6 +289,7 @@ pub struct Staged {
 pub async fn apply_staged(
     cluster: &Cluster,
     mut objects: Vec<Value>,
+    known: &std::collections::HashSet<String>,
     force: bool,
     parallel: usize,
     cancel: &tokio_util::sync::CancellationToken,
@@ -276,7 +307,10 @@ pub async fn apply_staged(
             if cancel.is_cancelled() {
                 return (o, Err(None));
             }
-            let r = apply_object(cluster, &o, force).await.map_err(Some);
+            let is_known = known.contains(&crate::inventory::Entry::of(&o).id);
+            let r = apply_object(cluster, &o, force, is_known)
+                .await
+                .map_err(Some);
             (o, r)
         }))
         .buffered(parallel.max(1));

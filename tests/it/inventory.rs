@@ -996,10 +996,11 @@ fn an_interrupted_reapply_keeps_objects_awaiting_prune_in_the_inventory() {
         Duration::from_millis(1500),
     ));
     cluster.clear_requests();
+    // a-1 is applied first (it is in the inventory: GET, dry-run); a-2 is then in flight.
     let run = interrupt_when(&f, &cluster, "a-2 being applied", |s| {
         s.requests()
             .iter()
-            .any(|r| r.verb == Verb::Get && r.name.as_deref() == Some("a-2"))
+            .any(|r| r.name.as_deref() == Some("a-1") && r.dry_run && r.verb == Verb::Apply)
     });
     assert!(
         cm_exists(&cluster, "default", "a-old"),
