@@ -236,23 +236,32 @@ pub fn plan(fleet: &Fleet, graph: &Graph, selection: &BTreeSet<KsId>) -> PlanRep
     }
 }
 
+/// `1 wave`, `7 waves`.
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
 /// Renders the plan as text.
 pub fn render_text(p: &PlanReport) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "Plan for {}: {} Kustomizations, {} objects, {} waves",
+        "Plan for {}: {}, {}, {}",
         p.path,
-        p.kustomizations,
-        p.objects,
-        p.waves.len()
+        plural(p.kustomizations, "Kustomization"),
+        plural(p.objects, "object"),
+        plural(p.waves.len(), "wave")
     );
     for w in &p.waves {
         let _ = writeln!(
             s,
-            "\nWave {} ({} Kustomizations)",
+            "\nWave {} ({})",
             w.wave,
-            w.kustomizations.len()
+            plural(w.kustomizations.len(), "Kustomization")
         );
         for k in &w.kustomizations {
             let mut flags = Vec::new();
@@ -272,12 +281,14 @@ pub fn render_text(p: &PlanReport) -> String {
             };
             let _ = writeln!(s, "  {}{}", k.id, flags);
             let _ = writeln!(s, "      file       {}", k.file);
-            let _ = writeln!(
-                s,
-                "      path       {} ({})",
-                if k.path.is_empty() { "./" } else { &k.path },
-                k.dir
-            );
+            let path = if k.path.is_empty() { "./" } else { &k.path };
+            // The directory only when it is not just the path as written (emulated artifacts,
+            // --source mappings, sources outside the current directory).
+            if k.dir.trim_end_matches('/') == path.trim_start_matches("./").trim_end_matches('/') {
+                let _ = writeln!(s, "      path       {path}");
+            } else {
+                let _ = writeln!(s, "      path       {path} ({})", k.dir);
+            }
             let _ = writeln!(s, "      source     {}", k.source);
             if !k.depends_on.is_empty() {
                 let _ = writeln!(s, "      dependsOn  {}", k.depends_on.join(", "));
@@ -345,8 +356,8 @@ pub fn render_text(p: &PlanReport) -> String {
     if !p.critical_path.is_empty() {
         let _ = writeln!(
             s,
-            "\nCritical path ({} Kustomizations): {}",
-            p.critical_path.len(),
+            "\nCritical path ({}): {}",
+            plural(p.critical_path.len(), "Kustomization"),
             p.critical_path.join(" → ")
         );
     }

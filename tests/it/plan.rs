@@ -543,7 +543,7 @@ fn text_plan_of_a_git_fleet_maps_the_bootstrap_source_to_the_work_tree() {
     let out = fleet.cmd("plan").assert().success().get_output().clone();
     let stdout = text(&out).0;
     assert!(
-        stdout.contains("Plan for clusters/c: 1 Kustomizations, 1 objects, 1 waves\n"),
+        stdout.contains("Plan for clusters/c: 1 Kustomization, 1 object, 1 wave\n"),
         "{stdout}"
     );
     assert!(
