@@ -28,6 +28,15 @@ fn main() {
         }
         eprintln!("error: internal error (please report): {msg}");
     }));
+    // Diagnostics (retries, watch errors, phase timings) go to stderr when RUST_LOG asks for them,
+    // e.g. RUST_LOG=kubectl_flux_order=debug; silent by default.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "off".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
     let cli = cli::Cli::parse();
     let code = match run(cli) {
         Ok(()) => exit::SUCCESS,

@@ -30,6 +30,7 @@ pub struct Loaded {
 
 /// Load, build, graph and select: every error of the fleet at once, as exit code 2.
 pub async fn load_fleet(settings: &FleetSettings) -> Result<Loaded, AppError> {
+    let started = std::time::Instant::now();
     let fleet = load::load(&settings.load, &settings.builder)
         .await
         .map_err(|errs| AppError::Invalid(errs.iter().map(|e| e.to_string()).collect()))?;
@@ -49,6 +50,11 @@ pub async fn load_fleet(settings: &FleetSettings) -> Result<Loaded, AppError> {
     let selection = graph
         .select(&settings.only)
         .map_err(|errs| AppError::Invalid(errs.iter().map(|e| e.to_string()).collect()))?;
+    tracing::debug!(
+        "loaded {} Kustomizations in {:?}",
+        fleet.nodes.len(),
+        started.elapsed()
+    );
     Ok(Loaded {
         fleet,
         graph,

@@ -533,7 +533,13 @@ impl Loader<'_> {
                     }
                 })
                 .collect();
+            let t = std::time::Instant::now();
             let results = self.builder.build_many(requests).await;
+            tracing::debug!(
+                "built {} Kustomizations in {:?}",
+                results.len(),
+                t.elapsed()
+            );
             for (id, r) in pending.into_iter().zip(results) {
                 let n = self.nodes.get_mut(&id).expect("pending node exists");
                 match r {
@@ -554,8 +560,10 @@ impl Loader<'_> {
                 }
             }
             // 2. Post-build everything with the variables known so far.
+            let t = std::time::Instant::now();
             self.post_build_all(false, &mut built_ok);
             self.post_built = built_ok.clone();
+            tracing::debug!("post-built in {:?}", t.elapsed());
             // 3. Children.
             let mut found = Vec::new();
             for n in self.nodes.values() {
