@@ -480,8 +480,16 @@ impl Loader<'_> {
             }
             Ok(c) if c.is_dir() => {}
             _ => {
+                let hint = if mapping == Mapping::GitRoot && !source_dir.join(".git").exists() {
+                    format!(
+                        "; {} is not in a git work tree, so {source} maps to it: pass --source {source}=REPO_ROOT",
+                        display_path(&source_dir)
+                    )
+                } else {
+                    String::new()
+                };
                 self.errors.push(invalid(format!(
-                    "kustomization path not found: spec.path '{path_str}' is not a directory in {source} ({})",
+                    "kustomization path not found: spec.path '{path_str}' is not a directory in {source} ({}){hint}",
                     display_path(&full)
                 )));
                 return;
