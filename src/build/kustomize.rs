@@ -80,7 +80,13 @@ impl Kustomize {
 
     /// Builds `dir` and returns kustomize's YAML output.
     pub async fn build(&self, dir: &Path) -> Result<String, KustomizeError> {
-        let out = tokio::process::Command::new(&self.program)
+        let mut cmd = tokio::process::Command::new(&self.program);
+        // kustomize is a short-lived Go process whose garbage collection is wasted work: ~20 % of
+        // a build's CPU. Collect only near a memory limit, unless the user tuned the Go GC.
+        if std::env::var_os("GOGC").is_none() && std::env::var_os("GOMEMLIMIT").is_none() {
+            cmd.env("GOGC", "off").env("GOMEMLIMIT", "1GiB");
+        }
+        let out = cmd
             .arg(self.subcommand)
             .arg("--load-restrictor")
             .arg("LoadRestrictionsNone")
