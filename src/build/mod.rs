@@ -163,6 +163,48 @@ impl Builder {
         })
     }
 
+    /// The output kustomize would give for a directory of plain YAML files (see
+    /// [`overlay::plain_resources`]), without starting a process: every document, with its file
+    /// as origin. None when the directory needs kustomize, or when kustomize would reject it (a
+    /// document without kind or name, an id defined twice), so that its own message is shown.
+    pub fn plain(&self, root: &Path, rel: &Path) -> Option<RawBuild> {
+        let files = overlay::plain_resources(root, rel).ok()??;
+        let dir = root.join(rel);
+        let mut seen = std::collections::HashSet::new();
+        let mut output = String::new();
+        for f in files {
+            let text = std::fs::read_to_string(&f).ok()?;
+            let origin = f.strip_prefix(&dir).ok()?.display().to_string();
+            for mut doc in crate::yaml::from_multi(&text).ok()? {
+                let (api, kind, ns, name) = crate::model::object_meta(&doc);
+                if api.is_empty() || kind.is_empty() || name.is_empty() || kind == "List" {
+                    return None;
+                }
+                if !seen.insert((
+                    crate::model::api_group(api).to_string(),
+                    kind.to_string(),
+                    ns.to_string(),
+                    name.to_string(),
+                )) {
+                    return None;
+                }
+                postbuild::set_meta(
+                    &mut doc,
+                    "annotations",
+                    postbuild::ORIGIN_ANNOTATION,
+                    &format!("path: {origin}\n"),
+                );
+                output.push_str(&crate::yaml::to_string(&doc).ok()?);
+                output.push_str("---\n");
+            }
+        }
+        Some(RawBuild {
+            output,
+            strip_origin: true,
+            origin_map: None,
+        })
+    }
+
     /// Builds many Kustomizations. kubectl's start-up dominates a small build (~35 of 40 ms), so
     /// Kustomizations of the same source are built in batches: one aggregate kustomization lists
     /// their slots, one kustomize process builds them all, and each object is given back to its

@@ -288,6 +288,22 @@ fn scan_into(
     Ok(())
 }
 
+/// The YAML files Flux's generator would list for `root/rel`, when that directory has no
+/// kustomization file and nothing to list but plain files (no sub-directory with its own
+/// kustomization): then kustomize would only concatenate them. None otherwise.
+pub fn plain_resources(root: &Path, rel: &Path) -> Result<Option<Vec<PathBuf>>, OverlayError> {
+    let dir = root.join(rel);
+    if find_kustomization_file(&dir).is_some() {
+        return Ok(None);
+    }
+    let listed = scan_resources(root, &dir)?;
+    let files: Vec<PathBuf> = listed
+        .iter()
+        .map(|r| dir.join(r.trim_start_matches("./")))
+        .collect();
+    Ok(files.iter().all(|f| f.is_file()).then_some(files))
+}
+
 /// Prepares the source path `rel` for a build under the Flux overlay of `spec` (None for the
 /// cluster root, which is built as it is) in a fresh slot of `shadow`.
 pub fn prepare(
