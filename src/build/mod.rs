@@ -261,10 +261,12 @@ impl Builder {
             }
         }
         let batch_runs = batches.into_iter().map(|(sh, chunk)| async move {
-            if chunk.len() > 1
-                && let Some(outs) = self.run_batch(&sh, &chunk).await
-            {
-                return outs;
+            if chunk.len() > 1 {
+                if let Some(outs) = self.run_batch(&sh, &chunk).await {
+                    tracing::debug!("built {} Kustomizations in one kustomize run", chunk.len());
+                    return outs;
+                }
+                tracing::debug!("batch of {} failed; building them one by one", chunk.len());
             }
             let mut outs = Vec::new();
             for (i, p) in &chunk {
@@ -318,16 +320,19 @@ impl Builder {
         };
         let mut texts: std::collections::HashMap<usize, String> =
             chunk.iter().map(|(i, _)| (*i, String::new())).collect();
+        // Unlabelled members are recognised by their slot in the origin path.
+        let slots: Vec<(String, usize)> = chunk
+            .iter()
+            .filter(|(_, p)| !p.labelled)
+            .map(|(i, p)| (format!("../{}/", sh.relative(sh.dir(), &p.build_dir)), *i))
+            .collect();
         for doc in postbuild::split_documents(&output) {
-            let owner = doc.lines().find_map(|l| {
-                let v = l
-                    .trim()
-                    .strip_prefix(overlay::BUILD_LABEL)?
-                    .strip_prefix(':')?;
-                v.trim()
-                    .trim_matches(|c| c == '"' || c == '\'')
-                    .parse::<usize>()
-                    .ok()
+            let owner = label_of(doc).or_else(|| {
+                let origin = origin_of(doc)?;
+                slots
+                    .iter()
+                    .find(|(slot, _)| origin.starts_with(slot.as_str()))
+                    .map(|(_, i)| *i)
             })?;
             let text = texts.get_mut(&owner)?;
             text.push_str(doc);
@@ -359,4 +364,33 @@ impl Builder {
                 .collect(),
         )
     }
+}
+
+/// The build label's value in one document of kustomize's output.
+fn label_of(doc: &str) -> Option<usize> {
+    doc.lines().find_map(|l| {
+        let v = l
+            .trim()
+            .strip_prefix(overlay::BUILD_LABEL)?
+            .strip_prefix(':')?;
+        v.trim()
+            .trim_matches(|c| c == '"' || c == '\'')
+            .parse::<usize>()
+            .ok()
+    })
+}
+
+/// The file (or, for generated objects, the kustomization) named by the origin annotation of one
+/// document of kustomize's output.
+fn origin_of(doc: &str) -> Option<&str> {
+    let mut lines = doc
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with(postbuild::ORIGIN_ANNOTATION));
+    lines.next()?;
+    lines.take(6).find_map(|l| {
+        let l = l.trim();
+        l.strip_prefix("path: ")
+            .or_else(|| l.strip_prefix("configuredIn: "))
+            .map(|v| v.trim_matches(|c| c == '"' || c == '\''))
+    })
 }

@@ -76,6 +76,9 @@ pub struct Prepared {
     /// True when `config.kubernetes.io/origin` annotations were requested only to learn which file
     /// each object came from, and must be removed from the output.
     pub strip_origin: bool,
+    /// Whether its objects carry [`BUILD_LABEL`]; when not, every object comes from a file inside
+    /// the slot and a batched build attributes it by its origin path.
+    pub labelled: bool,
 }
 
 /// A shadow of one source root, shared by every build of a load: it starts as a directory of
@@ -376,9 +379,11 @@ pub fn prepare(
             strip_origin = true;
         }
     }
-    if let Some(n) = build_label {
+    let labelled = build_label.is_some() && !self_contained(&src_dir, &kus, 0);
+    if let (Some(n), true) = (build_label, labelled) {
         // Marks this build's objects so that a batched build can be split again; only
-        // metadata.labels is touched, and post-build removes it.
+        // metadata.labels is touched, and post-build removes it. Not needed (and it costs ~15 %
+        // of kustomize's work) when every object comes from a file inside the path.
         array_field(&mut kus, "labels").push(json!({
             "pairs": {BUILD_LABEL: n.to_string()},
             "includeSelectors": false,
@@ -397,7 +402,51 @@ pub fn prepare(
         build_dir,
         source_rel: rel.to_path_buf(),
         strip_origin,
+        labelled,
     })
+}
+
+/// Whether every object a build of `dir` (with kustomization `kus`) produces comes from a file
+/// or generator inside `dir`: resources and components are local paths without `..`, recursively,
+/// and nothing else produces objects. Conservative: anything unusual is "no".
+fn self_contained(dir: &Path, kus: &Map<String, Value>, depth: usize) -> bool {
+    const PRODUCERS_ELSEWHERE: [&str; 3] = ["helmCharts", "generators", "transformers"];
+    if depth > 8 || PRODUCERS_ELSEWHERE.iter().any(|k| kus.contains_key(*k)) {
+        return false;
+    }
+    let entries = ["resources", "components", "bases"]
+        .iter()
+        .filter_map(|k| kus.get(*k))
+        .flat_map(|v| v.as_array().cloned().unwrap_or_default());
+    for e in entries {
+        let Some(r) = e.as_str() else { return false };
+        let p = Path::new(r);
+        if r.contains("://")
+            || r.contains('@')
+            || p.is_absolute()
+            || p.components().any(|c| c == Component::ParentDir)
+        {
+            return false;
+        }
+        let target = dir.join(p);
+        if target.is_dir() {
+            let Some(file) = find_kustomization_file(&target) else {
+                return false;
+            };
+            let Ok(text) = fs::read_to_string(&file) else {
+                return false;
+            };
+            let Ok(Value::Object(sub)) = crate::yaml::from_str::<Value>(&text) else {
+                return false;
+            };
+            if !self_contained(&target, &sub, depth + 1) {
+                return false;
+            }
+        } else if !target.is_file() {
+            return false;
+        }
+    }
+    true
 }
 
 /// The label that marks each object with the build it belongs to (removed after the build).

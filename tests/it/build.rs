@@ -870,3 +870,50 @@ fn kustomizations_defining_the_same_object_still_build() {
         );
     }
 }
+
+/// In one batch: two overlays of a shared base (their objects are told apart by a build label)
+/// and a self-contained Kustomization with a generator (told apart by origin): each gets exactly
+/// what a separate build gives it.
+#[test]
+fn batched_builds_attribute_shared_bases_and_generators() {
+    let cm = |name: &str| config_map("default", name, &[("k", "v")]);
+    let fleet = Fleet::new()
+        .file("clusters/c/a.yaml", &kustomization("a", "./apps/a", "namePrefix: a-"))
+        .file("clusters/c/b.yaml", &kustomization("b", "./apps/b", "namePrefix: b-"))
+        .file("clusters/c/g.yaml", &kustomization("g", "./apps/g", ""))
+        .file("apps/base/cm.yaml", &cm("shared"))
+        .file("apps/base/kustomization.yaml", "resources: [cm.yaml]\n")
+        .file("apps/a/kustomization.yaml", "resources: [../base, own.yaml]\n")
+        .file("apps/a/own.yaml", &cm("only-a"))
+        .file("apps/b/kustomization.yaml", "resources: [../base]\n")
+        .file(
+            "apps/g/kustomization.yaml",
+            "resources: [sub]\nconfigMapGenerator:\n- name: gen\n  namespace: default\n  literals: [x=y]\n",
+        )
+        .file("apps/g/sub/kustomization.yaml", "resources: [cm.yaml]\n")
+        .file("apps/g/sub/cm.yaml", &cm("in-sub"))
+        .git();
+    for name in ["flux-system/a", "flux-system/b", "flux-system/g"] {
+        // One build job: all three Kustomizations go into one batch.
+        let batched = fleet.build_text(name, &["--build-jobs", "1"]);
+        assert_eq!(batched, fleet.build_text(name, &["--no-batch"]), "{name}");
+        assert!(!batched.contains("flux-order.dev/build"), "{name}");
+    }
+    let names = |name: &str| -> Vec<String> {
+        fleet
+            .build(name, &[])
+            .iter()
+            .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut a = names("flux-system/a");
+    a.sort();
+    assert_eq!(a, vec!["a-only-a", "a-shared"]);
+    assert_eq!(names("flux-system/b"), vec!["b-shared"]);
+    let g = names("flux-system/g");
+    assert_eq!(g.len(), 2, "{g:?}");
+    assert!(
+        g.iter().any(|n| n.starts_with("gen-")) && g.contains(&"in-sub".to_string()),
+        "{g:?}"
+    );
+}
