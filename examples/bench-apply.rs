@@ -28,11 +28,15 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+
+#[path = "bench_common/mod.rs"]
+mod bench_common;
+use bench_common::{git_init, release_binary, write};
 use flux_order_test_apiserver::{ServerOptions, TestServer};
 use serde_json::Value;
 
@@ -401,47 +405,6 @@ fn run_once(bin: &Path, root: &Path, tmp: &Path, barrier: bool) -> anyhow::Resul
         levels,
         requests,
     })
-}
-
-/// `target/release/kubectl-flux_order`, found from this example's own path
-/// (`target/<profile>/examples/bench-apply`).
-fn release_binary() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("locate this executable")?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("this example does not live in target/<profile>/examples")?;
-    let target_dir = profile_dir.parent().unwrap_or(profile_dir);
-    let bin = target_dir.join("release").join("kubectl-flux_order");
-    if !bin.is_file() {
-        bail!(
-            "{} not found: run `cargo build --release` first",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
-
-fn git_init(root: &Path) -> anyhow::Result<()> {
-    let out = Command::new("git")
-        .args(["init", "-q", "-b", "main"])
-        .current_dir(root)
-        .output()
-        .context("run git init (git is needed: the fleet's source is the git work tree)")?;
-    if !out.status.success() {
-        bail!(
-            "git init failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-fn write(path: &Path, text: &str) -> anyhow::Result<()> {
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
-    }
-    std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
 }
 
 fn level_name(l: usize) -> String {

@@ -30,6 +30,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+#[path = "bench_common/mod.rs"]
+mod bench_common;
+use bench_common::{git_init, release_binary, write};
+
 /// Flux Kustomizations generated.
 const APPS: usize = 500;
 /// Length of each `dependsOn` chain (app i depends on app i-1 within a chain).
@@ -154,25 +158,6 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `target/release/kubectl-flux_order`, found from this example's own path
-/// (`target/<profile>/examples/bench-plan`).
-fn release_binary() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("locate this executable")?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("this example does not live in target/<profile>/examples")?;
-    let target_dir = profile_dir.parent().unwrap_or(profile_dir);
-    let bin = target_dir.join("release").join("kubectl-flux_order");
-    if !bin.is_file() {
-        bail!(
-            "{} not found: run `cargo build --release` first",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
-
 fn on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -197,28 +182,6 @@ fn detect_kustomize() -> anyhow::Result<(PathBuf, &'static str)> {
         return Ok((p, "kustomize"));
     }
     bail!("neither `kustomize` nor `kubectl` is on PATH")
-}
-
-fn git_init(root: &Path) -> anyhow::Result<()> {
-    let out = Command::new("git")
-        .args(["init", "-q", "-b", "main"])
-        .current_dir(root)
-        .output()
-        .context("run git init (git is needed: the fleet's source is the git work tree)")?;
-    if !out.status.success() {
-        bail!(
-            "git init failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-fn write(path: &Path, text: &str) -> anyhow::Result<()> {
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
-    }
-    std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
 }
 
 fn generate(root: &Path) -> anyhow::Result<()> {

@@ -1,0 +1,50 @@
+//! Helpers both benchmarks share: finding the release binary, and writing a generated fleet
+//! into a git work tree. Included with `#[path]`; not an example of its own.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+/// `target/release/kubectl-flux_order`, found from the running example's own path
+/// (`target/<profile>/examples/<name>`).
+pub fn release_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locate this executable")?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("this example does not live in target/<profile>/examples")?;
+    let target_dir = profile_dir.parent().unwrap_or(profile_dir);
+    let bin = target_dir.join("release").join("kubectl-flux_order");
+    if !bin.is_file() {
+        bail!(
+            "{} not found: run `cargo build --release` first",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// `git init` in `root` (the fleet's source is the git work tree holding it).
+pub fn git_init(root: &Path) -> anyhow::Result<()> {
+    let out = Command::new("git")
+        .args(["init", "-q", "-b", "main"])
+        .current_dir(root)
+        .output()
+        .context("run git init (git is needed: the fleet's source is the git work tree)")?;
+    if !out.status.success() {
+        bail!(
+            "git init failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Writes `text` to `path`, creating its directory.
+pub fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
+}
