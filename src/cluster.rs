@@ -16,7 +16,7 @@ use kube::discovery::{ApiResource, Discovery, Scope};
 use kube::{Client, Config};
 use serde_json::Value;
 
-use crate::model::object_meta;
+use crate::model::{object_meta, subject_of};
 
 /// The field manager Flux's kustomize-controller applies with.
 pub const FIELD_MANAGER: &str = "kustomize-controller";
@@ -537,14 +537,5 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-}
-
-/// `Kind/ns/name`, or `Kind/name` without a namespace.
-pub fn subject_of(kind: &str, ns: &str, name: &str) -> String {
-    if ns.is_empty() {
-        format!("{kind}/{name}")
-    } else {
-        format!("{kind}/{ns}/{name}")
     }
 }

@@ -106,18 +106,6 @@ impl VarIndex {
         }
     }
 
-    /// Adds one source's values directly (used for objects read from a cluster).
-    pub fn insert(
-        &mut self,
-        namespace: &str,
-        kind: &str,
-        name: &str,
-        values: BTreeMap<String, String>,
-    ) {
-        self.map
-            .insert((namespace.into(), kind.into(), name.into()), values);
-    }
-
     /// Looks one source up.
     pub fn get(
         &self,

@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::Loaded;
-use crate::build::postbuild::{VarIndex, decode_base64};
+use crate::build::postbuild::VarIndex;
 use crate::cli::{ApplyArgs, ClusterArgs, DryRun, ProgressFormat};
 use crate::cluster::{Cluster, ConnectOptions};
 use crate::execute::events::Outcome;
@@ -78,24 +78,12 @@ async fn with_cluster_vars(
             .get_ref("v1", &kind, &ns, &name)
             .await
             .map_err(|e| AppError::Cluster(e.to_string()))?;
-        if let Some(obj) = got {
-            let mut values = BTreeMap::new();
-            for (field, decode) in [("data", kind == "Secret"), ("stringData", false)] {
-                if let Some(Value::Object(m)) = obj.get(field) {
-                    for (k, v) in m {
-                        let s = v.as_str().unwrap_or_default();
-                        values.insert(
-                            k.clone(),
-                            if decode {
-                                decode_base64(s).unwrap_or_default()
-                            } else {
-                                s.to_string()
-                            },
-                        );
-                    }
-                }
-            }
-            index.insert(&ns, &kind, &name, values);
+        if let Some(object) = got {
+            // The same decoding as for the fleet's own ConfigMaps and Secrets.
+            index.add(&[crate::build::postbuild::Manifest {
+                object,
+                origin: None,
+            }]);
         }
     }
     settings.load.cluster_vars = Some(index);

@@ -189,7 +189,7 @@ pub async fn stale(
             .await
             .map_err(cluster_err)?;
         if live.is_some_and(|l| crate::execute::stages::prunable(&l, id)) {
-            out.push(crate::cluster::subject_of(&kind, &ns, &name));
+            out.push(crate::model::subject_of(&kind, &ns, &name));
         }
     }
     Ok(out)

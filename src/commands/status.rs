@@ -38,7 +38,7 @@ pub async fn run(args: &StatusArgs) -> Result<(), AppError> {
                 .get_ref(&api, &kind, &ns, &name)
                 .await
                 .map_err(|e| AppError::Cluster(e.to_string()))?;
-            let label = crate::cluster::subject_of(&kind, &ns, &name);
+            let label = crate::model::subject_of(&kind, &ns, &name);
             match live {
                 None => pending.push(format!("{label}: not found")),
                 Some(obj) => {

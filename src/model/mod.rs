@@ -377,6 +377,11 @@ pub fn crd_served_kinds(crd: &Value) -> Vec<(String, String, bool)> {
 /// `Kind/namespace/name`, or `Kind/name` for cluster-scoped objects: Flux's subject format.
 pub fn subject(obj: &Value) -> String {
     let (_, kind, ns, name) = object_meta(obj);
+    subject_of(kind, ns, name)
+}
+
+/// `Kind/namespace/name`, or `Kind/name` without a namespace.
+pub fn subject_of(kind: &str, ns: &str, name: &str) -> String {
     if ns.is_empty() {
         format!("{kind}/{name}")
     } else {
