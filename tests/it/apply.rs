@@ -1131,3 +1131,50 @@ fn a_suspended_kustomization_is_not_applied_and_does_not_fail_the_run() {
         cluster.log_text()
     );
 }
+
+/// A substituteFrom Secret that only the cluster has: plan (offline) warns that only the cluster
+/// can supply it; apply reads it from the cluster, decodes it, substitutes strictly, and the
+/// value never shows in the output.
+#[test]
+fn substitute_from_a_secret_only_the_cluster_has() {
+    let cluster = Cluster::start();
+    cluster
+        .create(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "flux-system"}}),
+        )
+        .unwrap();
+    cluster
+        .create(json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "cluster-vars", "namespace": "flux-system"},
+            "data": {"db_password": "czNjcjN0LXB3"},
+        }))
+        .unwrap();
+    let spec = "postBuild:\n  substituteFrom:\n    - kind: Secret\n      name: cluster-vars\n";
+    let f = Fleet::new()
+        .file("clusters/c/a.yaml", &kustomization("a", "./apps/a", spec))
+        .file(
+            "apps/a/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: db\n  namespace: default\ndata:\n  password: ${db_password}\n",
+        )
+        .git();
+    let plan = f.cmd("plan").output().unwrap();
+    assert!(plan.status.success());
+    let stderr_and_out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&plan.stdout),
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    assert!(
+        stderr_and_out.contains("substituteFrom Secret/cluster-vars is not in the fleet"),
+        "{stderr_and_out}"
+    );
+    let run = f.apply(&cluster, &[]);
+    run.expect_code(0);
+    let cm = cluster
+        .get("v1", "ConfigMap", Some("default"), "db")
+        .expect("ConfigMap applied");
+    assert_eq!(cm["data"]["password"], "s3cr3t-pw");
+    assert!(!format!("{run}").contains("s3cr3t-pw"), "{run}");
+}
