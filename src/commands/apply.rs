@@ -20,7 +20,7 @@ use crate::execute::events::Outcome;
 use crate::execute::{self, ExecOptions, Unit};
 use crate::exit::AppError;
 use crate::health::cel_expr::{HealthExprSpec, HealthExprs};
-use crate::model::{GoDuration, is_flux_api, object_meta, subject};
+use crate::model::{GoDuration, KsId, is_flux_api, object_meta, subject};
 use crate::options::FleetSettings;
 use crate::report::progress::{self, Mode, Paint};
 use crate::report::summary;
@@ -291,11 +291,18 @@ pub async fn run(args: &ApplyArgs) -> Result<(), AppError> {
         object_parallelism: args.object_concurrency,
         force_apply: args.force_apply,
     };
-    let results = execute::run(cluster.clone(), units, opts, tx, cancel.clone()).await;
+    // Every inventory in one request: what each Kustomization applied last time, and what
+    // garbage collection of Kustomizations that left their parent needs afterwards.
+    let inventories = crate::inventory::list(&cluster, None).await;
+    let known = inventories
+        .as_ref()
+        .ok()
+        .map(|l| l.iter().cloned().collect());
+    let results = execute::run(cluster.clone(), units, known, opts, tx, cancel.clone()).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), renderer).await;
     let mut orphan_errors = Vec::new();
     if !cancel.is_cancelled() {
-        for line in prune_orphans(&cluster, &loaded, &results).await {
+        for line in prune_orphans(&cluster, &loaded, &results, &inventories).await {
             match line {
                 Ok(msg) if mode == Mode::Json => {
                     println!(
@@ -342,20 +349,21 @@ async fn prune_orphans(
     cluster: &Cluster,
     loaded: &Loaded,
     results: &[crate::execute::events::KsResult],
+    inventories: &Result<Vec<(KsId, crate::inventory::Inventory)>, crate::cluster::ClusterError>,
 ) -> Vec<Result<String, String>> {
     let mut out = Vec::new();
-    let invs = match crate::inventory::list(cluster, None).await {
+    let invs = match inventories {
         Ok(i) => i,
         Err(e) => return vec![Err(format!("listing inventories: {e}"))],
     };
     for (id, inv) in invs {
-        let Some(parent) = crate::model::KsId::parse(&inv.parent) else {
+        let Some(parent) = KsId::parse(&inv.parent) else {
             continue;
         };
         let parent_ready = results
             .iter()
             .any(|r| r.id == parent && r.outcome.is_ready());
-        if loaded.fleet.nodes.contains_key(&id)
+        if loaded.fleet.nodes.contains_key(id)
             || !loaded.selection.contains(&parent)
             || !loaded.fleet.nodes[&parent].spec.prune
             || !parent_ready
@@ -364,7 +372,7 @@ async fn prune_orphans(
         }
         let mut deleted = 0;
         if inv.deletes_objects() {
-            let (kept, err) = crate::execute::stages::prune(cluster, &id, &inv.entries, |_, a| {
+            let (kept, err) = crate::execute::stages::prune(cluster, id, &inv.entries, |_, a| {
                 if a == crate::execute::events::Action::Deleted {
                     deleted += 1;
                 }
@@ -373,14 +381,14 @@ async fn prune_orphans(
             if let Some(e) = err {
                 let mut left = inv.clone();
                 left.entries = kept;
-                let _ = crate::inventory::write(cluster, &id, &left).await;
+                let _ = crate::inventory::write(cluster, id, &left).await;
                 out.push(Err(format!(
                     "Kustomization {id} (no longer in {parent}): {e}"
                 )));
                 continue;
             }
         }
-        match crate::inventory::remove(cluster, &id).await {
+        match crate::inventory::remove(cluster, id).await {
             Ok(()) => out.push(Ok(format!(
                 "Kustomization {id} is no longer in {parent}'s build: {deleted} objects deleted (deletionPolicy {})",
                 if inv.deletion_policy.is_empty() { "MirrorPrune" } else { &inv.deletion_policy }

@@ -98,10 +98,13 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs the rollout; returns one result per unit, in wave order.
+/// Runs the rollout; returns one result per unit, in wave order. `inventories` are every
+/// inventory read up front in one request (None: each Kustomization reads its own when it starts,
+/// e.g. without permission to list ConfigMaps cluster-wide).
 pub async fn run(
     cluster: Arc<Cluster>,
     units: Vec<Unit>,
+    inventories: Option<BTreeMap<KsId, inventory::Inventory>>,
     opts: ExecOptions,
     events: mpsc::UnboundedSender<Event>,
     cancel: CancellationToken,
@@ -111,13 +114,7 @@ pub async fn run(
     };
     let watch_cancel = CancellationToken::new();
     let watchers = Watchers::new(cluster.client().clone(), watch_cancel.clone());
-    // Every inventory in one request, off each Kustomization's critical path (None: read each
-    // one when it starts, e.g. without permission to list ConfigMaps cluster-wide).
-    let inventories: Option<Arc<BTreeMap<KsId, inventory::Inventory>>> =
-        inventory::list(&cluster, None)
-            .await
-            .ok()
-            .map(|l| Arc::new(l.into_iter().collect()));
+    let inventories = inventories.map(Arc::new);
     let mut order: Vec<&Unit> = units.iter().collect();
     order.sort_by(|a, b| (a.wave, &a.id).cmp(&(b.wave, &b.id)));
     emit(Event::RolloutStarted {
