@@ -70,7 +70,13 @@ pub struct Builder {
     jobs: usize,
     batch: bool,
     shadows: Arc<Shadows>,
+    /// Builds already made in this process, by (root, path, spec): a second load (apply reloads
+    /// once it has read substituteFrom sources from the cluster) runs no kustomize again.
+    done: Arc<std::sync::Mutex<std::collections::HashMap<BuildKey, RawBuild>>>,
 }
+
+/// What determines a build's output: the source root, the path, and the overlay's spec.
+type BuildKey = (std::path::PathBuf, std::path::PathBuf, String);
 
 #[derive(Debug)]
 struct Shadows {
@@ -108,6 +114,7 @@ impl Builder {
                 base,
                 roots: Default::default(),
             }),
+            done: Default::default(),
         })
     }
 
@@ -135,39 +142,54 @@ impl Builder {
         Ok(s)
     }
 
-    /// Builds `root/rel` with the overlay of `spec` (None: build the directory as it is).
-    pub async fn build(
-        &self,
-        root: &Path,
-        rel: &Path,
-        spec: Option<&KustomizationSpec>,
-    ) -> Result<RawBuild, BuildError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| BuildError::Temp(std::io::Error::other(e)))?;
-        let shadow = self.shadow(root)?;
-        let (rel, spec) = (rel.to_path_buf(), spec.cloned());
-        // Filesystem work off the async threads, so builds overlap with it.
-        let prepared = tokio::task::spawn_blocking(move || {
-            overlay::prepare(&shadow, &rel, spec.as_ref(), None)
-        })
-        .await
-        .map_err(|e| BuildError::Temp(std::io::Error::other(e)))??;
-        let output = self.kustomize.build(&prepared.build_dir).await?;
-        Ok(RawBuild {
-            output,
-            strip_origin: prepared.strip_origin,
-            origin_map: None,
-        })
+    /// Builds a directory as it is (the cluster root, no overlay): read directly when it is a
+    /// directory of plain YAML files, else by kustomize.
+    pub async fn build_root(&self, root: &Path, rel: &Path) -> Result<RawBuild, BuildError> {
+        let key: BuildKey = (root.to_path_buf(), rel.to_path_buf(), String::new());
+        if let Some(raw) = self
+            .done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(raw.clone());
+        }
+        let raw = match self.plain(root, rel) {
+            Some(raw) => raw,
+            None => {
+                let _permit = self
+                    .permits
+                    .acquire()
+                    .await
+                    .map_err(|e| BuildError::Temp(std::io::Error::other(e)))?;
+                let shadow = self.shadow(root)?;
+                let rel = rel.to_path_buf();
+                // Filesystem work off the async threads.
+                let prepared = tokio::task::spawn_blocking(move || {
+                    overlay::prepare(&shadow, &rel, None, None)
+                })
+                .await
+                .map_err(|e| BuildError::Temp(std::io::Error::other(e)))??;
+                let output = self.kustomize.build(&prepared.build_dir).await?;
+                RawBuild {
+                    output,
+                    strip_origin: prepared.strip_origin,
+                    origin_map: None,
+                }
+            }
+        };
+        self.done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, raw.clone());
+        Ok(raw)
     }
 
     /// The output kustomize would give for a directory of plain YAML files (see
     /// [`overlay::plain_resources`]), without starting a process: every document, with its file
     /// as origin. None when the directory needs kustomize, or when kustomize would reject it (a
     /// document without kind or name, an id defined twice), so that its own message is shown.
-    pub fn plain(&self, root: &Path, rel: &Path) -> Option<RawBuild> {
+    fn plain(&self, root: &Path, rel: &Path) -> Option<RawBuild> {
         let files = overlay::plain_resources(root, rel).ok()??;
         let dir = root.join(rel);
         let mut seen = std::collections::HashSet::new();
@@ -212,6 +234,50 @@ impl Builder {
     /// Kustomization, or two defining the same object) is rebuilt one by one, so errors and
     /// results are exactly those of separate builds.
     pub async fn build_many(&self, reqs: Vec<BuildRequest>) -> Vec<Result<RawBuild, BuildError>> {
+        let key = |r: &BuildRequest| -> BuildKey {
+            (
+                r.root.clone(),
+                r.rel.clone(),
+                serde_json::to_string(&r.spec).unwrap_or_default(),
+            )
+        };
+        let mut results: Vec<Option<Result<RawBuild, BuildError>>> = {
+            let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+            reqs.iter()
+                .map(|r| done.get(&key(r)).cloned().map(Ok))
+                .collect()
+        };
+        let (misses, keys): (Vec<_>, Vec<_>) = reqs
+            .into_iter()
+            .zip(&results)
+            .filter(|(_, hit)| hit.is_none())
+            .map(|(r, _)| {
+                let k = key(&r);
+                (r, k)
+            })
+            .unzip();
+        let mut fresh = self.build_fresh(misses).await.into_iter();
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keys = keys.into_iter();
+        for slot in results.iter_mut().filter(|r| r.is_none()) {
+            let (Some(r), Some(k)) = (fresh.next(), keys.next()) else {
+                break;
+            };
+            if let Ok(raw) = &r {
+                done.insert(k, raw.clone());
+            }
+            *slot = Some(r);
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| Err(BuildError::Temp(std::io::Error::other("build not run"))))
+            })
+            .collect()
+    }
+
+    /// [`Builder::build_many`] without the memo.
+    async fn build_fresh(&self, reqs: Vec<BuildRequest>) -> Vec<Result<RawBuild, BuildError>> {
         let n = reqs.len();
         let mut results: Vec<Option<Result<RawBuild, BuildError>>> = (0..n).map(|_| None).collect();
         let mut shadows = Vec::with_capacity(n);

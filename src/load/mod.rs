@@ -283,20 +283,18 @@ impl Loader<'_> {
             .unwrap_or(Path::new(""))
             .to_path_buf();
         let shown = display_path(path);
-        // A directory of plain YAML files needs no kustomize process (a common cluster root).
-        let plain = self.builder.plain(&root, &rel);
-        let raw = match plain {
-            Some(raw) => Ok(raw),
-            None => self.builder.build(&root, &rel, None).await,
-        }
-        .map_err(|source| {
-            vec![LoadError::Build {
-                ks: "(cluster root)".into(),
-                file: shown.clone(),
-                path: shown.clone(),
-                source,
-            }]
-        })?;
+        let raw = self
+            .builder
+            .build_root(&root, &rel)
+            .await
+            .map_err(|source| {
+                vec![LoadError::Build {
+                    ks: "(cluster root)".into(),
+                    file: shown.clone(),
+                    path: shown.clone(),
+                    source,
+                }]
+            })?;
         let no_vars = Vars::default();
         let objs = postbuild::post_build(
             &raw.output,
