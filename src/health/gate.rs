@@ -123,8 +123,13 @@ pub struct Progress {
     pub pending: Vec<String>,
 }
 
-/// A target's status as last computed, with the watch version it was computed from.
-type Cache = BTreeMap<Target, (Option<u64>, StatusResult)>;
+/// What a wait remembers between wake-ups, so that a wake-up costs only a version check per
+/// unchanged target: each target's watch entry, and its status with the version it came from.
+#[derive(Default)]
+struct Cache {
+    entries: BTreeMap<Target, Arc<super::watch::Entry>>,
+    statuses: BTreeMap<Target, (Option<u64>, StatusResult)>,
+}
 
 fn status_of(
     cluster: &Cluster,
@@ -134,13 +139,20 @@ fn status_of(
     polled: &BTreeMap<Target, Option<Value>>,
     cache: &mut Cache,
 ) -> StatusResult {
-    let Some(kind) = cluster.kind(&t.api_version, &t.kind) else {
-        return StatusResult {
-            status: Status::NotFound,
-            message: "kind not served".into(),
-        };
+    let entry = match cache.entries.get(t) {
+        Some(e) => e.clone(),
+        None => {
+            let Some(kind) = cluster.kind(&t.api_version, &t.kind) else {
+                return StatusResult {
+                    status: Status::NotFound,
+                    message: "kind not served".into(),
+                };
+            };
+            let e = watchers.entry(&kind, &t.namespace);
+            cache.entries.insert(t.clone(), e.clone());
+            e
+        }
     };
-    let entry = watchers.entry(&kind, &t.namespace);
     let obj = match polled.get(t) {
         Some(p) => p.clone(),
         None if entry.synced() => {
@@ -148,13 +160,13 @@ fn status_of(
             // depends on the clock).
             let version = entry.version(&t.name);
             if t.kind != "Pod"
-                && let Some((v, s)) = cache.get(t)
+                && let Some((v, s)) = cache.statuses.get(t)
                 && *v == version
             {
                 return s.clone();
             }
             let s = evaluate(gate, t, entry.get(&t.name));
-            cache.insert(t.clone(), (version, s.clone()));
+            cache.statuses.insert(t.clone(), (version, s.clone()));
             return s;
         }
         None => {
@@ -219,7 +231,7 @@ pub async fn wait(
     let mut last: Option<Progress> = None;
     let mut seen_ready = std::collections::BTreeSet::new();
     let mut polled: BTreeMap<Target, Option<Value>> = BTreeMap::new();
-    let mut cache = Cache::new();
+    let mut cache = Cache::default();
     let mut last_poll = Instant::now();
     loop {
         rx.borrow_and_update();
@@ -329,7 +341,7 @@ pub async fn probe(
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut rx = watchers.subscribe();
     let none = BTreeMap::new();
-    let mut cache = Cache::new();
+    let mut cache = Cache::default();
     loop {
         rx.borrow_and_update();
         let all: Vec<StatusResult> = existing
