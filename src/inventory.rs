@@ -98,6 +98,15 @@ impl Inventory {
     }
 }
 
+/// The entries of `old` that `new` no longer has (what prune would consider), in `old`'s order.
+pub fn stale(old: &[Entry], new: &[Entry]) -> Vec<Entry> {
+    let keep: std::collections::HashSet<&str> = new.iter().map(|e| e.id.as_str()).collect();
+    old.iter()
+        .filter(|e| !keep.contains(e.id.as_str()))
+        .cloned()
+        .collect()
+}
+
 /// The ConfigMap name for a Kustomization.
 pub fn configmap_name(id: &KsId) -> String {
     format!("flux-order-{}", id.name)

@@ -175,13 +175,11 @@ pub async fn stale(
     let old = crate::inventory::read(cluster, id)
         .await
         .map_err(cluster_err)?;
-    let new_ids: BTreeSet<String> = objects
-        .iter()
-        .map(|o| crate::inventory::Entry::of(o).id)
-        .collect();
+    let new: Vec<crate::inventory::Entry> =
+        objects.iter().map(crate::inventory::Entry::of).collect();
     let mut out = Vec::new();
-    for e in old.map(|i| i.entries).unwrap_or_default() {
-        let Some((api, kind, ns, name)) = e.parse().filter(|_| !new_ids.contains(&e.id)) else {
+    for e in crate::inventory::stale(&old.map(|i| i.entries).unwrap_or_default(), &new) {
+        let Some((api, kind, ns, name)) = e.parse() else {
             continue;
         };
         let live = cluster

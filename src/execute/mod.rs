@@ -427,22 +427,10 @@ async fn run_unit(ctx: &Ctx, unit: &Unit, known: Option<Option<inventory::Invent
         };
         return done(Outcome::Failed { reason }, counts);
     }
-    // The new set, in apply order (Flux's inventory order), plus whatever prune could not delete.
-    let new_ids: BTreeSet<&str> = applied_entries.iter().map(|e| e.id.as_str()).collect();
-    let mut entries: Vec<inventory::Entry> =
-        unit.objects.iter().map(inventory::Entry::of).collect();
-    entries.sort_by_cached_key(|e| {
-        applied_entries
-            .iter()
-            .position(|a| a.id == e.id)
-            .unwrap_or(usize::MAX)
-    });
-    let stale: Vec<inventory::Entry> = old
-        .entries
-        .iter()
-        .filter(|e| !new_ids.contains(e.id.as_str()))
-        .cloned()
-        .collect();
+    // The new set is what was applied, in apply order (Flux's inventory order; every object,
+    // skipped ones included, since nothing failed), plus whatever prune could not delete.
+    let stale = inventory::stale(&old.entries, &applied_entries);
+    let mut entries = applied_entries;
     let mut failure = None;
     if unit.spec.prune && !stale.is_empty() {
         let (kept, err) = stages::prune(cluster, &unit.id, &stale, |s, a| {
