@@ -1,12 +1,101 @@
 //! The dependency graph as Graphviz DOT or Mermaid: solid edges for dependsOn, dashed edges for
-//! "found in the parent's build", suspended and blocked nodes styled. Pure: no I/O.
+//! "found in the parent's build", suspended and blocked nodes styled. Both renderers draw one
+//! [`Layout`]. Pure: no I/O.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use crate::graph::Graph;
 use crate::load::Fleet;
 use crate::model::KsId;
+
+/// How a node is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Applied normally.
+    Normal,
+    /// spec.suspend.
+    Suspended,
+    /// Waits on a suspended Kustomization.
+    Blocked,
+}
+
+/// One node: its identity, state and object count.
+struct Node<'a> {
+    id: &'a KsId,
+    state: State,
+    objects: usize,
+}
+
+/// One edge, from dependency (or parent) to dependent (or child).
+struct Edge {
+    from: KsId,
+    to: KsId,
+    /// The child of a parent's build (drawn dashed, "applies"), not a dependsOn.
+    applies: bool,
+}
+
+/// What both renderers draw: the selected nodes per wave, and the edges between them.
+struct Layout<'a> {
+    waves: Vec<(usize, Vec<Node<'a>>)>,
+    edges: Vec<Edge>,
+}
+
+fn layout<'a>(fleet: &'a Fleet, graph: &'a Graph, sel: &'a BTreeSet<KsId>) -> Layout<'a> {
+    let blocked = graph.blocked_by_suspension();
+    let waves = graph
+        .waves
+        .iter()
+        .enumerate()
+        .map(|(i, wave)| {
+            let nodes = wave
+                .iter()
+                .filter(|k| sel.contains(*k))
+                .map(|id| {
+                    let n = &fleet.nodes[id];
+                    let state = if n.spec.suspend {
+                        State::Suspended
+                    } else if blocked.contains_key(id) {
+                        State::Blocked
+                    } else {
+                        State::Normal
+                    };
+                    Node {
+                        id,
+                        state,
+                        objects: n.objects.len(),
+                    }
+                })
+                .collect::<Vec<_>>();
+            (i, nodes)
+        })
+        .filter(|(_, nodes)| !nodes.is_empty())
+        .collect();
+    let mut edges = Vec::new();
+    for id in sel {
+        let n = &fleet.nodes[id];
+        for d in n
+            .spec
+            .dependencies(&id.namespace)
+            .into_iter()
+            .filter(|d| sel.contains(d))
+        {
+            edges.push(Edge {
+                from: d,
+                to: id.clone(),
+                applies: false,
+            });
+        }
+        if let Some(p) = n.parent.as_ref().filter(|p| sel.contains(*p)) {
+            edges.push(Edge {
+                from: p.clone(),
+                to: id.clone(),
+                applies: true,
+            });
+        }
+    }
+    Layout { waves, edges }
+}
 
 fn quote(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
@@ -14,58 +103,41 @@ fn quote(s: &str) -> String {
 
 /// Graphviz DOT: one cluster per wave, edges from dependency to dependent.
 pub fn dot(fleet: &Fleet, graph: &Graph, sel: &BTreeSet<KsId>) -> String {
-    let blocked = graph.blocked_by_suspension();
+    let l = layout(fleet, graph, sel);
     let mut s =
         String::from("digraph fleet {\n  rankdir=LR;\n  node [shape=box, style=rounded];\n");
-    for (i, wave) in graph.waves.iter().enumerate() {
-        let members: Vec<&KsId> = wave.iter().filter(|k| sel.contains(*k)).collect();
-        if members.is_empty() {
-            continue;
-        }
+    for (i, nodes) in &l.waves {
         let _ = writeln!(
             s,
             "  subgraph cluster_wave{i} {{\n    label=\"wave {i}\";\n    style=dashed;"
         );
-        for id in members {
-            let n = &fleet.nodes[id];
-            let style = if n.spec.suspend {
-                ", style=\"rounded,dashed\", color=gray, fontcolor=gray, xlabel=\"suspended\""
-            } else if blocked.contains_key(id) {
-                ", color=orange, xlabel=\"blocked\""
-            } else {
-                ""
+        for n in nodes {
+            let style = match n.state {
+                State::Suspended => {
+                    ", style=\"rounded,dashed\", color=gray, fontcolor=gray, xlabel=\"suspended\""
+                }
+                State::Blocked => ", color=orange, xlabel=\"blocked\"",
+                State::Normal => "",
             };
             // `\n` is DOT's line break inside a label: added inside the quotes, after escaping.
-            let quoted = quote(&id.to_string());
-            let label = format!(
-                "{}\\n{} objects\"",
-                quoted.trim_end_matches('"'),
-                n.objects.len()
-            );
+            let quoted = quote(&n.id.to_string());
+            let label = format!("{}\\n{} objects\"", quoted.trim_end_matches('"'), n.objects);
             let _ = writeln!(s, "    {quoted} [label={label}{style}];");
         }
         s.push_str("  }\n");
     }
-    for id in sel {
-        let n = &fleet.nodes[id];
-        for d in n.spec.dependencies(&id.namespace) {
-            if sel.contains(&d) {
-                let _ = writeln!(
-                    s,
-                    "  {} -> {};",
-                    quote(&d.to_string()),
-                    quote(&id.to_string())
-                );
-            }
-        }
-        if let Some(p) = n.parent.as_ref().filter(|p| sel.contains(*p)) {
-            let _ = writeln!(
-                s,
-                "  {} -> {} [style=dashed, label=\"applies\"];",
-                quote(&p.to_string()),
-                quote(&id.to_string())
-            );
-        }
+    for e in &l.edges {
+        let attrs = if e.applies {
+            " [style=dashed, label=\"applies\"]"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            s,
+            "  {} -> {}{attrs};",
+            quote(&e.from.to_string()),
+            quote(&e.to.to_string())
+        );
     }
     s.push_str("}\n");
     s
@@ -73,39 +145,25 @@ pub fn dot(fleet: &Fleet, graph: &Graph, sel: &BTreeSet<KsId>) -> String {
 
 /// Mermaid flowchart (left to right).
 pub fn mermaid(fleet: &Fleet, graph: &Graph, sel: &BTreeSet<KsId>) -> String {
-    let blocked = graph.blocked_by_suspension();
-    let ids: Vec<&KsId> = sel.iter().collect();
-    let idx = |k: &KsId| ids.iter().position(|x| *x == k).unwrap_or(0);
+    let l = layout(fleet, graph, sel);
+    // Mermaid ids: the node's position in the selection.
+    let idx: BTreeMap<&KsId, usize> = sel.iter().enumerate().map(|(i, k)| (k, i)).collect();
     let mut s = String::from("flowchart LR\n");
-    for (i, wave) in graph.waves.iter().enumerate() {
-        let members: Vec<&KsId> = wave.iter().filter(|k| sel.contains(*k)).collect();
-        if members.is_empty() {
-            continue;
-        }
+    for (i, nodes) in &l.waves {
         let _ = writeln!(s, "  subgraph wave{i}[\"wave {i}\"]");
-        for id in members {
-            let n = &fleet.nodes[id];
-            let note = if n.spec.suspend {
-                " (suspended)"
-            } else if blocked.contains_key(id) {
-                " (blocked)"
-            } else {
-                ""
+        for n in nodes {
+            let note = match n.state {
+                State::Suspended => " (suspended)",
+                State::Blocked => " (blocked)",
+                State::Normal => "",
             };
-            let _ = writeln!(s, "    k{}[\"{id}{note}\"]", idx(id));
+            let _ = writeln!(s, "    k{}[\"{}{note}\"]", idx[n.id], n.id);
         }
         s.push_str("  end\n");
     }
-    for id in sel {
-        let n = &fleet.nodes[id];
-        for d in n.spec.dependencies(&id.namespace) {
-            if sel.contains(&d) {
-                let _ = writeln!(s, "  k{} --> k{}", idx(&d), idx(id));
-            }
-        }
-        if let Some(p) = n.parent.as_ref().filter(|p| sel.contains(*p)) {
-            let _ = writeln!(s, "  k{} -.->|applies| k{}", idx(p), idx(id));
-        }
+    for e in &l.edges {
+        let arrow = if e.applies { "-.->|applies|" } else { "-->" };
+        let _ = writeln!(s, "  k{} {arrow} k{}", idx[&e.from], idx[&e.to]);
     }
     s
 }
