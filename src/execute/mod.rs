@@ -128,15 +128,13 @@ pub async fn run(
     let mut blocked_shown: BTreeMap<KsId, Vec<String>> = BTreeMap::new();
     for u in &order {
         if u.spec.suspend {
-            let r = KsResult {
-                id: u.id.clone(),
-                outcome: Outcome::Suspended,
-                duration: Duration::ZERO,
-                objects: Counts::default(),
-            };
-            emit(Event::Finished(r.clone()));
-            results.insert(u.id.clone(), r);
-            states.insert(u.id.clone(), State::Done(Outcome::Suspended));
+            settle(
+                &u.id,
+                Outcome::Suspended,
+                &events,
+                &mut results,
+                &mut states,
+            );
         } else {
             states.insert(u.id.clone(), State::Pending);
         }
@@ -174,16 +172,13 @@ pub async fn run(
                 break;
             }
             for (id, blocked_by) in newly {
-                let outcome = Outcome::Skipped { blocked_by };
-                let r = KsResult {
-                    id: id.clone(),
-                    outcome: outcome.clone(),
-                    duration: Duration::ZERO,
-                    objects: Counts::default(),
-                };
-                emit(Event::Finished(r.clone()));
-                results.insert(id.clone(), r);
-                states.insert(id, State::Done(outcome));
+                settle(
+                    &id,
+                    Outcome::Skipped { blocked_by },
+                    &events,
+                    &mut results,
+                    &mut states,
+                );
             }
         }
         // Start whatever is ready.
@@ -275,19 +270,32 @@ pub async fn run(
     };
     for u in &order {
         if matches!(states.get(&u.id), Some(State::Pending)) {
-            let r = KsResult {
-                id: u.id.clone(),
-                outcome: Outcome::NotStarted {
-                    reason: reason.into(),
-                },
-                duration: Duration::ZERO,
-                objects: Counts::default(),
+            let outcome = Outcome::NotStarted {
+                reason: reason.into(),
             };
-            emit(Event::Finished(r.clone()));
-            results.insert(u.id.clone(), r);
+            settle(&u.id, outcome, &events, &mut results, &mut states);
         }
     }
     order.iter().filter_map(|u| results.remove(&u.id)).collect()
+}
+
+/// Records the outcome of a Kustomization that never ran (suspended, skipped, not started).
+fn settle(
+    id: &KsId,
+    outcome: Outcome,
+    events: &mpsc::UnboundedSender<Event>,
+    results: &mut BTreeMap<KsId, KsResult>,
+    states: &mut BTreeMap<KsId, State>,
+) {
+    let r = KsResult {
+        id: id.clone(),
+        outcome: outcome.clone(),
+        duration: Duration::ZERO,
+        objects: Counts::default(),
+    };
+    let _ = events.send(Event::Finished(r.clone()));
+    results.insert(id.clone(), r);
+    states.insert(id.clone(), State::Done(outcome));
 }
 
 async fn run_unit(ctx: &Ctx, unit: &Unit, known: Option<Option<inventory::Inventory>>) -> KsResult {
