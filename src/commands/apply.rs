@@ -20,7 +20,7 @@ use crate::execute::events::Outcome;
 use crate::execute::{self, ExecOptions, Unit};
 use crate::exit::AppError;
 use crate::health::cel_expr::{HealthExprSpec, HealthExprs};
-use crate::model::{GoDuration, KsId, is_flux_api, object_meta, subject};
+use crate::model::{GoDuration, KsId, object_meta, subject};
 use crate::options::FleetSettings;
 use crate::report::progress::{self, Mode, Paint};
 use crate::report::summary;
@@ -91,7 +91,7 @@ async fn with_cluster_vars(
 }
 
 /// Why an object cannot be applied, found before the first write.
-pub fn validate_objects(loaded: &Loaded, cluster: &Cluster, apply_flux: bool) -> Vec<String> {
+pub fn validate_objects(loaded: &Loaded, cluster: &Cluster) -> Vec<String> {
     // Kinds defined by CRDs of the selection: (apiVersion, kind) → namespaced.
     let mut crd_kinds: BTreeMap<(String, String), bool> = BTreeMap::new();
     for id in &loaded.selection {
@@ -112,9 +112,6 @@ pub fn validate_objects(loaded: &Loaded, cluster: &Cluster, apply_flux: bool) ->
         for m in &n.objects {
             let o = &m.object;
             let (api, kind, ns, _) = object_meta(o);
-            if is_flux_api(api) && !apply_flux {
-                continue;
-            }
             let namespaced = match cluster.kind(api, kind) {
                 Some(k) => k.namespaced,
                 None => match crd_kinds.get(&(api.to_string(), kind.to_string())) {
@@ -174,12 +171,7 @@ fn units(loaded: &Loaded) -> Result<Vec<Unit>, AppError> {
         } else {
             None
         };
-        let objects: Vec<Value> = n
-            .objects
-            .iter()
-            .map(|m| m.object.clone())
-            .filter(|o| !is_flux_api(object_meta(o).0))
-            .collect();
+        let objects: Vec<Value> = n.objects.iter().map(|m| m.object.clone()).collect();
         let revision = revisions
             .entry(n.source_dir.clone())
             .or_insert_with(|| crate::inventory::git_revision(&n.source_dir))
@@ -265,7 +257,7 @@ pub async fn run(args: &ApplyArgs) -> Result<(), AppError> {
         )));
     }
     let (cluster, loaded) = connect_and_load(&args.cluster, &mut settings).await?;
-    let errors = validate_objects(&loaded, &cluster, false);
+    let errors = validate_objects(&loaded, &cluster);
     if !errors.is_empty() {
         return Err(AppError::Invalid(errors));
     }

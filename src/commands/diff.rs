@@ -12,7 +12,7 @@ use crate::cli::{ClusterArgs, DiffArgs, FleetArgs};
 use crate::cluster::Cluster;
 use crate::execute::stages::sort_for_apply;
 use crate::exit::AppError;
-use crate::model::{is_flux_api, object_meta, subject};
+use crate::model::{object_meta, subject};
 use crate::options::FleetSettings;
 use crate::report::progress::Paint;
 
@@ -84,7 +84,7 @@ pub async fn run_with(
 ) -> Result<(), AppError> {
     let mut settings = FleetSettings::resolve(fleet)?;
     let (cluster, loaded) = super::apply::connect_and_load(cluster_args, &mut settings).await?;
-    let errors = super::apply::validate_objects(&loaded, &cluster, false);
+    let errors = super::apply::validate_objects(&loaded, &cluster);
     if !errors.is_empty() {
         return Err(AppError::Invalid(errors));
     }
@@ -117,12 +117,7 @@ pub async fn run_with(
             continue;
         }
         println!("{} Kustomization {id}", paint.dim("►"));
-        let mut objects: Vec<Value> = n
-            .objects
-            .iter()
-            .map(|m| m.object.clone())
-            .filter(|o| !is_flux_api(object_meta(o).0))
-            .collect();
+        let mut objects: Vec<Value> = n.objects.iter().map(|m| m.object.clone()).collect();
         sort_for_apply(&mut objects);
         for o in &objects {
             match diff_one(
