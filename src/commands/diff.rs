@@ -220,10 +220,7 @@ async fn diff_one(
             ));
         }
         Err(e)
-            if e.is_immutable()
-                && (force
-                    || o.to_string()
-                        .contains("\"kustomize.toolkit.fluxcd.io/force\":\"enabled\"")) =>
+            if e.is_immutable() && (force || crate::execute::stages::forced(o, live.as_ref())) =>
         {
             return Ok((
                 true,

@@ -99,6 +99,12 @@ fn policy(obj: &Value, live: Option<&Value>, key: &str) -> Option<String> {
     })
 }
 
+/// Whether the object asks for Flux's force path (`kustomize.toolkit.fluxcd.io/force: enabled`
+/// on the desired or live object).
+pub fn forced(obj: &Value, live: Option<&Value>) -> bool {
+    policy(obj, live, "kustomize.toolkit.fluxcd.io/force").as_deref() == Some("enabled")
+}
+
 /// The parts of an object Flux compares for drift: labels, annotations, and everything outside
 /// metadata and status.
 fn drift_view(o: &Value) -> Value {
@@ -181,9 +187,7 @@ pub async fn apply_object(
     {
         return Ok((Action::Skipped, live.as_ref().and_then(generation)));
     }
-    let force = force
-        || policy(obj, live.as_ref(), "kustomize.toolkit.fluxcd.io/force").as_deref()
-            == Some("enabled");
+    let force = force || forced(obj, live.as_ref());
     let Some(live) = live else {
         let applied = cluster
             .apply(obj, false)
