@@ -394,8 +394,9 @@ fn read_origin(obj: &mut Value, strip: bool) -> Option<String> {
         .map(str::to_string)
 }
 
-/// `base/path` with `.` and `dir/..` folded away lexically (leading `..` kept).
-fn lexical_join(base: &str, path: &str) -> String {
+/// `base/path` with `.` and `dir/..` folded away lexically (leading `..` and an absolute base's
+/// `/` kept).
+pub fn lexical_join(base: &str, path: &str) -> String {
     let mut out: Vec<&str> = Vec::new();
     for part in base.split('/').chain(path.split('/')) {
         match part {
@@ -406,7 +407,12 @@ fn lexical_join(base: &str, path: &str) -> String {
             p => out.push(p),
         }
     }
-    out.join("/")
+    let joined = out.join("/");
+    if base.starts_with('/') {
+        format!("/{joined}")
+    } else {
+        joined
+    }
 }
 
 /// Removes the label that marked the object's build (see `overlay::BUILD_LABEL`).
@@ -486,6 +492,10 @@ mod tests {
             path: "x".into(),
         };
         assert_eq!(root.rebase("../x.flux-order-2/a.yaml"), "a.yaml");
+        assert_eq!(
+            lexical_join("/repo/apps/a", "../base/x.yaml"),
+            "/repo/apps/base/x.yaml"
+        );
     }
 
     #[test]

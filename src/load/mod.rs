@@ -767,12 +767,10 @@ impl Node {
 /// The file an object came from: `dir` joined with its origin annotation, else `dir` itself.
 fn origin_file(dir: &Path, m: &Manifest) -> String {
     match &m.origin {
-        Some(o) => {
-            let joined = dir.join(o);
-            let normal =
-                sources::safe_rel(&joined.to_string_lossy()).map(|p| Path::new("/").join(p));
-            display_path(&normal.unwrap_or(joined))
-        }
+        Some(o) => display_path(Path::new(&postbuild::lexical_join(
+            &dir.to_string_lossy(),
+            o,
+        ))),
         None => display_path(dir),
     }
 }
