@@ -194,9 +194,12 @@ fn api_error(subject: &str, e: kube::Error) -> ClusterError {
     }
 }
 
+/// Failures [`Cluster::retry`] retries. 429, 503 and 504 are not among them: the HTTP layer's
+/// policy ([`CountingPolicy`]) already retried those, honouring Retry-After, and retrying its
+/// exhausted attempts again would multiply them.
 fn is_transient(e: &kube::Error) -> bool {
     match e {
-        kube::Error::Api(s) => matches!(s.code, 429 | 500 | 502 | 503 | 504),
+        kube::Error::Api(s) => matches!(s.code, 500 | 502),
         kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_) => true,
         _ => false,
     }
@@ -375,8 +378,9 @@ impl Cluster {
         }
     }
 
-    /// Runs `f` with the retry policy: transient errors (429, 5xx, connection failures, timeouts)
-    /// are retried with capped exponential backoff; anything else fails at once.
+    /// Runs `f` with the retry policy: 500, 502, connection failures and timeouts are retried with
+    /// capped exponential backoff (429, 503 and 504 were already retried below, by the HTTP
+    /// layer); anything else fails at once.
     async fn retry<T, F, Fut>(&self, subject: &str, f: F) -> Result<T, ClusterError>
     where
         F: Fn() -> Fut,
