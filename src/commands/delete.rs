@@ -29,20 +29,19 @@ pub async fn run(args: &DeleteArgs) -> Result<(), AppError> {
     } else {
         only.iter().cloned().collect()
     };
-    loop {
-        let children: Vec<KsId> = loaded
+    let mut stack: Vec<KsId> = selected.iter().cloned().collect();
+    while let Some(id) = stack.pop() {
+        for c in loaded
             .fleet
             .nodes
-            .values()
-            .filter(|n| {
-                n.parent.as_ref().is_some_and(|p| selected.contains(p)) && !selected.contains(&n.id)
-            })
-            .map(|n| n.id.clone())
-            .collect();
-        if children.is_empty() {
-            break;
+            .get(&id)
+            .map(|n| n.children.as_slice())
+            .unwrap_or_default()
+        {
+            if selected.insert(c.clone()) {
+                stack.push(c.clone());
+            }
         }
-        selected.extend(children);
     }
     let mut order: Vec<KsId> = selected.into_iter().collect();
     order.sort_by_key(|id| (std::cmp::Reverse(loaded.graph.wave(id)), id.clone()));
