@@ -117,6 +117,18 @@ pub struct Kind {
     pub namespaced: bool,
 }
 
+/// An object read from the cluster as a JSON value whose `apiVersion` and `kind` are those of the
+/// resource it was read from. The API server sends them on a GET and on watch events but not on
+/// the items of a LIST (nor on the initial list a watcher starts from), so nothing downstream may
+/// take an object's type from the object alone.
+pub fn typed_value(resource: &ApiResource, mut obj: DynamicObject) -> Option<Value> {
+    obj.types = Some(kube::core::TypeMeta {
+        api_version: resource.api_version.clone(),
+        kind: resource.kind.clone(),
+    });
+    serde_json::to_value(obj).ok()
+}
+
 /// A connected cluster.
 pub struct Cluster {
     client: Client,
@@ -428,12 +440,12 @@ impl Cluster {
         name: &str,
     ) -> Result<Option<Value>, ClusterError> {
         let subject = subject_of(kind, ns, name);
-        if self.kind(api_version, kind).is_none() {
+        let Some(k) = self.kind(api_version, kind) else {
             return Ok(None);
-        }
+        };
         let api = self.api_for(api_version, kind, ns, &subject)?;
         let got = self.retry(&subject, || api.get_opt(name)).await?;
-        Ok(got.and_then(|o| serde_json::to_value(o).ok()))
+        Ok(got.and_then(|o| typed_value(&k.resource, o)))
     }
 
     /// Server-side apply as Flux does it (manager `kustomize-controller`, force); `dry_run` sends
@@ -491,7 +503,7 @@ impl Cluster {
         Ok(list
             .items
             .into_iter()
-            .filter_map(|o| serde_json::to_value(o).ok())
+            .filter_map(|o| typed_value(&k.resource, o))
             .collect())
     }
 

@@ -42,7 +42,7 @@ pub async fn run(args: &StatusArgs) -> Result<(), AppError> {
             match live {
                 None => pending.push(format!("{label}: not found")),
                 Some(obj) => {
-                    let s = kstatus::compute(&obj);
+                    let s = kstatus::compute(&api, &kind, &obj);
                     if s.status != Status::Current {
                         pending.push(format!(
                             "{label}: {}",

@@ -210,7 +210,7 @@ fn evaluate(gate: &Gate, t: &Target, obj: Option<Value>) -> StatusResult {
             message: format!("healthCheckExprs: {e}"),
         });
     }
-    kstatus::compute(&obj)
+    kstatus::compute(&t.api_version, &t.kind, &obj)
 }
 
 /// Waits for the gate. `on_progress` is called whenever the progress changes; `on_ready` once per

@@ -112,15 +112,31 @@ impl StatusResult {
     }
 }
 
-/// Computes the status of `obj` (a whole object as the API server returns
-/// it) at the current time.
-pub fn compute(obj: &Value) -> StatusResult {
-    compute_at(obj, SystemTime::now())
+/// Computes the status of `obj`, an object of `api_version`/`kind`, at the current time.
+///
+/// The type is the resource the caller read or watched, never the object's own fields: the API
+/// server leaves `kind` and `apiVersion` off the items of a LIST, and a Deployment without them
+/// would fall through to the generic "no conditions: Current" rule.
+pub fn compute(api_version: &str, kind: &str, obj: &Value) -> StatusResult {
+    compute_at(api_version, kind, obj, SystemTime::now())
 }
 
-/// Computes the status of `obj` as of `now`, which only the Pod rule reads
-/// (an unschedulable pod fails once it is older than [`SCHEDULE_WINDOW`]).
-pub fn compute_at(obj: &Value, now: SystemTime) -> StatusResult {
+/// [`compute`] as of `now`, which only the Pod rule reads (an unschedulable pod fails once it is
+/// older than [`SCHEDULE_WINDOW`]).
+pub fn compute_at(api_version: &str, kind: &str, obj: &Value, now: SystemTime) -> StatusResult {
+    let same = |field: &str, want: &str| obj.get(field).and_then(Value::as_str) == Some(want);
+    let obj: std::borrow::Cow<'_, Value> = if same("apiVersion", api_version) && same("kind", kind)
+    {
+        std::borrow::Cow::Borrowed(obj)
+    } else {
+        let mut typed = obj.clone();
+        if let Some(m) = typed.as_object_mut() {
+            m.insert("apiVersion".into(), Value::from(api_version));
+            m.insert("kind".into(), Value::from(kind));
+        }
+        std::borrow::Cow::Owned(typed)
+    };
+    let obj = obj.as_ref();
     let result = if group_kind(obj) == ("batch", "Job") {
         job(obj)
     } else {
@@ -803,8 +819,44 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The rules' tables below write the type into each object; take it from there.
+    fn compute(obj: &Value) -> StatusResult {
+        let field = |f: &str| obj.get(f).and_then(Value::as_str).unwrap_or("").to_string();
+        super::compute(&field("apiVersion"), &field("kind"), obj)
+    }
+
+    fn compute_at(obj: &Value, now: SystemTime) -> StatusResult {
+        let field = |f: &str| obj.get(f).and_then(Value::as_str).unwrap_or("").to_string();
+        super::compute_at(&field("apiVersion"), &field("kind"), obj, now)
+    }
+
     fn st(obj: &Value) -> Status {
         compute(obj).status
+    }
+
+    /// A Deployment as an item of a LIST response (no kind, no apiVersion), whose one replica is
+    /// unavailable: the type given by the resource decides, so it is InProgress, not the generic
+    /// rule's Current.
+    #[test]
+    fn list_item_without_type_uses_the_resource_type() {
+        let item = json!({
+            "metadata": {"name": "stuck", "namespace": "default", "generation": 1},
+            "spec": {"replicas": 1},
+            "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1,
+                       "unavailableReplicas": 1,
+                       "conditions": [{"type": "Available", "status": "False",
+                                       "reason": "MinimumReplicasUnavailable"}]}
+        });
+        let s = super::compute("apps/v1", "Deployment", &item);
+        assert_eq!(s.status, Status::InProgress, "{}", s.message);
+        // The object's own (wrong or missing) type never wins over the resource's.
+        let mut lying = item.clone();
+        lying["kind"] = json!("ConfigMap");
+        lying["apiVersion"] = json!("v1");
+        assert_eq!(
+            super::compute("apps/v1", "Deployment", &lying).status,
+            Status::InProgress
+        );
     }
 
     fn at(secs: u64) -> SystemTime {

@@ -9,13 +9,13 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use futures::StreamExt;
 use kube::Client;
-use kube::api::{Api, DynamicObject};
+use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::Kind;
+use crate::cluster::{Kind, typed_value};
 
 /// The latest objects of one (kind, namespace).
 #[derive(Debug, Default)]
@@ -116,11 +116,17 @@ impl Watchers {
         };
         let this = self.clone();
         let e = entry.clone();
-        tokio::spawn(async move { this.run(api, e).await });
+        let resource = kind.resource.clone();
+        tokio::spawn(async move { this.run(api, resource, e).await });
         entry
     }
 
-    async fn run(self: Arc<Self>, api: Api<DynamicObject>, entry: Arc<Entry>) {
+    async fn run(
+        self: Arc<Self>,
+        api: Api<DynamicObject>,
+        resource: ApiResource,
+        entry: Arc<Entry>,
+    ) {
         let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
         futures::pin_mut!(stream);
         let mut init: Option<HashMap<String, (u64, Value)>> = None;
@@ -134,8 +140,10 @@ impl Watchers {
             match ev {
                 Ok(Event::Init) => init = Some(HashMap::new()),
                 Ok(Event::InitApply(o)) => {
-                    if let (Some(m), Ok(v)) = (init.as_mut(), serde_json::to_value(&o)) {
-                        m.insert(name_of(&o), (entry.stamp(), v));
+                    // Items of the initial list carry no kind or apiVersion: the resource does.
+                    let name = name_of(&o);
+                    if let (Some(m), Some(v)) = (init.as_mut(), typed_value(&resource, o)) {
+                        m.insert(name, (entry.stamp(), v));
                     }
                 }
                 Ok(Event::InitDone) => {
@@ -145,12 +153,13 @@ impl Watchers {
                     entry.synced.store(true, Ordering::Release);
                 }
                 Ok(Event::Apply(o)) => {
-                    if let Ok(v) = serde_json::to_value(&o) {
+                    let name = name_of(&o);
+                    if let Some(v) = typed_value(&resource, o) {
                         entry
                             .objects
                             .write()
                             .unwrap_or_else(|e| e.into_inner())
-                            .insert(name_of(&o), (entry.stamp(), v));
+                            .insert(name, (entry.stamp(), v));
                     }
                 }
                 Ok(Event::Delete(o)) => {
