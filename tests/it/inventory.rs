@@ -570,17 +570,21 @@ fn prune_deletes_custom_resources_before_their_crd_and_namespaced_objects_before
         cm < ns,
         "the Namespace was deleted before its ConfigMap\n{log}"
     );
+    // A deleted CRD and Namespace terminate first (their server-side finalizers), as on a real
+    // server; prune does not wait for them (neither does Flux's).
     assert!(
-        cluster
-            .get(
+        cluster.wait_until(Duration::from_secs(10), |c| {
+            c.get(
                 "apiextensions.k8s.io/v1",
                 "CustomResourceDefinition",
                 None,
-                "widgets.example.com"
+                "widgets.example.com",
             )
             .is_none()
+                && c.get("v1", "Namespace", None, "a-ns").is_none()
+        }),
+        "the CRD or the Namespace was never removed\n{log}"
     );
-    assert!(cluster.get("v1", "Namespace", None, "a-ns").is_none());
     assert!(cm_exists(&cluster, "default", "a-keep"));
     assert_eq!(
         entry_ids(&cluster, "a"),

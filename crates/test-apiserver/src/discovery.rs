@@ -39,6 +39,35 @@ impl ResourceInfo {
         }
     }
 
+    /// A kind compiled into the server (typed), as opposed to a custom resource (unstructured).
+    pub fn is_builtin(&self) -> bool {
+        builtin()
+            .iter()
+            .any(|b| b.group == self.group && b.plural == self.plural)
+    }
+
+    /// The real server keeps `metadata.generation` only for kinds whose registry strategy sets
+    /// it (workloads, Pods, Ingresses, PodDisruptionBudgets, CRDs, ...) and for every custom
+    /// resource; ConfigMaps, Secrets, Services, Namespaces, PVCs, RBAC objects, HPAs and the
+    /// like have none.
+    pub fn has_generation(&self) -> bool {
+        !self.is_builtin()
+            || matches!(
+                (self.group.as_str(), self.kind.as_str()),
+                (
+                    "apps",
+                    "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet"
+                ) | ("batch", "Job" | "CronJob")
+                    | ("", "Pod" | "ReplicationController" | "PodTemplate")
+                    | (
+                        "networking.k8s.io",
+                        "Ingress" | "IngressClass" | "NetworkPolicy"
+                    )
+                    | ("policy", "PodDisruptionBudget")
+                    | ("apiextensions.k8s.io", "CustomResourceDefinition")
+            )
+    }
+
     /// `Kind.group` (or `Kind` for core), as used in "is invalid" messages.
     pub fn qualified_kind(&self) -> String {
         if self.group.is_empty() {

@@ -411,6 +411,25 @@ fn resource(
     };
     let name = r.name.clone().unwrap_or_default();
     let result: Result<(Value, u16), ApiError> = match verb {
+        Verb::Watch | Verb::List if list_options_invalid(query, verb).is_some() => {
+            let causes = list_options_invalid(query, verb).unwrap_or_default();
+            let parts: Vec<String> = causes.iter().map(|(f, m)| format!("{f}: {m}")).collect();
+            let joined = if parts.len() == 1 {
+                parts[0].clone()
+            } else {
+                format!("[{}]", parts.join(", "))
+            };
+            let causes: Vec<Value> = causes
+                .iter()
+                .map(|(f, m)| json!({"reason": "FieldValueForbidden", "message": m, "field": f}))
+                .collect();
+            Err(ApiError::new(
+                422,
+                "Invalid",
+                format!("ListOptions.meta.k8s.io \"\" is invalid: {joined}"),
+            )
+            .details(json!({"group": "meta.k8s.io", "kind": "ListOptions", "causes": causes})))
+        }
         Verb::Watch => {
             let rv = q(query, "resourceVersion").unwrap_or("");
             let from_rv = match rv {
@@ -436,7 +455,7 @@ fn resource(
                 fields,
                 timeout,
                 bookmarks: q(query, "allowWatchBookmarks") == Some("true"),
-                send_initial_events: q(query, "sendInitialEvents") == Some("true"),
+                send_initial_events: q(query, "sendInitialEvents").map(|v| v == "true"),
             };
             let body = crate::watch::start(shared.clone(), spec);
             let mut resp = Response::new(body);
@@ -456,13 +475,17 @@ fn resource(
                 .list(info, r.namespace.as_deref())
                 .into_iter()
                 .filter(|o| labels.matches(o) && fields.matches(o))
-                .map(|o| verbs::present(o.clone(), info))
+                .cloned()
                 .collect();
             let rv = st.rv.to_string();
             drop(st);
             if wants_table(headers) {
                 return json_response(200, &crate::table::table(info, &items, &rv));
             }
+            let items: Vec<Value> = items
+                .into_iter()
+                .map(|o| verbs::list_item(o, info))
+                .collect();
             Ok((
                 json!({"kind": format!("{}List", info.kind), "apiVersion": info.api_version(),
                 "metadata": {"resourceVersion": rv}, "items": items}),
@@ -544,8 +567,9 @@ fn resource(
                     force: false,
                     opts: p.opts,
                 };
-                if let Ok((o, _)) = verbs::delete(&mut st, &pp, &n, &json!({})) {
-                    items.push(o);
+                let before = st.objects.get(&crate::store::key(info, &ns, &n)).cloned();
+                if let (Some(o), Ok(_)) = (before, verbs::delete(&mut st, &pp, &n, &json!({}))) {
+                    items.push(verbs::list_item(o, info));
                 }
             }
             Ok((
@@ -560,6 +584,51 @@ fn resource(
         Ok((v, code)) => json_response(code, &v),
         Err(e) => error_response(&e),
     }
+}
+
+/// `ValidateListOptions` of the real server (WatchList enabled, as in v1.36): the watch-list
+/// parameters only go together, and never on a plain LIST. Returns (field, message) pairs.
+fn list_options_invalid(query: &[(String, String)], verb: Verb) -> Option<Vec<(String, String)>> {
+    let sie = q(query, "sendInitialEvents");
+    let m = q(query, "resourceVersionMatch").unwrap_or("");
+    let rv = q(query, "resourceVersion").unwrap_or("");
+    let mut out = vec![];
+    if verb == Verb::List {
+        if !m.is_empty() && rv.is_empty() {
+            out.push((
+                "resourceVersionMatch".into(),
+                "Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided"
+                    .into(),
+            ));
+        }
+        if sie.is_some() {
+            out.push((
+                "sendInitialEvents".into(),
+                "Forbidden: sendInitialEvents is forbidden for list".into(),
+            ));
+        }
+    } else {
+        if sie.is_some() && m != "NotOlderThan" {
+            out.push((
+                "resourceVersionMatch".into(),
+                "Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"
+                    .into(),
+            ));
+        }
+        if !m.is_empty() && sie.is_none() {
+            out.push((
+                "resourceVersionMatch".into(),
+                "Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided".into(),
+            ));
+        }
+        if !m.is_empty() && m != "NotOlderThan" {
+            out.push((
+                "resourceVersionMatch".into(),
+                format!("Unsupported value: \"{m}\": supported values: \"NotOlderThan\""),
+            ));
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 fn scale_of(obj: &Value) -> Value {

@@ -16,6 +16,7 @@
 
 mod apply;
 mod controllers;
+mod defaults;
 mod discovery;
 mod faults;
 mod handlers;
@@ -62,6 +63,14 @@ pub struct ServerOptions {
     pub crd_establish_delay: Duration,
     /// Create `default`, `kube-system`, `kube-public` and `kube-node-lease` at start.
     pub builtin_namespaces: bool,
+    /// How long a simulated controller takes to notice a create or spec change (and, once more,
+    /// for the pods it starts to exist). Until then the object shows the status the API server
+    /// gave it (`status: {}` for a Deployment).
+    pub controller_delay: Duration,
+    /// How long the server-side finalizers of a deleted Namespace (`kubernetes`) or CRD
+    /// (`customresourcecleanup.apiextensions.k8s.io`) take: until then the object is
+    /// terminating (a Namespace refuses new content).
+    pub finalizer_delay: Duration,
 }
 
 impl Default for ServerOptions {
@@ -71,6 +80,8 @@ impl Default for ServerOptions {
             default_ready_after: Duration::ZERO,
             crd_establish_delay: Duration::from_millis(100),
             builtin_namespaces: true,
+            controller_delay: Duration::from_millis(2),
+            finalizer_delay: Duration::from_millis(50),
         }
     }
 }

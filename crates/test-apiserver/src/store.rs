@@ -1,7 +1,7 @@
 //! The in-memory object store: objects keyed by (group, resource, namespace, name), the global
 //! resourceVersion counter, and the full watch-event history (never compacted, so no 410s).
 
-use std::collections::{BTreeMap, BinaryHeap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -55,10 +55,43 @@ pub(crate) struct Timer {
 /// What a timer does when it fires.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum TimerAction {
-    /// Make the object ready (or failed) if it is still at this generation.
-    Ready { generation: i64, fail: bool },
+    /// The object's controller notices spec change number `spec` (if it is still the latest).
+    Observe { spec: u64 },
+    /// The pods of rollout `rollout` exist (started, not ready), if it is still current.
+    Pods { rollout: u64 },
+    /// Rollout `rollout` becomes ready (or failed), if it is still current.
+    Ready { rollout: u64, fail: bool },
     /// Finish a delayed deletion.
     Remove,
+}
+
+/// What a simulated controller remembers about one object (by uid), as a real controller
+/// keeps it in its ReplicaSets, ControllerRevisions and pods.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Ctl {
+    /// Spec changes so far (the latest is the one to observe).
+    pub spec: u64,
+    /// Rollouts so far: each one starts pods (a new template, a scale-up, a Job's run, a custom
+    /// resource's reconcile); 0 before the first observation.
+    pub rollout: u64,
+    /// The pod template (or spec) the current rollout runs.
+    pub template: Option<Value>,
+    /// Bumped with each new template: `deployment.kubernetes.io/revision`.
+    pub revision: i64,
+    /// Replicas the current rollout runs.
+    pub replicas: i64,
+    /// The current rollout keeps the previous template (a scale-up).
+    pub same_template: bool,
+    /// Ready pods when the current rollout started (serving until it is done).
+    pub prev_ready: i64,
+    /// The previous revision's name (a StatefulSet's `currentRevision` during an update).
+    pub prev_revision: String,
+    /// The current rollout's pods exist.
+    pub created: bool,
+    /// The current rollout finished (ready, or failed when `failed`).
+    pub done: bool,
+    /// The current rollout failed.
+    pub failed: bool,
 }
 
 /// Everything behind the server's one lock.
@@ -70,8 +103,10 @@ pub(crate) struct State {
     pub timer_seq: u64,
     pub ready_events: Vec<crate::ReadyEvent>,
     pub pending_removal: HashSet<String>,
+    pub ctl: HashMap<String, Ctl>,
     pub uid_counter: u64,
     pub ip_counter: u32,
+    pub node_port_counter: u32,
     pub rv_tx: Arc<tokio::sync::watch::Sender<u64>>,
     pub timer_wake: Arc<tokio::sync::Notify>,
     pub seed: u64,
@@ -94,8 +129,10 @@ impl State {
             timer_seq: 0,
             ready_events: vec![],
             pending_removal: HashSet::new(),
+            ctl: HashMap::new(),
             uid_counter: 0,
             ip_counter: 10,
+            node_port_counter: 0,
             rv_tx,
             timer_wake,
             seed,
@@ -193,6 +230,9 @@ impl State {
     /// Remove an object, recording a DELETED event; returns the object as deleted.
     pub fn remove(&mut self, k: &Key) -> Option<Value> {
         let mut obj = self.objects.remove(k)?;
+        if let Some(uid) = obj["metadata"]["uid"].as_str() {
+            self.ctl.remove(uid);
+        }
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         self.push_event(k.clone(), EventType::Deleted, obj.clone(), None);

@@ -128,6 +128,48 @@ pub(crate) fn present(mut obj: Value, info: &ResourceInfo) -> Value {
     obj
 }
 
+/// Present a stored object as an item of a LIST response. The real server encodes built-in
+/// lists as typed lists whose items carry no `kind` and no `apiVersion` (only the list itself,
+/// `kind: XList`, says what they are); custom resources are listed as unstructured objects and
+/// keep theirs.
+pub(crate) fn list_item(obj: Value, info: &ResourceInfo) -> Value {
+    if !info.is_builtin() {
+        return present(obj, info);
+    }
+    let mut obj = obj;
+    if let Some(m) = obj.as_object_mut() {
+        m.shift_remove("apiVersion");
+        m.shift_remove("kind");
+    }
+    obj
+}
+
+/// The body of a DELETE that removed the object at once: the object itself for the kinds whose
+/// registry sets `ReturnDeletedObject` (Pods, Services, PVCs, PVs, Namespaces, ...), else a
+/// `Status` naming it.
+fn deleted_body(info: &ResourceInfo, removed: Value) -> Value {
+    let returns_object = matches!(
+        (info.group.as_str(), info.kind.as_str()),
+        (
+            "",
+            "Pod"
+                | "Service"
+                | "PersistentVolumeClaim"
+                | "PersistentVolume"
+                | "Namespace"
+                | "ServiceAccount"
+                | "ResourceQuota"
+                | "PodTemplate"
+        ) | ("storage.k8s.io", _)
+    );
+    if returns_object {
+        return present(removed, info);
+    }
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+        "details": {"name": removed["metadata"]["name"], "group": info.group,
+            "kind": info.plural, "uid": removed["metadata"]["uid"]}})
+}
+
 pub(crate) fn get(st: &State, info: &ResourceInfo, ns: &str, name: &str) -> Result<Value> {
     st.objects
         .get(&store::key(info, ns, name))
@@ -372,42 +414,23 @@ pub(crate) fn base64(data: &[u8]) -> String {
     out
 }
 
-/// Server-side defaults and server-set fields.
+/// What every write gets on its way into storage: the typed API's defaults, the Secret
+/// `stringData` fold, the Service registry's allocations.
 fn defaults(st: &mut State, info: &ResourceInfo, new: &mut Value, old: Option<&Value>) {
+    crate::defaults::set_defaults(info, new);
     match (info.group.as_str(), info.kind.as_str()) {
-        ("apps", "Deployment" | "StatefulSet" | "ReplicaSet") | ("", "ReplicationController")
-            if new["spec"].is_object() && new["spec"].get("replicas").is_none() =>
-        {
-            new["spec"]["replicas"] = json!(1);
-        }
         ("", "Service") => {
-            if !new["spec"].is_object() {
-                new["spec"] = json!({});
-            }
-            let spec = &mut new["spec"];
-            if spec.get("type").is_none() {
-                spec["type"] = json!("ClusterIP");
-            }
-            if spec["type"] != "ExternalName" {
-                let cur = spec["clusterIP"].as_str().unwrap_or_default().to_string();
-                if cur.is_empty() {
-                    let ip = match old.and_then(|o| o["spec"]["clusterIP"].as_str()) {
-                        Some(ip) if !ip.is_empty() => ip.to_string(),
-                        _ => {
-                            st.ip_counter += 1;
-                            format!("10.96.{}.{}", st.ip_counter / 250, st.ip_counter % 250 + 1)
-                        }
-                    };
-                    spec["clusterIP"] = json!(ip);
-                }
-                if spec.get("clusterIPs").is_none() {
-                    let ip = spec["clusterIP"].clone();
-                    spec["clusterIPs"] = json!([ip]);
-                }
-            }
-            if new.get("status").is_none() {
-                new["status"] = json!({"loadBalancer": {}});
-            }
+            let ip_counter = &mut st.ip_counter;
+            let mut next_ip = || {
+                *ip_counter += 1;
+                format!("10.96.{}.{}", *ip_counter / 250, *ip_counter % 250 + 1)
+            };
+            let port_counter = &mut st.node_port_counter;
+            let mut next_port = || {
+                *port_counter += 1;
+                30000 + i64::from(*port_counter % 2768)
+            };
+            crate::defaults::prepare_service(&mut new["spec"], old, &mut next_ip, &mut next_port);
         }
         ("", "Secret") => {
             if let Some(sd) = new
@@ -426,39 +449,62 @@ fn defaults(st: &mut State, info: &ResourceInfo, new: &mut Value, old: Option<&V
                     new["data"][k] = json!(base64(s.as_bytes()));
                 }
             }
-            if new.get("type").is_none() {
-                new["type"] = json!("Opaque");
-            }
-        }
-        ("", "Namespace") => {
-            if new["status"]["phase"].is_null() {
-                new["status"] = json!({"phase": "Active"});
-            }
-            if new["spec"].is_null() {
-                new["spec"] = json!({"finalizers": ["kubernetes"]});
-            }
-            let name = new["metadata"]["name"].clone();
-            if new["metadata"]["labels"]["kubernetes.io/metadata.name"].is_null() {
-                if !new["metadata"]["labels"].is_object() {
-                    new["metadata"]["labels"] = json!({});
-                }
-                new["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
-            }
         }
         _ => {}
     }
 }
 
-/// The parts of an object whose change bumps generation.
-fn spec_part(v: &Value) -> Value {
-    let mut v = v.clone();
-    if let Some(m) = v.as_object_mut() {
+/// Real-server validation this server repeats (besides names and immutable fields).
+fn validate(info: &ResourceInfo, name: &str, new: &Value) -> Result<()> {
+    if info.group == "batch" && info.kind == "Job" {
+        // The pod template's restartPolicy defaults to Always, which a Job may not use.
+        let rp = new["spec"]["template"]["spec"]["restartPolicy"]
+            .as_str()
+            .unwrap_or("");
+        let cause = match rp {
+            "" | "Always" => Some((
+                "FieldValueRequired",
+                "Required value: valid values: \"OnFailure\", \"Never\"".to_string(),
+            )),
+            "OnFailure" | "Never" => None,
+            other => Some((
+                "FieldValueNotSupported",
+                format!(
+                    "Unsupported value: \"{other}\": supported values: \"OnFailure\", \"Never\""
+                ),
+            )),
+        };
+        if let Some((reason, msg)) = cause {
+            return Err(ApiError::invalid(
+                info,
+                name,
+                vec![("spec.template.spec.restartPolicy".into(), reason, msg)],
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The parts of an object whose change bumps generation (and wakes its controller): everything
+/// but metadata and a status served by a subresource; a Deployment's annotations too (its
+/// strategy bumps generation for them, as they are copied to its ReplicaSets).
+fn spec_part(info: &ResourceInfo, v: &Value) -> Value {
+    let mut out = v.clone();
+    if let Some(m) = out.as_object_mut() {
         m.shift_remove("metadata");
-        m.shift_remove("status");
+        if info.status || info.is_builtin() {
+            m.shift_remove("status");
+        }
         m.shift_remove("apiVersion");
         m.shift_remove("kind");
+        if info.group == "apps" && info.kind == "Deployment" {
+            m.insert(
+                "metadata.annotations".into(),
+                v["metadata"]["annotations"].clone(),
+            );
+        }
     }
-    v
+    out
 }
 
 fn without_times(v: &Value) -> Value {
@@ -486,6 +532,9 @@ fn commit(
     mut new: Value,
 ) -> Result<(Value, u16)> {
     let info = p.info;
+    if let Some(o) = &old {
+        crate::defaults::prepare_for_update(info, o, &mut new);
+    }
     defaults(st, info, &mut new, old.as_ref());
     if let Some(m) = new.as_object_mut() {
         m.insert("apiVersion".into(), json!(info.api_version()));
@@ -502,6 +551,7 @@ fn commit(
     let now = store::now();
     match &old {
         Some(o) => {
+            validate(info, name, &new)?;
             validate_update(info, name, o, &new)?;
             let om = &o["metadata"];
             for f in [
@@ -520,9 +570,13 @@ fn commit(
                     }
                 }
             }
-            let og = om["generation"].as_i64().unwrap_or(1);
-            let spec_changed = spec_part(o) != spec_part(&new);
-            new["metadata"]["generation"] = json!(if spec_changed { og + 1 } else { og });
+            let spec_changed = spec_part(info, o) != spec_part(info, &new);
+            if info.has_generation() {
+                let og = om["generation"].as_i64().unwrap_or(1);
+                new["metadata"]["generation"] = json!(if spec_changed { og + 1 } else { og });
+            } else if let Some(m) = new["metadata"].as_object_mut() {
+                m.shift_remove("generation");
+            }
             if without_times(o) == without_times(&new) {
                 return Ok((present(o.clone(), info), 200));
             }
@@ -570,11 +624,16 @@ fn commit(
                         .details(json!({"name": name, "group": info.group, "kind": info.plural})));
                 }
             }
+            validate(info, name, &new)?;
             let uid = st.next_uid();
             let meta = new["metadata"].as_object_mut().expect("metadata");
             meta.insert("uid".into(), json!(uid));
             meta.insert("creationTimestamp".into(), json!(now));
-            meta.insert("generation".into(), json!(1));
+            if info.has_generation() {
+                meta.insert("generation".into(), json!(1));
+            } else {
+                meta.shift_remove("generation");
+            }
             for f in [
                 "deletionTimestamp",
                 "deletionGracePeriodSeconds",
@@ -582,6 +641,7 @@ fn commit(
             ] {
                 meta.shift_remove(f);
             }
+            crate::defaults::prepare_for_create(info, &mut new, &uid);
             if p.dry_run {
                 return Ok((present(new, info), 201));
             }
@@ -627,12 +687,14 @@ pub(crate) fn create(st: &mut State, p: &WriteParams, mut body: Value) -> Result
     if let Some(m) = body["metadata"].as_object_mut() {
         m.shift_remove("managedFields");
     }
-    if p.info.status && !matches!(p.info.kind.as_str(), "Namespace" | "Service") {
+    if p.info.status {
         // Status in a create body is dropped for kinds with a status subresource.
         if let Some(m) = body.as_object_mut() {
             m.shift_remove("status");
         }
     }
+    // The body is decoded with defaults, so the creating manager owns the defaulted fields.
+    crate::defaults::set_defaults(p.info, &mut body);
     apply::track_update(
         None,
         &mut body,
@@ -694,6 +756,7 @@ pub(crate) fn update(
                 }
             }
             n["metadata"]["managedFields"] = old["metadata"]["managedFields"].clone();
+            crate::defaults::set_defaults(p.info, &mut n);
             n
         }
     };
@@ -816,6 +879,9 @@ pub(crate) fn patch(
         m.shift_remove("managedFields");
     }
     check_namespace(p, &mut new)?;
+    if part != Part::Status {
+        crate::defaults::set_defaults(p.info, &mut new);
+    }
     apply::track_update(
         Some(&old),
         &mut new,
@@ -925,24 +991,53 @@ pub(crate) fn delete(
     {
         return Err(ApiError::conflict_modified(p.info, name));
     }
-    if p.dry_run {
-        return Ok((present(old, p.info), 200));
-    }
     let delay = old["metadata"]["annotations"][crate::DELETE_AFTER_ANNOTATION]
         .as_str()
-        .and_then(controllers::parse_duration);
+        .and_then(controllers::parse_duration)
+        .or_else(|| server_finalized(p.info).then_some(p.opts.finalizer_delay));
     let has_finalizers = old["metadata"]["finalizers"]
         .as_array()
         .is_some_and(|a| !a.is_empty());
+    // 202 only when the client asked for orphanDependents=false (the real handler's rule).
+    let pending = if options["orphanDependents"] == json!(false) {
+        202
+    } else {
+        200
+    };
+    if p.dry_run {
+        return Ok(if delay.is_some() || has_finalizers {
+            (present(old, p.info), pending)
+        } else {
+            (deleted_body(p.info, old), 200)
+        });
+    }
     if delay.is_some() || has_finalizers {
         if old["metadata"].get("deletionTimestamp").is_some() {
-            return Ok((present(old, p.info), 202));
+            return Ok((present(old, p.info), pending));
         }
         let mut new = old.clone();
         new["metadata"]["deletionTimestamp"] = json!(store::now());
         new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
         if p.info.kind == "Namespace" {
             new["status"]["phase"] = json!("Terminating");
+        }
+        if p.info.kind == "CustomResourceDefinition" && delay.is_some() {
+            // The registry adds the cleanup finalizer and says so in a condition.
+            let fins = &mut new["metadata"]["finalizers"];
+            if !fins.is_array() {
+                *fins = json!([]);
+            }
+            fins.as_array_mut()
+                .expect("array")
+                .push(json!(CRD_CLEANUP_FINALIZER));
+            let conds = &mut new["status"]["conditions"];
+            if !conds.is_array() {
+                *conds = json!([]);
+            }
+            conds.as_array_mut().expect("array").push(json!({"type": "Terminating",
+                "status": "True", "lastTransitionTime": store::now(),
+                "reason": "InstanceDeletionPending",
+                "message": "CustomResourceDefinition marked for deletion; CustomResource deletion will begin soon"}));
         }
         let uid = new["metadata"]["uid"]
             .as_str()
@@ -953,8 +1048,21 @@ pub(crate) fn delete(
             st.pending_removal.insert(uid.clone());
             st.schedule(d, k, uid, TimerAction::Remove);
         }
-        return Ok((present(stored, p.info), 202));
+        return Ok((present(stored, p.info), pending));
     }
     let removed = finish_delete(st, p.info, &k).expect("present");
-    Ok((present(removed, p.info), 200))
+    Ok((deleted_body(p.info, removed), 200))
+}
+
+/// The finalizer the CRD registry adds on delete; removed when the CRD's instances are gone.
+pub(crate) const CRD_CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
+
+/// Kinds whose deletion a server-side finalizer completes a little later: a Namespace (its
+/// `kubernetes` finalizer; the namespace controller empties it first) and a CRD
+/// (`customresourcecleanup.apiextensions.k8s.io` deletes its custom resources first).
+fn server_finalized(info: &ResourceInfo) -> bool {
+    matches!(
+        (info.group.as_str(), info.kind.as_str()),
+        ("", "Namespace") | ("apiextensions.k8s.io", "CustomResourceDefinition")
+    )
 }

@@ -18,13 +18,14 @@ use crate::verbs::present;
 pub(crate) struct WatchSpec {
     pub info: ResourceInfo,
     pub namespace: Option<String>,
-    /// None = start with the current state ("" or "0").
+    /// None = "" or "0".
     pub from_rv: Option<u64>,
     pub labels: Selector,
     pub fields: Selector,
     pub timeout: Duration,
     pub bookmarks: bool,
-    pub send_initial_events: bool,
+    /// `sendInitialEvents`, if given.
+    pub send_initial_events: Option<bool>,
 }
 
 fn line(kind: &str, obj: &Value) -> Bytes {
@@ -44,11 +45,18 @@ pub(crate) fn start(shared: Arc<Shared>, w: WatchSpec) -> Body {
                 && w.labels.matches(o)
                 && w.fields.matches(o)
         };
+        // Without sendInitialEvents, a watch from "" or "0" starts with the current state (and
+        // the v1.36 server defaults it to sendInitialEvents=true); with sendInitialEvents=true
+        // any resourceVersion gets the current state, then the initial-events-end bookmark
+        // when bookmarks are allowed.
+        let initial = w.send_initial_events.unwrap_or(w.from_rv.is_none());
+        let end_bookmark = w.bookmarks && w.send_initial_events != Some(false) && initial;
         let (mut pos, initial) = {
             let st = shared.state.lock().expect("state lock");
-            match w.from_rv {
-                Some(rv) => (st.history.partition_point(|e| e.rv <= rv), vec![]),
-                None => {
+            match (initial, w.from_rv) {
+                (false, Some(rv)) => (st.history.partition_point(|e| e.rv <= rv), vec![]),
+                (false, None) => (st.history.len(), vec![]),
+                (true, _) => {
                     let items: Vec<Bytes> = st
                         .list(&w.info, w.namespace.as_deref())
                         .into_iter()
@@ -56,7 +64,7 @@ pub(crate) fn start(shared: Arc<Shared>, w: WatchSpec) -> Body {
                         .map(|o| line("ADDED", &present(o.clone(), &w.info)))
                         .collect();
                     let mut items = items;
-                    if w.send_initial_events {
+                    if end_bookmark {
                         items.push(line(
                             "BOOKMARK",
                             &json!({"apiVersion": w.info.api_version(), "kind": w.info.kind,

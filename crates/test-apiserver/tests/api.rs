@@ -87,7 +87,8 @@ fn crud_and_errors_are_status_objects() {
             && m["resourceVersion"].is_string()
             && m["creationTimestamp"].is_string()
     );
-    assert_eq!(m["generation"], 1);
+    // ConfigMaps have no generation on a real server (their strategy never sets one).
+    assert!(m.get("generation").is_none(), "{}", r.raw);
     let again = post(&s, CMS, &cm("a", json!({})));
     assert_eq!(again.status, 409);
     assert_eq!(again.body["reason"], "AlreadyExists");
@@ -115,12 +116,22 @@ fn crud_and_errors_are_status_objects() {
     assert_eq!(l.body["items"].as_array().unwrap().len(), 1);
     let l = get(&s, &format!("{CMS}?fieldSelector=metadata.name%3Da"));
     assert_eq!(l.body["items"][0]["metadata"]["name"], "a");
+    // The list says what its items are; the items themselves carry no type, as on a real
+    // server (a single GET does).
+    assert_eq!(l.body["kind"], "ConfigMapList");
+    assert_eq!(l.body["apiVersion"], "v1");
+    assert!(l.body["items"][0].get("kind").is_none(), "{}", l.raw);
+    assert!(l.body["items"][0].get("apiVersion").is_none(), "{}", l.raw);
+    assert_eq!(get(&s, &format!("{CMS}/a")).body["kind"], "ConfigMap");
     let l = get(&s, "/api/v1/configmaps?labelSelector=!tier");
     assert_eq!(l.body["items"].as_array().unwrap().len(), 1);
-    // Delete returns the object.
+    // Deleting a ConfigMap returns a Success Status naming it (not the object).
     let d = delete(&s, &format!("{CMS}/a"));
     assert_eq!(d.status, 200);
-    assert_eq!(d.body["metadata"]["name"], "a");
+    assert_eq!(d.body["kind"], "Status", "{}", d.raw);
+    assert_eq!(d.body["status"], "Success");
+    assert_eq!(d.body["details"]["name"], "a");
+    assert_eq!(d.body["details"]["kind"], "configmaps");
     assert!(s.get("v1", "ConfigMap", Some("default"), "a").is_none());
     // Unknown resource.
     assert_eq!(
@@ -259,7 +270,11 @@ fn server_side_apply_semantics() {
 
 #[test]
 fn generation_rules_and_status_subresource() {
-    let s = server();
+    // Controllers far away, so that nothing but this test writes the status.
+    let s = TestServer::start(ServerOptions {
+        controller_delay: Duration::from_secs(600),
+        ..ServerOptions::default()
+    });
     let p = format!("{DEPS}/g?fieldManager=m");
     let r = apply(&s, &p, &deploy("g", Some("never"), 1, "i:1"));
     assert_eq!(r.body["metadata"]["generation"], 1);
@@ -270,9 +285,14 @@ fn generation_rules_and_status_subresource() {
         r.body["metadata"]["generation"], 1,
         "metadata change keeps generation"
     );
+    // A Deployment's annotations are desired state: its strategy bumps generation for them.
+    let mut annotated = meta_only.clone();
+    annotated["metadata"]["annotations"]["team"] = json!("a");
+    let r = apply(&s, &p, &annotated);
+    assert_eq!(r.body["metadata"]["generation"], 2, "annotation bumps");
     let r = apply(&s, &p, &deploy("g", Some("never"), 1, "i:2"));
     assert_eq!(
-        r.body["metadata"]["generation"], 2,
+        r.body["metadata"]["generation"], 3,
         "spec change bumps generation"
     );
     // Status writes change only status.
@@ -284,7 +304,7 @@ fn generation_rules_and_status_subresource() {
     assert_eq!(r.status, 200, "{}", r.raw);
     assert_eq!(r.body["status"]["replicas"], 5);
     assert_eq!(r.body["spec"]["replicas"], 1);
-    assert_eq!(r.body["metadata"]["generation"], 2);
+    assert_eq!(r.body["metadata"]["generation"], 3);
     // Main-resource writes ignore status.
     let r = merge(
         &s,
@@ -294,11 +314,10 @@ fn generation_rules_and_status_subresource() {
     assert_eq!(r.body["status"]["replicas"], 5);
     let got = get(&s, &format!("{DEPS}/g/status"));
     assert_eq!(got.body["status"]["replicas"], 5);
-    // In-progress status written by the controller on spec change.
     let d = s
         .get("apps/v1", "Deployment", Some("default"), "g")
         .unwrap();
-    assert_eq!(d["metadata"]["generation"], 2);
+    assert_eq!(d["metadata"]["generation"], 3);
 }
 
 #[test]
@@ -487,9 +506,10 @@ fn controllers_make_workloads_ready() {
         &format!("{DEPS}/slow?fieldManager=m"),
         &deploy("slow", Some("never"), 2, "i"),
     );
-    let d = s
-        .get("apps/v1", "Deployment", Some("default"), "slow")
-        .unwrap();
+    let d = eventually(T, "slow observed", || {
+        let d = s.get("apps/v1", "Deployment", Some("default"), "slow")?;
+        (d["status"]["updatedReplicas"] == 2).then_some(d)
+    });
     assert_eq!(d["status"]["observedGeneration"], 1);
     assert!(d["status"].get("availableReplicas").is_none());
     // Job completes; a failing one fails.
@@ -630,15 +650,32 @@ fn crds_establish_and_serve_custom_resources() {
             .get("status")
             .is_none()
     );
-    // Deleting the CRD removes its resources.
-    delete(
+    // Deleting the CRD: it terminates (cleanup finalizer, Terminating condition), then it and
+    // its resources are gone.
+    let d = delete(
         &s,
         "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com",
     );
-    assert_eq!(
-        get(&s, "/apis/example.com/v1/namespaces/default/widgets/w").status,
-        404
+    assert_eq!(d.status, 200, "{}", d.raw);
+    assert!(
+        d.body["metadata"]["deletionTimestamp"].is_string(),
+        "{}",
+        d.raw
     );
+    assert_eq!(
+        d.body["metadata"]["finalizers"],
+        json!(["customresourcecleanup.apiextensions.k8s.io"])
+    );
+    eventually(T, "CRD and widgets gone", || {
+        (get(&s, "/apis/example.com/v1/namespaces/default/widgets/w").status == 404
+            && get(
+                &s,
+                "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com",
+            )
+            .status
+                == 404)
+            .then_some(())
+    });
 }
 
 #[test]
@@ -680,8 +717,22 @@ fn delayed_deletion_and_finalizers() {
         "/api/v1/namespaces/gone/configmaps",
         &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}),
     );
-    delete(&s, "/api/v1/namespaces/gone");
-    assert!(s.get("v1", "ConfigMap", Some("gone"), "x").is_none());
+    // Namespace deletion: Terminating (its `kubernetes` finalizer) and refusing new content,
+    // then it and its contents are gone.
+    let d = delete(&s, "/api/v1/namespaces/gone");
+    assert_eq!(d.status, 200, "{}", d.raw);
+    assert_eq!(d.body["status"]["phase"], "Terminating");
+    let r = post(
+        &s,
+        "/api/v1/namespaces/gone/configmaps",
+        &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "y"}}),
+    );
+    assert_eq!(r.status, 403, "{}", r.raw);
+    eventually(T, "namespace gone", || {
+        (s.get("v1", "ConfigMap", Some("gone"), "x").is_none()
+            && s.get("v1", "Namespace", None, "gone").is_none())
+        .then_some(())
+    });
 }
 
 #[test]
