@@ -12,3 +12,4 @@ mod graph;
 mod health;
 mod inventory;
 mod plan;
+mod tiers;

@@ -338,6 +338,19 @@ pub use flux_order_test_apiserver::{
     Fault, FaultAction, FaultId, Matcher, ReadyEvent, RequestLog, ServerOptions, TestServer, Verb,
 };
 
+/// Anything a command can be pointed at with `--kubeconfig`: the test API server ([`Cluster`]) or
+/// a session of the real control plane ([`crate::tiers::Tier`]).
+pub trait Kube {
+    /// The kubeconfig file.
+    fn kubeconfig(&self) -> &Path;
+}
+
+impl Kube for Cluster {
+    fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+}
+
 /// A test API server with its kubeconfig file. Derefs to the [`TestServer`].
 pub struct Cluster {
     server: TestServer,
@@ -454,7 +467,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from_output(out: &Output) -> Run {
+    pub fn from_output(out: &Output) -> Run {
         let (stdout, stderr) = text(out);
         assert_no_panic(&stderr);
         Run {
@@ -559,7 +572,7 @@ impl Fleet {
     }
 
     /// Runs `subcommand … --kubeconfig <cluster> args` and returns what it printed (any exit).
-    pub fn run(&self, subcommand: &str, cluster: &Cluster, args: &[&str]) -> Run {
+    pub fn run(&self, subcommand: &str, cluster: &impl Kube, args: &[&str]) -> Run {
         let out = self
             .cmd(subcommand)
             .arg("--kubeconfig")
@@ -572,14 +585,14 @@ impl Fleet {
     }
 
     /// `apply -o json` with `args`.
-    pub fn apply(&self, cluster: &Cluster, args: &[&str]) -> Run {
+    pub fn apply(&self, cluster: &impl Kube, args: &[&str]) -> Run {
         let mut all = vec!["-o", "json"];
         all.extend_from_slice(args);
         self.run("apply", cluster, &all)
     }
 
     /// `diff` with `args`.
-    pub fn diff(&self, cluster: &Cluster, args: &[&str]) -> Run {
+    pub fn diff(&self, cluster: &impl Kube, args: &[&str]) -> Run {
         self.run("diff", cluster, args)
     }
 }
@@ -590,8 +603,10 @@ pub fn deployment(ns: &str, name: &str, ready_after: Option<&str>) -> String {
     let ann = ready_after
         .map(|r| format!("  annotations:\n    test.flux-order/ready-after: \"{r}\"\n"))
         .unwrap_or_default();
+    // The pod template carries it too: the real tier's kubelet stand-in reads it on the pods.
+    let pod_ann: String = ann.lines().map(|l| format!("    {l}\n")).collect();
     format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\n{ann}spec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      containers:\n        - name: main\n          image: nginx:1.27\n"
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\n{ann}spec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n{pod_ann}    spec:\n      containers:\n        - name: main\n          image: nginx:1.27\n"
     )
 }
 
@@ -616,7 +631,7 @@ pub fn ms(d: std::time::Duration) -> u128 {
 
 impl Fleet {
     /// Starts `apply -o json --kubeconfig <cluster> args` in the background, outputs piped.
-    pub fn spawn_apply(&self, cluster: &Cluster, args: &[&str]) -> std::process::Child {
+    pub fn spawn_apply(&self, cluster: &impl Kube, args: &[&str]) -> std::process::Child {
         self.std_cmd("apply")
             .arg("--kubeconfig")
             .arg(cluster.kubeconfig())

@@ -1,0 +1,676 @@
+//! The same end-to-end scenarios against both API servers: the project's test API server (fast,
+//! simulated controllers) and a real kube-apiserver + etcd + kube-controller-manager with the
+//! kubelet stand-in (`crates/test-cluster`). Each scenario is written once over [`Tier`]; the
+//! [`both!`] macro makes a `fake` and a `real` test of it. Where the two disagree, the real one
+//! is right and the test API server gets fixed.
+//!
+//! Every scenario names its namespaces through [`Tier::ns`] (prefixed with the session's user on
+//! the real tier, which one control plane serves to every test of the run), and counts writes
+//! from the request log (test API server) or the real audit log (real tier, filtered by the
+//! session's own user).
+
+use std::cell::Cell;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::util::*;
+
+/// Where a scenario runs.
+pub enum Tier {
+    /// The test API server.
+    Fake(Cluster),
+    /// A session of the shared real control plane; `mark` counts requests already seen.
+    Real(flux_order_test_cluster::Session, Cell<usize>),
+}
+
+impl Kube for Tier {
+    fn kubeconfig(&self) -> &Path {
+        match self {
+            Tier::Fake(c) => c.kubeconfig(),
+            Tier::Real(s, _) => &s.kubeconfig,
+        }
+    }
+}
+
+/// One effective write (2xx, not a dry run): `verb resource ns/name`.
+#[derive(Debug, Clone)]
+pub struct Write {
+    /// `create`, `patch`, `update`, `delete`, …
+    pub verb: String,
+    /// Object name.
+    pub name: String,
+    /// For failure messages.
+    pub line: String,
+}
+
+impl Tier {
+    /// The test API server (workloads ready at once unless annotated).
+    pub fn fake() -> Tier {
+        Tier::Fake(Cluster::start())
+    }
+
+    /// A new session of the real control plane.
+    pub fn real() -> Tier {
+        let s = flux_order_test_cluster::shared().session();
+        Tier::Real(s, Cell::new(0))
+    }
+
+    /// A namespace name unique to this test on the shared real control plane.
+    pub fn ns(&self, base: &str) -> String {
+        match self {
+            Tier::Fake(_) => base.to_string(),
+            Tier::Real(s, _) => format!("{}-{base}", s.user),
+        }
+    }
+
+    /// Effective writes since the last [`Tier::mark`].
+    pub fn writes(&self) -> Vec<Write> {
+        match self {
+            Tier::Fake(c) => c
+                .writes()
+                .into_iter()
+                .map(|r| Write {
+                    // The audit log calls a server-side apply a patch.
+                    verb: match r.verb.as_str() {
+                        "apply" => "patch",
+                        v => v,
+                    }
+                    .to_string(),
+                    name: r.name.clone().unwrap_or_default(),
+                    line: format!(
+                        "{} {} {}/{}",
+                        r.verb,
+                        r.kind,
+                        r.namespace.as_deref().unwrap_or(""),
+                        r.name.as_deref().unwrap_or("")
+                    ),
+                })
+                .collect(),
+            Tier::Real(s, mark) => s
+                .requests()
+                .into_iter()
+                .skip(mark.get())
+                .filter(|r| r.is_write())
+                .map(|r| Write {
+                    verb: r.verb.clone(),
+                    name: r.name.clone().unwrap_or_default(),
+                    line: r.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Forget the requests so far: [`Tier::writes`] counts from here.
+    pub fn mark(&self) {
+        match self {
+            Tier::Fake(c) => c.clear_requests(),
+            Tier::Real(s, mark) => mark.set(s.requests().len()),
+        }
+    }
+
+    /// The live object, through `kubectl get -o json` with this tier's kubeconfig.
+    pub fn get(&self, resource: &str, ns: &str, name: &str) -> Option<Value> {
+        let out = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(["get", resource, name, "-o", "json", "--show-managed-fields"])
+            .args(if ns.is_empty() {
+                vec![]
+            } else {
+                vec!["-n", ns]
+            })
+            .output()
+            .expect("run kubectl");
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Runs kubectl with this tier's kubeconfig and returns stdout (panics on failure).
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .output()
+            .expect("run kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs a flux-order command that needs no fleet (`status`, `delete`).
+    pub fn run(&self, subcommand: &str, args: &[&str]) -> Run {
+        let out = flux_order()
+            .arg(subcommand)
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .timeout(Duration::from_secs(90))
+            .output()
+            .expect("run the binary");
+        Run::from_output(&out)
+    }
+
+    /// Polls `f` until it holds or `timeout` passes.
+    pub fn eventually(&self, timeout: Duration, mut f: impl FnMut(&Tier) -> bool) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if f(self) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Makes `mod <scenario> { fake, real }` tests of a scenario `fn(Tier)`.
+macro_rules! both {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                #[test]
+                fn fake() {
+                    super::$scenario(super::Tier::fake())
+                }
+                #[test]
+                fn real() {
+                    super::$scenario(super::Tier::real())
+                }
+            }
+        )*
+    };
+}
+
+both!(
+    a_deployment_that_never_becomes_ready_fails_its_gate_and_skips_dependents,
+    wait_releases_dependents_only_once_every_object_is_ready,
+    health_checks_gate_on_the_named_objects_only,
+    cel_health_expressions_decide_for_custom_resources,
+    a_job_must_complete_before_its_kustomization_is_ready,
+    an_unchanged_second_apply_writes_nothing_and_diff_reports_nothing,
+    diff_shows_a_changed_object_and_writes_nothing,
+    a_removed_manifest_is_pruned,
+    status_reports_readiness_from_the_live_objects,
+    delete_removes_the_objects_and_the_inventory,
+    an_interrupt_during_the_wait_exits_130_with_the_inventory_written,
+    kustomize_controller_applying_the_same_build_changes_nothing,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Fleets
+
+/// A Kustomization `<ns>/<name>` on the bootstrap source, building `./apps/<name>`.
+fn ks(ns: &str, name: &str, spec: &str) -> String {
+    kustomization(name, &format!("./apps/{name}"), spec)
+        .replace(
+            "  namespace: flux-system\nspec:",
+            &format!("  namespace: {ns}\nspec:"),
+        )
+        .replace(
+            "    name: flux-system\n",
+            "    name: flux-system\n    namespace: flux-system\n",
+        )
+}
+
+/// A fleet of Kustomizations in namespace `ks_ns` (one file each under clusters/c).
+fn fleet(ks_ns: &str, items: &[(&str, &str)]) -> Fleet {
+    let mut f = Fleet::new();
+    for (name, spec) in items {
+        f = f.file(&format!("clusters/c/{name}.yaml"), &ks(ks_ns, name, spec));
+    }
+    f
+}
+
+fn outcome(run: &Run, id: &str) -> String {
+    run.outcome(id)
+}
+
+fn reason(run: &Run, id: &str) -> String {
+    run.result(id)["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn job(ns: &str, name: &str, ready_after: &str) -> String {
+    format!(
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\n  namespace: {ns}\n  annotations:\n    test.flux-order/ready-after: \"{ready_after}\"\nspec:\n  backoffLimit: 0\n  template:\n    metadata:\n      annotations:\n        test.flux-order/ready-after: \"{ready_after}\"\n    spec:\n      restartPolicy: Never\n      containers:\n        - name: main\n          image: busybox:1.36\n"
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+
+/// The bug the test API server hid: a Deployment whose pod never becomes ready must fail the
+/// `wait: true` gate on timeout, naming the Deployment, and skip the dependent — on the first
+/// apply and on the incremental second one.
+fn a_deployment_that_never_becomes_ready_fails_its_gate_and_skips_dependents(t: Tier) {
+    let (ks_ns, app) = (t.ns("fleet"), t.ns("stuck"));
+    let f = fleet(
+        &ks_ns,
+        &[
+            ("stuck", "wait: true\ntimeout: 20s"),
+            ("child", &depends_on(&["stuck"])),
+        ],
+    )
+    .file("apps/stuck/ns.yaml", &namespace(&app))
+    .file(
+        "apps/stuck/deploy.yaml",
+        &deployment(&app, "web", Some("never")),
+    )
+    .file(
+        "apps/child/cm.yaml",
+        &config_map(&app, "child-cfg", &[("k", "v")]),
+    );
+    let stuck = format!("{ks_ns}/stuck");
+    let child = format!("{ks_ns}/child");
+    for attempt in ["first", "second (incremental)"] {
+        let run = f.apply(&t, &["--timeout", "4s"]);
+        run.expect_code(1);
+        assert_eq!(outcome(&run, &stuck), "failed", "{attempt} apply\n{run}");
+        let why = reason(&run, &stuck);
+        assert!(
+            why.contains("Deployment") && why.contains("/web"),
+            "{attempt}: {why}\n{run}"
+        );
+        assert_eq!(outcome(&run, &child), "skipped", "{attempt} apply\n{run}");
+    }
+    assert!(
+        t.writes().iter().all(|w| w.name != "child-cfg"),
+        "the dependent was applied: {:?}",
+        t.writes()
+    );
+}
+
+fn wait_releases_dependents_only_once_every_object_is_ready(t: Tier) {
+    let (ks_ns, app) = (t.ns("fleet"), t.ns("app"));
+    let f = fleet(&ks_ns, &[("a", "wait: true"), ("b", &depends_on(&["a"]))])
+        .file("apps/a/ns.yaml", &namespace(&app))
+        .file("apps/a/one.yaml", &deployment(&app, "one", Some("300ms")))
+        .file("apps/a/two.yaml", &deployment(&app, "two", Some("1500ms")))
+        .file("apps/b/cm.yaml", &config_map(&app, "b-cfg", &[("k", "v")]));
+    let run = f.apply(&t, &[]);
+    run.expect_code(0);
+    let a = format!("{ks_ns}/a");
+    let ready: Vec<String> = run
+        .events_named("object-ready")
+        .iter()
+        .filter(|e| e["id"] == a.as_str())
+        .map(|e| e["object"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(ready.iter().any(|o| o.contains("two")), "{run}");
+    // b starts only after a is ready: its event order says so.
+    let events = run.events();
+    let pos = |pred: &dyn Fn(&Value) -> bool| events.iter().position(pred);
+    let a_ready = pos(&|e| e["event"] == "finished" && e["id"] == a.as_str())
+        .unwrap_or_else(|| panic!("no ready event for {a}\n{run}"));
+    let b_started = pos(&|e| e["event"] == "started" && e["id"] == format!("{ks_ns}/b").as_str())
+        .unwrap_or_else(|| panic!("b never started\n{run}"));
+    assert!(b_started > a_ready, "{run}");
+    let live = t.get("deployment", &app, "two").expect("deployment two");
+    assert_eq!(live["status"]["readyReplicas"], 1, "{}", pretty(&live));
+}
+
+fn health_checks_gate_on_the_named_objects_only(t: Tier) {
+    let (ks_ns, app) = (t.ns("fleet"), t.ns("app"));
+    let spec = format!(
+        "healthChecks:\n  - apiVersion: apps/v1\n    kind: Deployment\n    name: good\n    namespace: {app}"
+    );
+    let f = fleet(&ks_ns, &[("a", &spec)])
+        .file("apps/a/ns.yaml", &namespace(&app))
+        .file("apps/a/good.yaml", &deployment(&app, "good", Some("200ms")))
+        .file("apps/a/bad.yaml", &deployment(&app, "bad", Some("never")));
+    let run = f.apply(&t, &[]);
+    run.expect_code(0);
+    assert_eq!(outcome(&run, &format!("{ks_ns}/a")), "ready", "{run}");
+
+    // Naming the never-ready one instead fails on the timeout and names it.
+    let spec = spec.replace("name: good", "name: bad");
+    let f2 = fleet(&ks_ns, &[("a", &spec)]);
+    for (rel, body) in [
+        ("apps/a/ns.yaml", namespace(&app)),
+        ("apps/a/good.yaml", deployment(&app, "good", Some("200ms"))),
+        ("apps/a/bad.yaml", deployment(&app, "bad", Some("never"))),
+    ] {
+        std::fs::create_dir_all(f2.root().join("apps/a")).expect("mkdir");
+        std::fs::write(f2.root().join(rel), body).expect("write");
+    }
+    let run = f2.apply(&t, &["--timeout", "4s"]);
+    run.expect_code(1);
+    let why = reason(&run, &format!("{ks_ns}/a"));
+    assert!(why.contains("bad"), "{why}\n{run}");
+    assert!(!why.contains("good"), "{why}\n{run}");
+}
+
+fn cel_health_expressions_decide_for_custom_resources(t: Tier) {
+    let (ks_ns, app) = (t.ns("fleet"), t.ns("app"));
+    // One CRD per test on the real tier: CRDs are cluster-wide.
+    let group = format!("{}.example.com", t.ns("g"));
+    let crd = widget_crd().replace("example.com", &group);
+    let exprs = format!(
+        "healthCheckExprs:\n  - apiVersion: {group}/v1\n    kind: Widget\n    current: \"spec.size >= 1\"\n    failed: \"spec.size < 0\""
+    );
+    let f = fleet(
+        &ks_ns,
+        &[
+            ("crds", ""),
+            (
+                "a",
+                &format!("wait: true\n{exprs}\n{}", depends_on(&["crds"])),
+            ),
+        ],
+    )
+    .file("apps/crds/crd.yaml", &crd)
+    .file("apps/a/ns.yaml", &namespace(&app))
+    .file(
+        "apps/a/w.yaml",
+        &widget(&app, "w", None).replace("example.com", &group),
+    );
+    let run = f.apply(&t, &["--timeout", "10s"]);
+    run.expect_code(0);
+    assert_eq!(outcome(&run, &format!("{ks_ns}/a")), "ready", "{run}");
+
+    // size -1: the failed expression ends the wait at once.
+    std::fs::write(
+        f.root().join("apps/a/w.yaml"),
+        widget(&app, "w", None)
+            .replace("example.com", &group)
+            .replace("size: 1", "size: -1"),
+    )
+    .expect("write");
+    let start = std::time::Instant::now();
+    let run = f.apply(&t, &["--timeout", "20s"]);
+    run.expect_code(1);
+    assert_eq!(outcome(&run, &format!("{ks_ns}/a")), "failed", "{run}");
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "waited for the timeout\n{run}"
+    );
+    let cleanup = format!("widgets.{group}");
+    t.kubectl(&["delete", "crd", &cleanup, "--wait=false"]);
+}
+
+fn a_job_must_complete_before_its_kustomization_is_ready(t: Tier) {
+    let (ks_ns, app) = (t.ns("fleet"), t.ns("app"));
+    let f = fleet(
+        &ks_ns,
+        &[
+            ("migrate", "wait: true\ntimeout: 30s"),
+            ("app", &depends_on(&["migrate"])),
+        ],
+    )
+    .file("apps/migrate/ns.yaml", &namespace(&app))
+    .file("apps/migrate/job.yaml", &job(&app, "migrate", "800ms"))
+    .file(
+        "apps/app/cm.yaml",
+        &config_map(&app, "after", &[("k", "v")]),
+    );
+    let run = f.apply(&t, &[]);
+    run.expect_code(0);
+    let live = t.get("job", &app, "migrate").expect("job");
+    let complete = live["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Complete" && c["status"] == "True")
+    });
+    assert!(
+        complete,
+        "the Job was not complete when its dependent ran: {}",
+        pretty(&live)
+    );
+    assert_eq!(outcome(&run, &format!("{ks_ns}/app")), "ready", "{run}");
+
+    // A failing Job fails the gate at once (a terminal failure, no timeout wait).
+    let (ks_ns2, app2) = (t.ns("fleet2"), t.ns("app2"));
+    let f = fleet(&ks_ns2, &[("migrate", "wait: true\ntimeout: 60s")])
+        .file("apps/migrate/ns.yaml", &namespace(&app2))
+        .file("apps/migrate/job.yaml", &job(&app2, "migrate", "fail"));
+    let start = std::time::Instant::now();
+    let run = f.apply(&t, &[]);
+    run.expect_code(1);
+    assert!(
+        start.elapsed() < Duration::from_secs(45),
+        "waited for the timeout\n{run}"
+    );
+    assert_eq!(
+        outcome(&run, &format!("{ks_ns2}/migrate")),
+        "failed",
+        "{run}"
+    );
+}
+
+fn small_fleet(t: &Tier) -> (Fleet, String, String) {
+    let (ks_ns, app) = (t.ns("fleet"), t.ns("app"));
+    let f = fleet(&ks_ns, &[("a", "wait: true")])
+        .file("apps/a/ns.yaml", &namespace(&app))
+        .file("apps/a/deploy.yaml", &deployment(&app, "web", Some("100ms")))
+        .file("apps/a/cm.yaml", &config_map(&app, "cfg", &[("k", "v")]))
+        .file(
+            "apps/a/svc.yaml",
+            &format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: {app}\nspec:\n  selector: {{app: web}}\n  ports:\n    - port: 80\n"),
+        );
+    (f, ks_ns, app)
+}
+
+fn an_unchanged_second_apply_writes_nothing_and_diff_reports_nothing(t: Tier) {
+    let (f, ks_ns, _) = small_fleet(&t);
+    f.apply(&t, &[]).expect_code(0);
+    t.mark();
+    let run = f.apply(&t, &[]);
+    run.expect_code(0);
+    assert_eq!(outcome(&run, &format!("{ks_ns}/a")), "unchanged", "{run}");
+    let writes = t.writes();
+    assert!(
+        writes.is_empty(),
+        "an unchanged apply wrote: {:#?}",
+        writes.iter().map(|w| &w.line).collect::<Vec<_>>()
+    );
+    let run = f.diff(&t, &[]);
+    run.expect_code(0);
+    let objects: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('►') && !l.trim().is_empty())
+        .collect();
+    assert_eq!(objects.len(), 4, "{run}");
+    assert!(
+        objects.iter().all(|l| l.trim_end().ends_with(" unchanged")),
+        "{run}"
+    );
+    assert!(t.writes().is_empty(), "diff wrote: {:?}", t.writes());
+}
+
+fn diff_shows_a_changed_object_and_writes_nothing(t: Tier) {
+    let (f, _, app) = small_fleet(&t);
+    f.apply(&t, &[]).expect_code(0);
+    std::fs::write(
+        f.root().join("apps/a/cm.yaml"),
+        config_map(&app, "cfg", &[("k", "changed")]),
+    )
+    .expect("write");
+    t.mark();
+    let run = f.diff(&t, &[]);
+    run.expect_code(1);
+    assert!(run.stdout.contains("changed"), "{run}");
+    assert!(run.stdout.contains("cfg"), "{run}");
+    assert!(t.writes().is_empty(), "diff wrote: {:?}", t.writes());
+    let live = t.get("configmap", &app, "cfg").expect("cm");
+    assert_eq!(live["data"]["k"], "v");
+}
+
+fn a_removed_manifest_is_pruned(t: Tier) {
+    let (f, _, app) = small_fleet(&t);
+    f.apply(&t, &[]).expect_code(0);
+    assert!(t.get("configmap", &app, "cfg").is_some());
+    f.remove("apps/a/cm.yaml");
+    t.mark();
+    let run = f.apply(&t, &[]);
+    run.expect_code(0);
+    assert!(
+        t.eventually(Duration::from_secs(20), |t| t
+            .get("configmap", &app, "cfg")
+            .is_none()),
+        "cfg was not pruned\n{run}"
+    );
+    let deletes: Vec<String> = t
+        .writes()
+        .into_iter()
+        .filter(|w| w.verb == "delete")
+        .map(|w| w.name)
+        .collect();
+    assert_eq!(deletes, vec!["cfg".to_string()], "{run}");
+    assert!(t.get("deployment", &app, "web").is_some());
+}
+
+fn status_reports_readiness_from_the_live_objects(t: Tier) {
+    let (f, ks_ns, app) = small_fleet(&t);
+    f.apply(&t, &[]).expect_code(0);
+    let id = format!("{ks_ns}/a");
+    let rows = |t: &Tier| -> Vec<Value> {
+        let run = t.run("status", &["-n", &ks_ns, "-o", "json"]);
+        run.expect_code(0);
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}\n{run}"))
+    };
+    let row = |rows: &[Value]| {
+        rows.iter()
+            .find(|r| r["id"] == id.as_str())
+            .cloned()
+            .expect("row")
+    };
+    let r = row(&rows(&t));
+    assert_eq!(r["ready"], true, "{}", pretty(&r));
+    assert_eq!(r["objects"], 4, "{}", pretty(&r));
+
+    // Replace the deployment's pods with never-ready ones: status must see it (kind from the
+    // resource read, not from the object).
+    t.kubectl(&[
+        "-n", &app, "patch", "deployment", "web", "--type", "merge", "-p",
+        r#"{"spec":{"template":{"metadata":{"annotations":{"test.flux-order/ready-after":"never"}}}},"metadata":{"annotations":{"test.flux-order/ready-after":"never"}}}"#,
+    ]);
+    let turned = t.eventually(Duration::from_secs(20), |t| row(&rows(t))["ready"] == false);
+    assert!(
+        turned,
+        "status still says ready: {}",
+        pretty(&row(&rows(&t)))
+    );
+    let r = row(&rows(&t));
+    assert!(
+        r["message"].as_str().unwrap_or("").contains("web"),
+        "{}",
+        pretty(&r)
+    );
+}
+
+fn delete_removes_the_objects_and_the_inventory(t: Tier) {
+    let (f, ks_ns, app) = small_fleet(&t);
+    f.apply(&t, &[]).expect_code(0);
+    let run = f.run("delete", &t, &["--yes"]);
+    run.expect_code(0);
+    assert!(
+        t.eventually(Duration::from_secs(30), |t| t
+            .get("configmap", &app, "cfg")
+            .is_none()
+            && t.get("deployment", &app, "web").is_none()),
+        "{run}"
+    );
+    assert!(
+        t.get("configmap", &ks_ns, "flux-order-a").is_none(),
+        "the inventory is left\n{run}"
+    );
+}
+
+fn an_interrupt_during_the_wait_exits_130_with_the_inventory_written(t: Tier) {
+    let (ks_ns, app) = (t.ns("fleet"), t.ns("app"));
+    let f = fleet(&ks_ns, &[("a", "wait: true\ntimeout: 2m")])
+        .file("apps/a/ns.yaml", &namespace(&app))
+        .file("apps/a/cm.yaml", &config_map(&app, "cfg", &[("k", "v")]))
+        .file(
+            "apps/a/deploy.yaml",
+            &deployment(&app, "web", Some("never")),
+        );
+    let child = f.spawn_apply(&t, &[]);
+    let applied = t.eventually(Duration::from_secs(30), |t| {
+        t.get("deployment", &app, "web").is_some()
+    });
+    assert!(applied, "the deployment was never applied");
+    std::thread::sleep(Duration::from_millis(500));
+    sigint(&child);
+    let run = finish(child, Duration::from_secs(20));
+    run.expect_code(130);
+    let inv = t
+        .get("configmap", &ks_ns, "flux-order-a")
+        .expect("inventory written");
+    let text = inv["data"].to_string();
+    assert!(
+        text.contains("web") && text.contains("cfg"),
+        "{}",
+        pretty(&inv)
+    );
+    assert_ne!(inv["data"]["ready"], "true", "{}", pretty(&inv));
+}
+
+fn kustomize_controller_applying_the_same_build_changes_nothing(t: Tier) {
+    let (f, ks_ns, _) = small_fleet(&t);
+    f.apply(&t, &[]).expect_code(0);
+    let built = f.build(&format!("{ks_ns}/a"), &[]);
+    assert_eq!(built.len(), 4, "{}", pretty(&built));
+    for o in &built {
+        let kind = o["kind"].as_str().expect("kind");
+        let ns = o["metadata"]["namespace"].as_str().unwrap_or("");
+        let name = o["metadata"]["name"].as_str().expect("name");
+        let before = t
+            .get(kind, ns, name)
+            .unwrap_or_else(|| panic!("{kind} {name} missing"));
+        let labels = &before["metadata"]["labels"];
+        assert_eq!(
+            labels["kustomize.toolkit.fluxcd.io/name"],
+            "a",
+            "{}",
+            pretty(&before)
+        );
+        assert_eq!(
+            labels["kustomize.toolkit.fluxcd.io/namespace"],
+            ks_ns.as_str()
+        );
+        let managers = before["metadata"]["managedFields"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            managers
+                .iter()
+                .any(|m| m["manager"] == "kustomize-controller" && m["operation"] == "Apply"),
+            "{kind} {name}: {}",
+            pretty(&managers)
+        );
+        // As kustomize-controller applies: server-side, its field manager, force.
+        let file = tempfile::NamedTempFile::new().expect("temp");
+        std::fs::write(file.path(), serde_json::to_string(o).expect("json")).expect("write");
+        t.kubectl(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager",
+            "kustomize-controller",
+            "-f",
+            &file.path().to_string_lossy(),
+        ]);
+        let after = t.get(kind, ns, name).expect("still there");
+        assert_eq!(
+            before["metadata"]["resourceVersion"],
+            after["metadata"]["resourceVersion"],
+            "kustomize-controller's apply changed {kind} {name}\nbefore: {}\nafter: {}",
+            pretty(&before),
+            pretty(&after)
+        );
+    }
+}
