@@ -19,7 +19,7 @@ use crate::cluster::{Cluster, ConnectOptions};
 use crate::execute::events::Outcome;
 use crate::execute::{self, ExecOptions, Unit};
 use crate::exit::AppError;
-use crate::health::cel_expr::{HealthExprSpec, HealthExprs};
+use crate::health::cel_expr::{HealthExprSpec, HealthExprs, ReadyExpr};
 use crate::model::{GoDuration, KsId, object_meta, subject};
 use crate::options::FleetSettings;
 use crate::report::progress::{self, Mode, Paint};
@@ -164,6 +164,22 @@ fn units(loaded: &Loaded) -> Result<Vec<Unit>, AppError> {
                 }
             }
         };
+        let mut ready_exprs = BTreeMap::new();
+        for d in &n.spec.depends_on {
+            let Some(src) = d.ready_expr.as_deref().filter(|e| !e.is_empty()) else {
+                continue;
+            };
+            let dep = KsId::new(d.namespace.as_deref().unwrap_or(&id.namespace), &d.name);
+            match ReadyExpr::compile(src) {
+                Ok(e) => {
+                    ready_exprs.insert(dep, Arc::new(e));
+                }
+                Err(e) => errors.push(format!(
+                    "{}: Kustomization {id}: spec.dependsOn[{dep}].readyExpr: {e}",
+                    n.file
+                )),
+            }
+        }
         let refuse = if n.spec.kube_config.is_some() {
             Some("spec.kubeConfig targets another cluster; flux-order applies to the current cluster only".to_string())
         } else if n.spec.decryption.is_some() {
@@ -194,6 +210,8 @@ fn units(loaded: &Loaded) -> Result<Vec<Unit>, AppError> {
             wave: loaded.graph.wave(id),
             exprs,
             refuse,
+            object: n.object.clone(),
+            ready_exprs,
         });
     }
     if errors.is_empty() {

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::Cluster;
-use crate::health::cel_expr::HealthExprs;
+use crate::health::cel_expr::{HealthExprs, ReadyExpr};
 use crate::health::gate::{self, Gate};
 use crate::health::watch::Watchers;
 use crate::inventory;
@@ -49,6 +49,84 @@ pub struct Unit {
     pub refuse: Option<String>,
     /// Source revision recorded in the inventory.
     pub revision: String,
+    /// The Kustomization object (`self` of its dependencies' `readyExpr`, `dep` of its
+    /// dependents').
+    pub object: Value,
+    /// `dependsOn[].readyExpr` by dependency: replaces the Ready check for that dependency.
+    pub ready_exprs: BTreeMap<KsId, Arc<ReadyExpr>>,
+}
+
+/// Whether a dependency lets its dependent start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DepState {
+    /// Not finished yet.
+    Waiting,
+    /// Ready (or its readyExpr is true).
+    Satisfied,
+    /// Finished and not Ready (or its readyExpr is false or fails): the dependent is skipped.
+    Blocked(String),
+}
+
+/// The dependency as a Flux Kustomization object with the status kustomize-controller would
+/// have written for `outcome`: what `dep` holds in a `readyExpr`.
+fn dep_object(unit: &Unit, outcome: &Outcome) -> Value {
+    let mut obj = unit.object.clone();
+    let generation = obj
+        .pointer("/metadata/generation")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("generation".into(), generation.into());
+    }
+    let (status, reason, message) = match outcome {
+        Outcome::Ready | Outcome::Unchanged => (
+            "True",
+            "ReconciliationSucceeded",
+            format!("Applied revision: {}", unit.revision),
+        ),
+        Outcome::Failed { reason } => ("False", "ReconciliationFailed", reason.clone()),
+        Outcome::Skipped { blocked_by } => (
+            "False",
+            "DependencyNotReady",
+            format!("dependencies not ready: {}", blocked_by.join(", ")),
+        ),
+        Outcome::Suspended => ("False", "Suspended", "suspended".into()),
+        Outcome::NotStarted { reason } => ("False", "Progressing", reason.clone()),
+    };
+    let mut st = serde_json::json!({
+        "observedGeneration": generation,
+        "lastAttemptedRevision": unit.revision,
+        "conditions": [{"type": "Ready", "status": status, "reason": reason, "message": message}],
+    });
+    if outcome.is_ready() {
+        st["lastAppliedRevision"] = Value::String(unit.revision.clone());
+    }
+    if let Some(o) = obj.as_object_mut() {
+        o.insert("status".into(), st);
+    }
+    obj
+}
+
+/// Decides whether `dep` lets `unit` start: Flux's check (Ready), or the unit's `readyExpr`
+/// for it, evaluated once the dependency has finished.
+fn dep_state(
+    unit: &Unit,
+    dep: &KsId,
+    states: &BTreeMap<KsId, State>,
+    by_id: &BTreeMap<&KsId, &Unit>,
+) -> DepState {
+    let Some(State::Done(outcome)) = states.get(dep) else {
+        return DepState::Waiting;
+    };
+    match (unit.ready_exprs.get(dep), by_id.get(dep)) {
+        (Some(expr), Some(d)) => match expr.eval(&unit.object, &dep_object(d, outcome)) {
+            Ok(true) => DepState::Satisfied,
+            Ok(false) => DepState::Blocked(format!("{dep} (readyExpr is false)")),
+            Err(e) => DepState::Blocked(format!("{dep} (readyExpr: {e})")),
+        },
+        _ if outcome.is_ready() => DepState::Satisfied,
+        _ => DepState::Blocked(dep.to_string()),
+    }
 }
 
 /// Executor settings.
@@ -117,6 +195,7 @@ pub async fn run(
     let inventories = inventories.map(Arc::new);
     let mut order: Vec<&Unit> = units.iter().collect();
     order.sort_by(|a, b| (a.wave, &a.id).cmp(&(b.wave, &b.id)));
+    let by_id: BTreeMap<&KsId, &Unit> = units.iter().map(|u| (&u.id, u)).collect();
     emit(Event::RolloutStarted {
         kustomizations: units.len(),
         objects: units.iter().map(|u| u.objects.len()).sum(),
@@ -155,8 +234,10 @@ pub async fn run(
                 let mut blockers: Vec<String> = u
                     .deps
                     .iter()
-                    .filter(|d| matches!(states.get(*d), Some(State::Done(o)) if !o.is_ready()))
-                    .map(|d| d.to_string())
+                    .filter_map(|d| match dep_state(u, d, &states, &by_id) {
+                        DepState::Blocked(why) => Some(why),
+                        _ => None,
+                    })
                     .collect();
                 if let Some(p) = &u.parent
                     && !applied.contains(p)
@@ -190,7 +271,7 @@ pub async fn run(
             let mut waiting_on: Vec<String> = u
                 .deps
                 .iter()
-                .filter(|d| !matches!(states.get(*d), Some(State::Done(o)) if o.is_ready()))
+                .filter(|d| dep_state(u, d, &states, &by_id) != DepState::Satisfied)
                 .map(|d| d.to_string())
                 .collect();
             if let Some(p) = u.parent.as_ref().filter(|p| !applied.contains(*p)) {

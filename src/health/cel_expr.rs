@@ -283,21 +283,51 @@ fn group_kind_string((group, kind): &GroupKind) -> String {
     }
 }
 
-/// Evaluates a dependency's `readyExpr` with `self` (the dependent
-/// Kustomization) and `dep` (the dependency), both whole objects.
+/// A dependency's `readyExpr`, parsed once (before anything is written) and evaluated with
+/// `self` (the dependent Kustomization) and `dep` (the dependency), both whole objects.
 ///
 /// A parse error is [`CelError::Invalid`] and, like a non-bool result
 /// ([`CelError::NotBool`]), is terminal in Flux (reason
 /// `InvalidCELExpression`); an evaluation error is not. Flux type-checks
 /// `readyExpr` up front, so there a variable other than `self` and `dep`
 /// is also terminal; here it shows up only as a [`CelError::Evaluate`].
+pub struct ReadyExpr {
+    env: Arc<Env>,
+    expr: Expr,
+}
+
+impl fmt::Debug for ReadyExpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ReadyExpr").field(&self.expr.source).finish()
+    }
+}
+
+impl ReadyExpr {
+    /// Parses `expr`.
+    pub fn compile(expr: &str) -> Result<Self, CelError> {
+        let env = Arc::new(environment());
+        let expr = Expr::parse(&env, expr).map_err(CelError::Invalid)?;
+        Ok(ReadyExpr { env, expr })
+    }
+
+    /// The expression as written.
+    pub fn source(&self) -> &str {
+        &self.expr.source
+    }
+
+    /// Evaluates it.
+    pub fn eval(&self, self_obj: &Value, dep: &Value) -> Result<bool, CelError> {
+        let mut ctx = Context::with_env(Arc::clone(&self.env));
+        ctx.add_variable_from_value("self", to_cel(self_obj));
+        ctx.add_variable_from_value("dep", to_cel(dep));
+        self.expr.eval_bool(&ctx)
+    }
+}
+
+/// Parses and evaluates a `readyExpr` once (see [`ReadyExpr`]).
+#[cfg(test)]
 pub fn eval_ready_expr(expr: &str, self_obj: &Value, dep: &Value) -> Result<bool, CelError> {
-    let env = Arc::new(environment());
-    let parsed = Expr::parse(&env, expr).map_err(CelError::Invalid)?;
-    let mut ctx = Context::with_env(env);
-    ctx.add_variable_from_value("self", to_cel(self_obj));
-    ctx.add_variable_from_value("dep", to_cel(dep));
-    parsed.eval_bool(&ctx)
+    ReadyExpr::compile(expr)?.eval(self_obj, dep)
 }
 
 /// The CEL environment of Flux's expressions: standard library, optional
@@ -885,6 +915,7 @@ mod tests {
     fn health_exprs_are_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<HealthExprs>();
+        assert_send_sync::<ReadyExpr>();
         assert_send_sync::<CelError>();
     }
 }

@@ -134,6 +134,9 @@ pub struct Node {
     pub id: KsId,
     /// The spec (after the parent's build: patches and substitution applied).
     pub spec: KustomizationSpec,
+    /// The Kustomization object itself, as its parent's build (or the file) gives it: what
+    /// `readyExpr` sees as `self` and `dep`.
+    pub object: Value,
     /// The file that defines it (for messages).
     pub file: String,
     /// The Kustomization whose build contains it.
@@ -434,6 +437,7 @@ impl Loader<'_> {
             if existing.parent.is_none() && f.parent.is_some() && f.parent.as_ref() != Some(&id) {
                 // The bootstrap Kustomization claims what PATH holds; its version is the one applied.
                 existing.parent = f.parent.clone();
+                existing.object = f.object.clone();
                 if existing.spec != spec {
                     existing.spec = spec;
                     existing.raw = None;
@@ -500,6 +504,7 @@ impl Loader<'_> {
             Node {
                 id,
                 spec,
+                object: f.object,
                 file: f.file,
                 parent: f.parent,
                 source,
@@ -734,11 +739,18 @@ impl Loader<'_> {
                     ));
                 }
             }
-            if n.spec.depends_on.iter().any(|d| d.ready_expr.is_some()) {
-                self.warnings.push(format!(
-                    "{}: Kustomization {id}: dependsOn[].readyExpr is not evaluated yet; flux-order waits for each dependency to be Ready",
-                    n.file
-                ));
+            for d in &n.spec.depends_on {
+                if let Some(Err(e)) = d
+                    .ready_expr
+                    .as_deref()
+                    .map(crate::health::cel_expr::ReadyExpr::compile)
+                {
+                    self.errors.push(LoadError::Invalid {
+                        ks: id.to_string(),
+                        file: n.file.clone(),
+                        message: format!("spec.dependsOn[{}].readyExpr: {e}", d.name),
+                    });
+                }
             }
             if n.spec.decryption.is_some() {
                 self.warnings.push(format!(

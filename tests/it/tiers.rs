@@ -204,6 +204,7 @@ both!(
     delete_removes_the_objects_and_the_inventory,
     an_interrupt_during_the_wait_exits_130_with_the_inventory_written,
     kustomize_controller_applying_the_same_build_changes_nothing,
+    ready_expr_replaces_the_ready_check_of_its_dependency,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -673,4 +674,50 @@ fn kustomize_controller_applying_the_same_build_changes_nothing(t: Tier) {
             pretty(&after)
         );
     }
+}
+
+/// `dependsOn[].readyExpr` replaces Flux's Ready check for that dependency: a true expression
+/// over `self` and `dep` lets a dependent of a failed Kustomization start; a false one over a
+/// Ready dependency skips the dependent, saying so; plain dependents keep the Ready check.
+fn ready_expr_replaces_the_ready_check_of_its_dependency(t: Tier) {
+    let (ks_ns, app) = (t.ns("fleet"), t.ns("app"));
+    let dep = |name: &str, expr: &str| {
+        format!("dependsOn:\n  - name: {name}\n    readyExpr: \"{expr}\"\n")
+    };
+    let f = fleet(
+        &ks_ns,
+        &[
+            ("base", ""),
+            ("broken", &format!("wait: true\ntimeout: 30s\n{}", depends_on(&["base"]))),
+            (
+                "tolerant",
+                &dep("broken", "dep.metadata.name == 'broken' && self.metadata.name == 'tolerant' && dep.status.conditions.exists(c, c.type == 'Ready' && c.status == 'False')"),
+            ),
+            ("strict", &depends_on(&["broken"])),
+            ("picky", &dep("base", "dep.status.lastAppliedRevision == 'never'")),
+            (
+                "ok",
+                &dep("base", "dep.status.conditions.filter(c, c.type == 'Ready').all(c, c.status == 'True') && dep.metadata.generation == dep.status.observedGeneration"),
+            ),
+        ],
+    )
+    .file("apps/base/ns.yaml", &namespace(&app))
+    .file("apps/broken/job.yaml", &job(&app, "broken", "fail"))
+    .file("apps/tolerant/cm.yaml", &config_map(&app, "tolerant-cfg", &[("k", "v")]))
+    .file("apps/strict/cm.yaml", &config_map(&app, "strict-cfg", &[("k", "v")]))
+    .file("apps/picky/cm.yaml", &config_map(&app, "picky-cfg", &[("k", "v")]))
+    .file("apps/ok/cm.yaml", &config_map(&app, "ok-cfg", &[("k", "v")]));
+    let run = f.apply(&t, &[]);
+    run.expect_code(1);
+    let id = |n: &str| format!("{ks_ns}/{n}");
+    assert_eq!(outcome(&run, &id("broken")), "failed", "{run}");
+    assert_eq!(outcome(&run, &id("tolerant")), "ready", "{run}");
+    assert_eq!(outcome(&run, &id("strict")), "skipped", "{run}");
+    assert_eq!(outcome(&run, &id("ok")), "ready", "{run}");
+    assert_eq!(outcome(&run, &id("picky")), "skipped", "{run}");
+    let why = run.result(&id("picky")).to_string();
+    assert!(why.contains("readyExpr is false"), "{why}\n{run}");
+    assert!(t.get("configmap", &app, "tolerant-cfg").is_some(), "{run}");
+    assert!(t.get("configmap", &app, "picky-cfg").is_none(), "{run}");
+    assert!(t.get("configmap", &app, "strict-cfg").is_none(), "{run}");
 }
