@@ -430,6 +430,13 @@ fn readiness_rules_per_kind_wait_for_the_simulated_controllers() {
             assert!(svc["spec"]["clusterIP"].is_string(), "{svc}");
             continue;
         }
+        if kind == "Widget" {
+            // kstatus (and so Flux): a custom resource without any status is Current. Until its
+            // controller writes the first status (a moment after the create, as on a real
+            // cluster) the gate may already pass it; the ordering below holds only for kinds
+            // whose fresh status the API server itself makes in progress.
+            continue;
+        }
         let server_ready = wall_ms(cluster.ready_event(kind, name).wall);
         assert!(
             at >= server_ready,

@@ -417,19 +417,22 @@ pub(crate) fn apply(
             }
         }
     }
-    // Set this manager's entry.
-    entries.retain(|e| {
-        !(e.manager == manager && e.operation == "Apply" && e.subresource == subresource)
-    });
-    let others = entries.clone();
-    entries.push(Entry {
+    // Set this manager's entry, in place (the real server keeps the entries' order).
+    let mine =
+        |e: &Entry| e.manager == manager && e.operation == "Apply" && e.subresource == subresource;
+    let others: Vec<Entry> = entries.iter().filter(|e| !mine(e)).cloned().collect();
+    let entry = Entry {
         manager: manager.into(),
         operation: "Apply".into(),
         api_version: api_version.into(),
         time: now.into(),
         subresource: subresource.into(),
         set: new_set.clone(),
-    });
+    };
+    match entries.iter().position(mine) {
+        Some(i) => entries[i] = entry,
+        None => entries.push(entry),
+    }
 
     let mut result = base;
     // Remove fields this manager no longer applies and nobody else owns.

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
+use crate::apply::{self, PE, Part};
 use crate::discovery::ResourceInfo;
 use crate::store::{self, Ctl, Key, State, TimerAction};
 use crate::{ObjectKey, ReadyEvent, ServerOptions, Shared};
@@ -80,6 +81,7 @@ fn plan(obj: &Value, default: Duration) -> Option<Plan> {
 
 fn managed(info: &ResourceInfo, obj: &Value) -> bool {
     match (info.group.as_str(), info.kind.as_str()) {
+        ("", "Namespace") => true,
         ("apps", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet") => true,
         ("batch", "Job") => true,
         ("", "Pod" | "PersistentVolumeClaim") => true,
@@ -643,6 +645,72 @@ pub(crate) fn write_status(st: &mut State, k: &Key, status: Value) -> Option<Val
     Some(st.put(k.clone(), obj))
 }
 
+/// The field manager a real cluster's controller for this kind writes status as.
+fn manager_of(info: &ResourceInfo) -> &'static str {
+    match (info.group.as_str(), info.kind.as_str()) {
+        ("", "Pod") => "kubelet",
+        ("", "Service") => "cloud-controller-manager",
+        ("apiextensions.k8s.io", _) => "kube-apiserver",
+        _ if !info.is_builtin() => "test-controller",
+        _ => "kube-controller-manager",
+    }
+}
+
+/// A controller's status update (`PUT .../status`): like [`write_status`], and the controller
+/// becomes the manager of the fields it changed (an Update entry for the status subresource).
+/// `extra` are metadata paths it also set through the status subresource (a Deployment's
+/// revision annotation).
+fn controller_write(
+    st: &mut State,
+    info: &ResourceInfo,
+    k: &Key,
+    obj: Value,
+    extra: &[&str],
+) -> Option<Value> {
+    let old = st.objects.get(k)?.clone();
+    if old == obj {
+        return Some(old);
+    }
+    let mut new = obj;
+    let manager = manager_of(info);
+    let now = store::now();
+    apply::track_update(
+        Some(&old),
+        &mut new,
+        manager,
+        &info.api_version(),
+        Part::Status,
+        &now,
+    );
+    if !extra.is_empty() {
+        let mut entries = apply::read_entries(&new);
+        if let Some(e) = entries
+            .iter_mut()
+            .find(|e| e.manager == manager && e.subresource == "status")
+        {
+            for a in extra {
+                e.set.insert(vec![
+                    PE::F("metadata".into()),
+                    PE::F("annotations".into()),
+                    PE::F((*a).into()),
+                ]);
+            }
+        }
+        apply::write_entries(&mut new, &entries);
+    }
+    Some(st.put(k.clone(), new))
+}
+
+/// [`controller_write`] of a new status.
+fn set_status(st: &mut State, info: &ResourceInfo, k: &Key, status: Value) -> Option<Value> {
+    let mut obj = st.objects.get(k)?.clone();
+    if obj.get("status") == Some(&status) {
+        return Some(obj);
+    }
+    obj["status"] = status;
+    controller_write(st, info, k, obj, &[])
+}
+
 /// Called after a create or a spec change of a main resource. Like a real controller, the
 /// simulated one acts after the write that woke it (`ServerOptions::controller_delay` later),
 /// never within it: the create's response and an immediate GET show the fresh status.
@@ -678,6 +746,10 @@ fn uid_of(obj: &Value) -> String {
 /// The controller sees the object's latest spec: it starts a rollout (new pods) when one is
 /// needed, and writes the status it would write first.
 fn observe(st: &mut State, opts: &ServerOptions, info: &ResourceInfo, k: &Key, obj: &Value) {
+    if info.kind == "Namespace" {
+        populate_namespace(st, opts, &k.3);
+        return;
+    }
     let uid = uid_of(obj);
     let mut c = st.ctl.get(&uid).cloned().unwrap_or_default();
     let now = store::now();
@@ -689,7 +761,7 @@ fn observe(st: &mut State, opts: &ServerOptions, info: &ResourceInfo, k: &Key, o
         st.ctl.insert(uid, c.clone());
         let quiet = info.kind == "Job" && obj["spec"]["suspend"] != json!(true);
         if !quiet && let Some(s) = status_for(info, obj, &c, &now) {
-            write_status(st, k, s);
+            set_status(st, info, k, s);
         }
         return;
     }
@@ -741,10 +813,11 @@ fn observe(st: &mut State, opts: &ServerOptions, info: &ResourceInfo, k: &Key, o
             );
             obj["status"]["conditions"] = json!(conds);
         }
-        obj = st.put(k.clone(), obj);
+        obj = controller_write(st, info, k, obj, &["deployment.kubernetes.io/revision"])
+            .unwrap_or_default();
     }
     if let Some(s) = status_for(info, &obj, &c, &now) {
-        write_status(st, k, s);
+        set_status(st, info, k, s);
     }
     let rollout = c.rollout;
     st.schedule(
@@ -760,6 +833,24 @@ fn observe(st: &mut State, opts: &ServerOptions, info: &ResourceInfo, k: &Key, o
     };
     if let Some(Plan::After(d, fail)) = plan(&obj, default) {
         st.schedule(d, k.clone(), uid, TimerAction::Ready { rollout, fail });
+    }
+}
+
+const ROOT_CA_DESCRIPTION: &str = "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters.";
+
+/// What kube-controller-manager puts in every new namespace: the `default` ServiceAccount and
+/// the `kube-root-ca.crt` ConfigMap.
+pub(crate) fn populate_namespace(st: &mut State, opts: &ServerOptions, ns: &str) {
+    let objects = [
+        json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "default", "namespace": ns}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "kube-root-ca.crt", "namespace": ns,
+                "annotations": {"kubernetes.io/description": ROOT_CA_DESCRIPTION}},
+            "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\nMIIBflux+order+test+CA\n-----END CERTIFICATE-----\n"}}),
+    ];
+    for obj in objects {
+        crate::verbs::create_internal(st, opts, obj, "kube-controller-manager");
     }
 }
 
@@ -812,7 +903,7 @@ fn fire(st: &mut State, shared: &Shared, t: store::Timer) {
             c.created = true;
             st.ctl.insert(t.uid.clone(), c.clone());
             if let Some(s) = status_for(&info, &obj, &c, &store::now()) {
-                write_status(st, &t.key, s);
+                set_status(st, &info, &t.key, s);
             }
         }
         TimerAction::Ready { rollout, fail } => {
@@ -826,7 +917,7 @@ fn fire(st: &mut State, shared: &Shared, t: store::Timer) {
             if !c.created {
                 c.created = true;
                 if let Some(s) = status_for(&info, &obj, &c, &now) {
-                    write_status(st, &t.key, s);
+                    set_status(st, &info, &t.key, s);
                 }
             }
             c.done = true;
@@ -836,7 +927,7 @@ fn fire(st: &mut State, shared: &Shared, t: store::Timer) {
             let Some(status) = status_for(&info, &obj, &c, &now) else {
                 return;
             };
-            write_status(st, &t.key, status);
+            set_status(st, &info, &t.key, status);
             let wall = SystemTime::now();
             st.ready_events.push(ReadyEvent {
                 object: ObjectKey {

@@ -729,6 +729,100 @@ pub(crate) fn prepare_service(
     }
 }
 
+/// The top-level fields a built-in kind's schema declares (besides apiVersion/kind/metadata);
+/// None for kinds this server does not check (Events).
+fn top_level_fields(info: &ResourceInfo) -> Option<&'static [&'static str]> {
+    Some(match (info.group.as_str(), info.kind.as_str()) {
+        ("", "ConfigMap") => &["data", "binaryData", "immutable"],
+        ("", "Secret") => &["data", "stringData", "type", "immutable"],
+        ("", "ServiceAccount") => &[
+            "secrets",
+            "imagePullSecrets",
+            "automountServiceAccountToken",
+        ],
+        ("", "Endpoints") => &["subsets"],
+        ("", "Event") => return None,
+        ("rbac.authorization.k8s.io", "Role") => &["rules"],
+        ("rbac.authorization.k8s.io", "ClusterRole") => &["rules", "aggregationRule"],
+        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
+            &["subjects", "roleRef"]
+        }
+        ("apps", "ControllerRevision") => &["data", "revision"],
+        ("storage.k8s.io", "StorageClass") => &[
+            "provisioner",
+            "parameters",
+            "reclaimPolicy",
+            "mountOptions",
+            "allowVolumeExpansion",
+            "volumeBindingMode",
+            "allowedTopologies",
+        ],
+        ("", "PodTemplate") => &["template"],
+        _ => &["spec", "status"],
+    })
+}
+
+const META_FIELDS: &[&str] = &[
+    "name",
+    "generateName",
+    "namespace",
+    "selfLink",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "finalizers",
+    "managedFields",
+];
+
+/// Fields of a built-in object its schema does not declare, as `.path`s (checked at the top
+/// level and in `metadata` only). Custom resources are not checked.
+pub(crate) fn unknown_fields(info: &ResourceInfo, obj: &Value) -> Vec<String> {
+    let Some(known) = info.is_builtin().then(|| top_level_fields(info)).flatten() else {
+        return vec![];
+    };
+    let mut out = vec![];
+    if let Some(m) = obj.as_object() {
+        for k in m.keys() {
+            if !matches!(k.as_str(), "apiVersion" | "kind" | "metadata")
+                && !known.contains(&k.as_str())
+            {
+                out.push(format!(".{k}"));
+            }
+        }
+    }
+    if let Some(m) = obj["metadata"].as_object() {
+        for k in m.keys() {
+            if !META_FIELDS.contains(&k.as_str()) {
+                out.push(format!(".metadata.{k}"));
+            }
+        }
+    }
+    out
+}
+
+/// Drop what [`unknown_fields`] finds, as decoding a non-apply body does (the real server also
+/// sends a `Warning` header for each; this one does not).
+pub(crate) fn drop_unknown_fields(info: &ResourceInfo, obj: &mut Value) {
+    for path in unknown_fields(info, obj) {
+        let mut parts: Vec<&str> = path.trim_start_matches('.').split('.').collect();
+        let last = parts.pop().unwrap_or_default();
+        let parent = if parts.is_empty() {
+            obj.as_object_mut()
+        } else {
+            obj["metadata"].as_object_mut()
+        };
+        if let Some(m) = parent {
+            m.shift_remove(last);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

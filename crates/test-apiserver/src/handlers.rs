@@ -284,9 +284,11 @@ fn non_resource(
     match segs {
         ["version"] => json_response(
             200,
-            &json!({"major": "1", "minor": "32", "gitVersion": "v1.32.0-flux-order-test",
+            &json!({"major": "1", "minor": "36", "emulationMajor": "1", "emulationMinor": "36",
+            "minCompatibilityMajor": "1", "minCompatibilityMinor": "35",
+            "gitVersion": "v1.36.3-flux-order-test",
             "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
-            "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.23", "compiler": "gc", "platform": "linux/amd64"}),
+            "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.26", "compiler": "gc", "platform": "linux/amd64"}),
         ),
         ["healthz"] | ["readyz"] | ["livez"] => (StatusCode::OK, "ok").into_response(),
         ["api"] | ["apis"] if wants_aggregated(headers) => {

@@ -12,6 +12,99 @@
 //! server.write_kubeconfig("/tmp/kubeconfig").unwrap();
 //! // run kubectl / the plugin with KUBECONFIG=/tmp/kubeconfig
 //! ```
+//!
+//! # Like kube-apiserver v1.36 where a client could tell
+//!
+//! A home-made server drifts toward what its client expects; this one is held to the shapes
+//! a real kube-apiserver (v1.36, default feature gates, with kube-controller-manager) gives.
+//! Each item below was once kinder here than there:
+//!
+//! - **LIST items are untyped.** The items of a LIST (and of a deletecollection) of a built-in
+//!   kind carry no `kind` and no `apiVersion`; only the list says `kind: XList`. A GET, watch
+//!   events (also a watch's initial ADDED events) and write responses are typed. Custom
+//!   resources are listed as unstructured objects and keep their `kind`/`apiVersion`, as on
+//!   the real server. ([`TestServer::list`] is a convenience API and returns typed objects.)
+//! - **Defaulting.** Every write (create, update, patch, apply, dry-run too) gets the typed
+//!   API's `SetDefaults_*`: Deployment `replicas: 1`, `progressDeadlineSeconds: 600`,
+//!   `revisionHistoryLimit: 10`, `strategy` RollingUpdate 25%/25%; StatefulSet
+//!   `podManagementPolicy`, `updateStrategy` (partition 0), PVC retention policy, typed
+//!   `volumeClaimTemplates` with `status.phase: Pending`; DaemonSet `updateStrategy` (1/0);
+//!   Job `backoffLimit: 6`, `completions`/`parallelism: 1`, `completionMode`, `suspend`,
+//!   `manualSelector`, `podReplacementPolicy`; CronJob policies and history limits; pod
+//!   templates' `restartPolicy`, `dnsPolicy`, `securityContext: {}`,
+//!   `terminationGracePeriodSeconds: 30`, `schedulerName`; containers' `imagePullPolicy` (by
+//!   tag), `terminationMessagePath`/`Policy`, port `protocol`, probe timings, volume
+//!   `defaultMode: 420`; Service `type`, `sessionAffinity`, traffic policies, port
+//!   `protocol`/`targetPort`, IP families, node ports (kept across updates by port name);
+//!   PVC/PV `volumeMode`; CRD `singular`/`listKind`/`conversion`. For non-apply writes the
+//!   creating manager owns the defaulted fields (the body is decoded with defaults); an
+//!   applier owns only what it sent.
+//! - **Registry strategies.** A Job gets its generated selector and template labels
+//!   (`batch.kubernetes.io/controller-uid`, `job-name`), a DaemonSet its
+//!   `deprecated.daemonset.template.generation` annotation (bumped with the template), a
+//!   Namespace the `kubernetes` finalizer.
+//! - **Status on create** is the typed status the API server returns, never a controller's:
+//!   `status: {}` for Deployments, Jobs and CronJobs, `{replicas: 0}` for ReplicaSets,
+//!   `{replicas: 0, availableReplicas: 0}` for StatefulSets, four zero counters for
+//!   DaemonSets, `{phase: Pending}` for PVCs, `{phase: Pending, qosClass}` for Pods,
+//!   `{loadBalancer: {}}` for Services and Ingresses, zero counters for PDBs, an unaccepted
+//!   status for CRDs.
+//! - **`metadata.generation`** exists only for kinds whose strategy keeps it (workloads, Pods,
+//!   Ingresses, PDBs, CRDs, every custom resource) — not for ConfigMaps, Secrets, Services,
+//!   Namespaces, PVCs, RBAC objects or HPAs. A Deployment's annotations bump it too; a custom
+//!   resource without a status subresource bumps it for status changes.
+//! - **Controllers act after the write**, [`ServerOptions::controller_delay`] later, and fill
+//!   status in the real controllers' order. A Deployment first gets its new ReplicaSet's
+//!   `deployment.kubernetes.io/revision` and `Progressing=True (NewReplicaSetCreated)`, then
+//!   `observedGeneration` with `unavailableReplicas`, `terminatingReplicas: 0` and
+//!   `Available=False (MinimumReplicasUnavailable)`, then `replicas`/`updatedReplicas` with
+//!   `Progressing (ReplicaSetUpdated)`, and only when ready `readyReplicas`/`availableReplicas`,
+//!   `Available=True` and `Progressing (NewReplicaSetAvailable)`, conditions in the real order.
+//!   During a template change the old pods keep serving. Only a new template or a scale-up
+//!   starts pods (`ready-after` applies to them); an annotation or scale-down is observed and
+//!   done. StatefulSets replace pods from the highest ordinal, with `currentRevision` /
+//!   `updateRevision`; Jobs report `active`, `ready`, `terminating`, and on failure
+//!   `failed: backoffLimit + 1`; Pods go Pending/PodScheduled, Running not ready, then ready;
+//!   CRDs go NamesAccepted and `Established=False (Installing)` before `Established=True`;
+//!   a new Namespace gets the `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap
+//!   (the built-in ones have them at start, and `default` holds the `kubernetes` Service).
+//! - **DELETE** answers a `Success` Status naming the object for most kinds (the object
+//!   itself only for Pods, Services, PVCs, PVs, Namespaces, ServiceAccounts, ...); 200, or
+//!   202 only with `orphanDependents: false`. Namespaces and CRDs terminate through their
+//!   server-side finalizers ([`ServerOptions::finalizer_delay`]): a terminating Namespace
+//!   refuses new content, a terminating CRD shows its cleanup finalizer and a `Terminating`
+//!   condition.
+//! - **Validation** repeated from the real server: undeclared top-level or `metadata` fields
+//!   of a built-in kind fail a server-side apply with the real 500 ("failed to create typed
+//!   patch object ... field not declared in schema") and are dropped from other writes; a
+//!   workload's selector must select its template; a Job's `restartPolicy` must be `Never` or
+//!   `OnFailure`; names, immutable fields.
+//! - **Watch and list options** are validated as `ValidateListOptions` does
+//!   (`sendInitialEvents` only with `resourceVersionMatch=NotOlderThan`, never on a LIST);
+//!   `sendInitialEvents=true` starts with the current state whatever the resourceVersion, and
+//!   ends it with the `k8s.io/initial-events-end` bookmark when bookmarks are allowed.
+//! - `/version` says v1.36.
+//!
+//! # Simplifications that remain
+//!
+//! - No schemas: unknown fields are found at the top level and in `metadata` only, not deeper,
+//!   and custom resources are not validated or pruned; non-apply writes drop unknown fields
+//!   without the `Warning` header the real server sends.
+//! - No child objects: Deployments create no ReplicaSets or Pods, StatefulSets no
+//!   ControllerRevisions or PVCs, Services no EndpointSlices; so no garbage collection,
+//!   `propagationPolicy` is ignored and nothing terminates gracefully (a Pod is gone at
+//!   once, `terminatingReplicas` stays 0).
+//! - Rollouts start all new pods at once (no `maxSurge`/`maxUnavailable` pacing); a
+//!   Deployment with `paused: true` still rolls out; one node.
+//! - Resource quantities are stored as sent (the real server canonicalises `0.5` to `500m`,
+//!   `1024Mi` to `1Gi`).
+//! - The watch history is never compacted: no `410 Gone` for old resourceVersions; a
+//!   resourceVersion in a server-side apply body is ignored, not a precondition; LIST ignores
+//!   `limit`/`continue` and `resourceVersionMatch` semantics.
+//! - Admission is not simulated (ServiceAccount token volumes, default tolerations,
+//!   priority, the PVC protection finalizer, default StorageClasses).
+//! - Fault injection and the `test.flux-order/ready-after` / `delete-after` annotations are
+//!   deliberately unlike a real server: they make objects fail, hang or linger on demand.
 #![warn(missing_docs)]
 
 mod apply;
@@ -270,6 +363,20 @@ impl TestServer {
                     json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
                 )?;
             }
+            // A test starts on a cluster that has been up for a while: the controllers filled the
+            // namespaces (later ones are filled asynchronously, as on a real cluster).
+            {
+                let mut st = server.lock();
+                for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+                    controllers::populate_namespace(&mut st, &opts, ns);
+                }
+            }
+            // The Service kube-apiserver keeps for itself.
+            server.create(json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "kubernetes", "namespace": "default",
+                    "labels": {"component": "apiserver", "provider": "kubernetes"}},
+                "spec": {"clusterIP": "10.96.0.1",
+                    "ports": [{"name": "https", "port": 443, "targetPort": 6443}]}}))?;
         }
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();

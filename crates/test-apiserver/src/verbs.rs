@@ -88,6 +88,12 @@ impl ApiError {
     pub fn body(&self) -> Value {
         let mut v = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
             "status": "Failure", "message": self.message, "reason": self.reason, "code": self.code});
+        if self.reason.is_empty()
+            && let Some(m) = v.as_object_mut()
+        {
+            // StatusReasonUnknown is "" and omitted.
+            m.shift_remove("reason");
+        }
         if let Some(d) = &self.details {
             v["details"] = (**d).clone();
         }
@@ -454,8 +460,85 @@ fn defaults(st: &mut State, info: &ResourceInfo, new: &mut Value, old: Option<&V
     }
 }
 
+/// Whether a LabelSelector (matchLabels, matchExpressions) selects these labels.
+fn selector_matches(sel: &Value, labels: &Value) -> bool {
+    let label = |k: &str| labels[k].as_str();
+    let ml = sel["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| label(k) == v.as_str());
+    let me = sel["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|e| {
+            let k = e["key"].as_str().unwrap_or_default();
+            let vals: Vec<&str> = e["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            match e["operator"].as_str().unwrap_or_default() {
+                "In" => label(k).is_some_and(|v| vals.contains(&v)),
+                "NotIn" => label(k).is_none_or(|v| !vals.contains(&v)),
+                "Exists" => label(k).is_some(),
+                "DoesNotExist" => label(k).is_none(),
+                _ => false,
+            }
+        });
+    ml && me
+}
+
+/// Go's `%#v` of a `map[string]string` (keys sorted), as validation messages print labels.
+fn go_map(v: &Value) -> String {
+    let mut pairs: Vec<(String, String)> = v
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+        .collect();
+    pairs.sort();
+    if pairs.is_empty() {
+        return "map[string]string(nil)".into();
+    }
+    let inner: Vec<String> = pairs.iter().map(|(k, v)| format!("{k:?}:{v:?}")).collect();
+    format!("map[string]string{{{}}}", inner.join(", "))
+}
+
 /// Real-server validation this server repeats (besides names and immutable fields).
 fn validate(info: &ResourceInfo, name: &str, new: &Value) -> Result<()> {
+    if info.group == "apps"
+        && matches!(
+            info.kind.as_str(),
+            "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet"
+        )
+    {
+        let sel = &new["spec"]["selector"];
+        let labels = &new["spec"]["template"]["metadata"]["labels"];
+        let mut causes: Vec<(String, &str, String)> = vec![];
+        if !sel.is_object() {
+            causes.push((
+                "spec.selector".into(),
+                "FieldValueRequired",
+                "Required value".into(),
+            ));
+        }
+        if !sel.is_object() || !selector_matches(sel, labels) {
+            causes.push((
+                "spec.template.metadata.labels".into(),
+                "FieldValueInvalid",
+                format!(
+                    "Invalid value: {}: `selector` does not match template `labels`",
+                    go_map(labels)
+                ),
+            ));
+        }
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(info, name, causes));
+        }
+    }
     if info.group == "batch" && info.kind == "Job" {
         // The pod template's restartPolicy defaults to Always, which a Job may not use.
         let rp = new["spec"]["template"]["spec"]["restartPolicy"]
@@ -687,6 +770,7 @@ pub(crate) fn create(st: &mut State, p: &WriteParams, mut body: Value) -> Result
     if let Some(m) = body["metadata"].as_object_mut() {
         m.shift_remove("managedFields");
     }
+    crate::defaults::drop_unknown_fields(p.info, &mut body);
     if p.info.status {
         // Status in a create body is dropped for kinds with a status subresource.
         if let Some(m) = body.as_object_mut() {
@@ -704,6 +788,37 @@ pub(crate) fn create(st: &mut State, p: &WriteParams, mut body: Value) -> Result
         &store::now(),
     );
     commit(st, p, &name, None, body)
+}
+
+/// Create `obj` as a component of the control plane would (no HTTP request, no log entry);
+/// nothing when it exists already or cannot be created.
+pub(crate) fn create_internal(
+    st: &mut State,
+    opts: &ServerOptions,
+    obj: Value,
+    manager: &str,
+) -> Option<Value> {
+    let info = st
+        .catalog_all()
+        .find_kind(
+            obj["apiVersion"].as_str().unwrap_or_default(),
+            obj["kind"].as_str().unwrap_or_default(),
+        )
+        .cloned()?;
+    let ns = obj["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let p = WriteParams {
+        info: &info,
+        ns: &ns,
+        sub: None,
+        dry_run: false,
+        manager: manager.into(),
+        force: false,
+        opts,
+    };
+    create(st, &p, obj).ok().map(|r| r.0)
 }
 
 fn check_rv(p: &WriteParams, name: &str, old: &Value, body: &Value) -> Result<()> {
@@ -725,6 +840,7 @@ pub(crate) fn update(
 ) -> Result<(Value, u16)> {
     check_body_type(p.info, &body)?;
     check_namespace(p, &mut body)?;
+    crate::defaults::drop_unknown_fields(p.info, &mut body);
     if let Some(n) = body["metadata"]["name"].as_str()
         && n != name
     {
@@ -802,6 +918,27 @@ pub(crate) fn patch(
                 "the name of the object does not match the name on the URL",
             ));
         }
+        let unknown = crate::defaults::unknown_fields(p.info, &applied);
+        if !unknown.is_empty() {
+            // The typed patch object fails to build: a plain error, hence a 500 without reason.
+            let errs: Vec<String> = unknown
+                .iter()
+                .map(|f| format!("{f}: field not declared in schema"))
+                .collect();
+            let errs = if errs.len() == 1 {
+                errs[0].clone()
+            } else {
+                format!("errors:\n  {}", errs.join("\n  "))
+            };
+            return Err(ApiError::new(
+                500,
+                "",
+                format!(
+                    "failed to create typed patch object ({}/{name}; {}/{}, Kind={}): {errs}",
+                    p.ns, p.info.group, p.info.version, p.info.kind
+                ),
+            ));
+        }
         let mut applied = applied;
         check_namespace(p, &mut applied)?;
         if let Some(m) = applied["metadata"].as_object_mut() {
@@ -849,6 +986,7 @@ pub(crate) fn patch(
         ));
     }
     check_rv(p, name, &old, &new)?;
+    crate::defaults::drop_unknown_fields(p.info, &mut new);
     match part {
         Part::Status => {
             let s = new.get("status").cloned();

@@ -376,6 +376,21 @@ fn a_deployment_controller_fills_status_in_the_real_order() {
         store_condition(last, "Available"),
         Some("MinimumReplicasAvailable")
     );
+    // The controller's status updates make it a manager of what it wrote.
+    let kcm = last["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["manager"] == "kube-controller-manager")
+        .unwrap_or_else(|| panic!("{last:#}"));
+    assert_eq!(kcm["subresource"], "status");
+    assert_eq!(kcm["operation"], "Update");
+    let f = &kcm["fieldsV1"];
+    assert!(f["f:status"]["f:availableReplicas"].is_object(), "{f}");
+    assert!(
+        f["f:metadata"]["f:annotations"]["f:deployment.kubernetes.io/revision"].is_object(),
+        "{f}"
+    );
     // No status ever has ready pods before the pods exist.
     for s in &st {
         if s.get("readyReplicas").is_some() {
@@ -472,13 +487,72 @@ fn watch_list_parameters_are_validated_and_honoured() {
             "{cms}?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&resourceVersion={rv}"
         ),
     );
-    let e = w.next().unwrap();
-    assert_eq!(e["type"], "ADDED");
-    assert_eq!(e["object"]["kind"], "ConfigMap");
-    let b = w.next().unwrap();
+    let mut added = vec![];
+    let b = loop {
+        let e = w.next().unwrap();
+        if e["type"] != "ADDED" {
+            break e;
+        }
+        assert_eq!(e["object"]["kind"], "ConfigMap");
+        added.push(
+            e["object"]["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    };
+    assert!(added.contains(&"a".to_string()), "{added:?}");
     assert_eq!(b["type"], "BOOKMARK");
     assert_eq!(
         b["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
         "true"
     );
+}
+
+#[test]
+fn unknown_fields_invalid_selectors_and_namespace_contents() {
+    let s = TestServer::start(ServerOptions::default());
+    let cms = "/api/v1/namespaces/default/configmaps";
+    // Server-side apply builds a typed object: an undeclared field fails it (a 500 without
+    // reason, as the real server answers).
+    let bad = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "u", "namespace": "default", "lables": {"a": "b"}},
+        "data": {"a": "1"}, "spec": {}});
+    let r = apply(&s, &format!("{cms}/u?fieldManager=m"), &bad);
+    assert_eq!(r.status, 500, "{}", r.raw);
+    assert!(r.body.get("reason").is_none(), "{}", r.raw);
+    assert_eq!(
+        r.body["message"],
+        "failed to create typed patch object (default/u; /v1, Kind=ConfigMap): errors:\n  .spec: field not declared in schema\n  .metadata.lables: field not declared in schema"
+    );
+    // A create drops it (the real server warns).
+    let r = post(&s, cms, &bad);
+    assert_eq!(r.status, 201, "{}", r.raw);
+    assert!(r.body.get("spec").is_none() && r.body["metadata"].get("lables").is_none());
+
+    // A workload whose selector does not select its template.
+    let mut d = deploy("sel", None, 1, "i:1");
+    d["spec"]["selector"] = json!({"matchLabels": {"app": "other"}});
+    let r = apply(&s, &format!("{DEPS}/sel?fieldManager=m"), &d);
+    assert_eq!(r.status, 422, "{}", r.raw);
+    assert_eq!(
+        r.body["message"],
+        "Deployment.apps \"sel\" is invalid: spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"sel\"}: `selector` does not match template `labels`"
+    );
+
+    // kube-controller-manager fills a new namespace; kube-apiserver has its Service.
+    s.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "fresh"}}))
+        .unwrap();
+    eventually(T, "default ServiceAccount and root CA", || {
+        (s.get("v1", "ServiceAccount", Some("fresh"), "default")
+            .is_some()
+            && s.get("v1", "ConfigMap", Some("fresh"), "kube-root-ca.crt")
+                .is_some())
+        .then_some(())
+    });
+    let k = s
+        .get("v1", "Service", Some("default"), "kubernetes")
+        .unwrap();
+    assert_eq!(k["spec"]["clusterIP"], "10.96.0.1");
+    assert_eq!(get(&s, "/version").body["minor"], "36");
 }
