@@ -55,7 +55,7 @@ pub enum Command {
     Diff(DiffArgs),
     /// What flux-order applied: per Kustomization the revision, when, object count and readiness.
     #[command(
-        after_help = "Examples:\n  kubectl flux-order status\n  kubectl flux-order status -n flux-system -o json"
+        after_help = "Examples:\n  kubectl flux-order status\n  kubectl flux-order status -n flux-system -o json\n  kubectl flux-order status flux-system/apps"
     )]
     Status(StatusArgs),
     /// Delete the objects of the selected Kustomizations, dependents first.
@@ -231,6 +231,11 @@ pub struct ApplyArgs {
     /// Health-check timeout for every Kustomization, overriding spec.timeout (Go duration).
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
+    /// Retry budget of the run: a Kustomization whose apply or health check failed is tried
+    /// again (waits from 1s, doubling, at most its spec.retryInterval, default spec.interval)
+    /// while the retry starts within DURATION of the rollout's start; 0 disables retries.
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    pub retry_for: String,
     /// `server`: do a server-side dry-run instead (same as `diff`).
     #[arg(long, value_enum, default_value_t = DryRun::None, value_name = "none|server")]
     pub dry_run: DryRun,
@@ -274,6 +279,10 @@ pub struct StatusArgs {
     /// Cluster to inspect.
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    /// One Kustomization in detail (like `kubectl describe`): last outcome, revision, attempts,
+    /// its last events, the objects not ready.
+    #[arg(value_name = "NAMESPACE/NAME")]
+    pub id: Option<String>,
     /// Only Kustomizations in this namespace (default: all namespaces).
     #[arg(short = 'n', long, value_name = "NAMESPACE")]
     pub namespace: Option<String>,

@@ -85,6 +85,13 @@ pub struct Inventory {
     pub prune: bool,
     /// spec.deletionPolicy at the time (empty: MirrorPrune).
     pub deletion_policy: String,
+    /// How the last run ended, as kustomize-controller names the Ready reason
+    /// (`ReconciliationSucceeded`, `HealthCheckFailed`, …); empty before any outcome.
+    pub outcome: String,
+    /// The message of that outcome (secret values masked).
+    pub message: String,
+    /// Attempts the last run made.
+    pub attempts: u32,
 }
 
 impl Inventory {
@@ -159,6 +166,9 @@ pub fn from_configmap(cm: &Value) -> Inventory {
         parent: get("parent"),
         prune: get("prune") == "true",
         deletion_policy: get("deletionPolicy"),
+        outcome: get("outcome"),
+        message: get("message"),
+        attempts: get("attempts").parse().unwrap_or(0),
     }
 }
 
@@ -176,6 +186,9 @@ pub async fn write(cluster: &Cluster, id: &KsId, inv: &Inventory) -> Result<(), 
     data.insert("parent".into(), json!(inv.parent));
     data.insert("prune".into(), json!(inv.prune.to_string()));
     data.insert("deletionPolicy".into(), json!(inv.deletion_policy));
+    data.insert("outcome".into(), json!(inv.outcome));
+    data.insert("message".into(), json!(inv.message));
+    data.insert("attempts".into(), json!(inv.attempts.to_string()));
     let cm = json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",

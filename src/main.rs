@@ -13,6 +13,8 @@ mod inventory;
 mod load;
 mod model;
 mod options;
+mod recorder;
+mod redact;
 mod report;
 mod yaml;
 

@@ -193,7 +193,9 @@ fn units(loaded: &Loaded) -> Result<Vec<Unit>, AppError> {
             .or_insert_with(|| crate::inventory::git_revision(&n.source_dir))
             .clone()
             .unwrap_or_else(|| crate::inventory::digest(&objects));
+        let secret_vars = n.vars.secret.iter().filter_map(|k| n.vars.values.get(k));
         out.push(Unit {
+            secrets: crate::redact::secret_values(&objects, secret_vars),
             revision,
             id: id.clone(),
             spec: n.spec.clone(),
@@ -269,6 +271,14 @@ pub async fn run(args: &ApplyArgs) -> Result<(), AppError> {
         ),
         None => None,
     };
+    // Go's ParseDuration accepts a bare 0; so does --retry-for (no retries).
+    let retry_for = match args.retry_for.as_str() {
+        "0" => Duration::ZERO,
+        d => GoDuration::parse(d)
+            .context("--retry-for")
+            .map_err(AppError::Usage)?
+            .value(),
+    };
     if args.concurrency == 0 || args.object_concurrency == 0 {
         return Err(AppError::Usage(anyhow::anyhow!(
             "--concurrency and --object-concurrency must be at least 1"
@@ -289,8 +299,23 @@ pub async fn run(args: &ApplyArgs) -> Result<(), AppError> {
         ProgressFormat::Text if std::io::stderr().is_terminal() => Mode::Tty,
         ProgressFormat::Text => Mode::Plain,
     };
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let renderer = tokio::spawn(progress::render(mode, paint, rx));
+    // The executor's events go to the renderer and, off the critical path, to the recorder of
+    // Kubernetes Events.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<execute::events::Event>();
+    let (render_tx, render_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (record_tx, record_rx) = tokio::sync::mpsc::unbounded_channel();
+    let renderer = tokio::spawn(progress::render(mode, paint, render_rx));
+    let revisions = units
+        .iter()
+        .map(|u| (u.id.clone(), u.revision.clone()))
+        .collect();
+    let recorder = tokio::spawn(crate::recorder::run(cluster.clone(), revisions, record_rx));
+    tokio::spawn(async move {
+        while let Some(e) = rx.recv().await {
+            let _ = record_tx.send(e.clone());
+            let _ = render_tx.send(e);
+        }
+    });
     let cancel = interrupt_token();
     let opts = ExecOptions {
         concurrency: args.concurrency,
@@ -300,6 +325,7 @@ pub async fn run(args: &ApplyArgs) -> Result<(), AppError> {
         timeout,
         object_parallelism: args.object_concurrency,
         force_apply: args.force_apply,
+        retry_for,
     };
     // Every inventory in one request: what each Kustomization applied last time, and what
     // garbage collection of Kustomizations that left their parent needs afterwards.
@@ -310,6 +336,8 @@ pub async fn run(args: &ApplyArgs) -> Result<(), AppError> {
         .map(|l| l.iter().cloned().collect());
     let results = execute::run(cluster.clone(), units, known, opts, tx, cancel.clone()).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), renderer).await;
+    // Events still being written get a few seconds; they never hold the exit code.
+    let _ = tokio::time::timeout(Duration::from_secs(5), recorder).await;
     let mut orphan_errors = Vec::new();
     if !cancel.is_cancelled() {
         for line in prune_orphans(&cluster, &loaded, &results, &inventories).await {

@@ -1,13 +1,17 @@
 //! `status`: what flux-order manages in the cluster, from its inventories — per Kustomization the
 //! revision, when it was applied, the object count and whether every object is there and
-//! healthy now (kstatus), in the spirit of `flux get kustomizations`.
+//! healthy now (kstatus), in the spirit of `flux get kustomizations`; with `NAMESPACE/NAME`, one
+//! Kustomization in detail, like `kubectl describe`: its last outcome and attempts, revision, the
+//! objects not ready and its last Events.
 
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::cli::{StatusArgs, StatusFormat};
 use crate::exit::AppError;
 use crate::health::kstatus::{self, Status};
 use crate::inventory;
+use crate::model::KsId;
 
 /// One row of `status`.
 #[derive(Debug, Serialize)]
@@ -21,41 +25,53 @@ struct Row {
     message: String,
 }
 
+/// The objects of `inv` that are missing or not Current now, as `Kind/ns/name: why`.
+async fn not_ready(
+    cluster: &crate::cluster::Cluster,
+    inv: &inventory::Inventory,
+) -> Result<Vec<String>, AppError> {
+    let mut pending = Vec::new();
+    for e in &inv.entries {
+        let Some((api, kind, ns, name)) = e.parse() else {
+            continue;
+        };
+        let live = cluster
+            .get_ref(&api, &kind, &ns, &name)
+            .await
+            .map_err(|e| AppError::Cluster(e.to_string()))?;
+        let label = crate::model::subject_of(&kind, &ns, &name);
+        match live {
+            None => pending.push(format!("{label}: not found")),
+            Some(obj) => {
+                let s = kstatus::compute(&api, &kind, &obj);
+                if s.status != Status::Current {
+                    pending.push(format!(
+                        "{label}: {}",
+                        if s.message.is_empty() {
+                            s.status.as_str().to_string()
+                        } else {
+                            s.message
+                        }
+                    ));
+                }
+            }
+        }
+    }
+    Ok(pending)
+}
+
 /// Runs `status`.
 pub async fn run(args: &StatusArgs) -> Result<(), AppError> {
     let cluster = super::apply::connect(&args.cluster).await?;
+    if let Some(id) = &args.id {
+        return describe(&cluster, id, args.output).await;
+    }
     let invs = inventory::list(&cluster, args.namespace.as_deref())
         .await
         .map_err(|e| AppError::Cluster(e.to_string()))?;
     let mut rows = Vec::new();
     for (id, inv) in invs {
-        let mut pending = Vec::new();
-        for e in &inv.entries {
-            let Some((api, kind, ns, name)) = e.parse() else {
-                continue;
-            };
-            let live = cluster
-                .get_ref(&api, &kind, &ns, &name)
-                .await
-                .map_err(|e| AppError::Cluster(e.to_string()))?;
-            let label = crate::model::subject_of(&kind, &ns, &name);
-            match live {
-                None => pending.push(format!("{label}: not found")),
-                Some(obj) => {
-                    let s = kstatus::compute(&api, &kind, &obj);
-                    if s.status != Status::Current {
-                        pending.push(format!(
-                            "{label}: {}",
-                            if s.message.is_empty() {
-                                s.status.as_str().to_string()
-                            } else {
-                                s.message
-                            }
-                        ));
-                    }
-                }
-            }
-        }
+        let pending = not_ready(&cluster, &inv).await?;
         let n = inv.entries.len();
         let message = if pending.is_empty() {
             format!("{n}/{n} objects ready")
@@ -116,6 +132,179 @@ pub async fn run(args: &StatusArgs) -> Result<(), AppError> {
         }
     }
     Ok(())
+}
+
+/// Events shown by `status NAMESPACE/NAME`.
+const LAST_EVENTS: usize = 10;
+
+/// One Kustomization in detail.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Detail {
+    id: String,
+    inventory: String,
+    revision: String,
+    applied_at: String,
+    ready: bool,
+    last_outcome: String,
+    message: String,
+    attempts: u32,
+    objects: usize,
+    not_ready: Vec<String>,
+    events: Vec<EventRow>,
+}
+
+/// One Event of a Kustomization.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EventRow {
+    last_timestamp: String,
+    #[serde(rename = "type")]
+    kind: String,
+    reason: String,
+    message: String,
+}
+
+/// `status NAMESPACE/NAME`.
+async fn describe(
+    cluster: &crate::cluster::Cluster,
+    id: &str,
+    output: StatusFormat,
+) -> Result<(), AppError> {
+    let id = KsId::parse(id).ok_or_else(|| {
+        AppError::Usage(anyhow::anyhow!(
+            "{id}: expected NAMESPACE/NAME of a Kustomization"
+        ))
+    })?;
+    let inv = inventory::read(cluster, &id)
+        .await
+        .map_err(|e| AppError::Cluster(e.to_string()))?
+        .ok_or_else(|| {
+            AppError::Operation(vec![format!(
+                "Kustomization {id}: flux-order has no inventory for it (ConfigMap {}/{} not found): it was never applied",
+                id.namespace,
+                inventory::configmap_name(&id)
+            )])
+        })?;
+    let not_ready = not_ready(cluster, &inv).await?;
+    let cm = inventory::configmap_name(&id);
+    let mut events: Vec<EventRow> = cluster
+        .list("v1", "Event", Some(&id.namespace), "")
+        .await
+        .map_err(|e| AppError::Cluster(e.to_string()))?
+        .iter()
+        .filter(|e| {
+            e.pointer("/involvedObject/name").and_then(Value::as_str) == Some(cm.as_str())
+                && e.pointer("/involvedObject/kind").and_then(Value::as_str) == Some("ConfigMap")
+        })
+        .map(|e| {
+            let s = |p: &str| {
+                e.pointer(p)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let at = match s("/lastTimestamp") {
+                t if t.is_empty() => s("/eventTime"),
+                t => t,
+            };
+            EventRow {
+                last_timestamp: at,
+                kind: s("/type"),
+                reason: s("/reason"),
+                message: s("/message"),
+            }
+        })
+        .collect();
+    // Oldest first, as `kubectl describe`; the last few.
+    events.sort_by(|a, b| a.last_timestamp.cmp(&b.last_timestamp));
+    let events = events.split_off(events.len().saturating_sub(LAST_EVENTS));
+    let d = Detail {
+        id: id.to_string(),
+        inventory: format!("ConfigMap/{}/{cm}", id.namespace),
+        revision: inv.revision.clone(),
+        applied_at: inv.applied_at.clone(),
+        ready: inv.ready && not_ready.is_empty(),
+        last_outcome: inv.outcome.clone(),
+        message: inv.message.clone(),
+        attempts: inv.attempts,
+        objects: inv.entries.len(),
+        not_ready,
+        events,
+    };
+    match output {
+        StatusFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&d).map_err(anyhow::Error::from)?
+        ),
+        StatusFormat::Text => print!("{}", describe_text(&d)),
+    }
+    Ok(())
+}
+
+/// The text of `status NAMESPACE/NAME`, laid out like `kubectl describe`.
+fn describe_text(d: &Detail) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let or_dash = |v: &str| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.to_string()
+        }
+    };
+    let _ = writeln!(s, "Name:          {}", d.id);
+    let _ = writeln!(s, "Inventory:     {}", d.inventory);
+    let _ = writeln!(s, "Revision:      {}", or_dash(&d.revision));
+    let _ = writeln!(s, "Applied:       {}", or_dash(&d.applied_at));
+    let _ = writeln!(
+        s,
+        "Ready:         {}",
+        if d.ready { "True" } else { "False" }
+    );
+    let _ = writeln!(s, "Last Outcome:  {}", or_dash(&d.last_outcome));
+    if !d.message.is_empty() {
+        let _ = writeln!(s, "Message:       {}", d.message);
+    }
+    let _ = writeln!(s, "Attempts:      {}", d.attempts);
+    let _ = writeln!(
+        s,
+        "Objects:       {} ({} ready)",
+        d.objects,
+        d.objects.saturating_sub(d.not_ready.len())
+    );
+    if !d.not_ready.is_empty() {
+        let _ = writeln!(s, "Not Ready:");
+        for o in &d.not_ready {
+            let _ = writeln!(s, "  {o}");
+        }
+    }
+    if d.events.is_empty() {
+        let _ = writeln!(s, "Events:        <none>");
+    } else {
+        let _ = writeln!(s, "Events:");
+        let rw = d
+            .events
+            .iter()
+            .map(|e| e.reason.len())
+            .max()
+            .unwrap_or(6)
+            .max(6);
+        let _ = writeln!(
+            s,
+            "  {:<7}  {:<rw$}  {:<20}  MESSAGE",
+            "TYPE", "REASON", "LAST SEEN"
+        );
+        for e in &d.events {
+            let msg = e.message.replace('\n', "; ");
+            let _ = writeln!(
+                s,
+                "  {:<7}  {:<rw$}  {:<20}  {msg}",
+                e.kind, e.reason, e.last_timestamp
+            );
+        }
+    }
+    s
 }
 
 /// A revision as the table shows it: a git commit cut to 12 characters (keeping `-dirty`), a

@@ -60,10 +60,12 @@ pub enum Outcome {
     Ready,
     /// Same build as the last run and still healthy: nothing written.
     Unchanged,
-    /// Apply or health failed.
+    /// Apply or health failed (after its last attempt).
     Failed {
         /// Why.
         reason: String,
+        /// The Ready condition's reason kustomize-controller would set (`HealthCheckFailed`, …).
+        flux_reason: FailReason,
     },
     /// A dependency or parent did not become Ready; never started.
     Skipped {
@@ -98,6 +100,30 @@ impl Outcome {
     }
 }
 
+/// What failed, named as kustomize-controller names the Ready condition's reason; it is also the
+/// reason of the Kubernetes Event recorded for the failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[allow(clippy::enum_variant_names)] // kustomize-controller's names, serialized as they are
+pub enum FailReason {
+    /// Applying (dry-run, apply, CRD establishment) failed, or the Kustomization was refused.
+    ReconciliationFailed,
+    /// The health checks failed or timed out.
+    HealthCheckFailed,
+    /// Pruning stale objects failed.
+    PruneFailed,
+}
+
+impl FailReason {
+    /// The reason as kustomize-controller spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailReason::ReconciliationFailed => "ReconciliationFailed",
+            FailReason::HealthCheckFailed => "HealthCheckFailed",
+            FailReason::PruneFailed => "PruneFailed",
+        }
+    }
+}
+
 /// The result of one Kustomization.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -110,8 +136,10 @@ pub struct KsResult {
     /// Time from start to end (zero when never started).
     #[serde(serialize_with = "ser_secs")]
     pub duration: Duration,
-    /// Object counts.
+    /// Object counts (an object counts once over all attempts, by its first change).
     pub objects: Counts,
+    /// Attempts made (0 when never started; more than 1 after retries).
+    pub attempts: u32,
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -178,6 +206,29 @@ pub enum Event {
         id: KsId,
         /// The dependencies not Ready yet.
         waiting_on: Vec<String>,
+    },
+    /// Every health check of a Kustomization passed.
+    HealthPassed {
+        /// Which.
+        id: KsId,
+        /// Objects checked.
+        objects: usize,
+        /// How long the checks took, in seconds.
+        seconds: f64,
+    },
+    /// An attempt of a Kustomization failed and it will be tried again; its dependents keep
+    /// waiting.
+    Retrying {
+        /// Which.
+        id: KsId,
+        /// The attempt that comes next (2 for the first retry).
+        attempt: u32,
+        /// Seconds until it starts.
+        delay_seconds: f64,
+        /// Why the last attempt failed.
+        reason: String,
+        /// What failed, as kustomize-controller names it.
+        flux_reason: FailReason,
     },
     /// A Kustomization finished (any outcome).
     Finished(KsResult),

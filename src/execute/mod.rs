@@ -2,10 +2,13 @@
 //! has applied it (or, with `--wave-barrier`, when the previous wave is done), at most
 //! `--concurrency` at once; applies its objects in Flux's stages ([`stages`]); waits on its health
 //! gate (`health::gate`, the single readiness point); isolates failures (dependents are skipped,
-//! independent branches go on; `--fail-fast` stops new starts); stops starting work on
-//! interruption. It reports through [`events`] and returns every Kustomization's result.
+//! independent branches go on; `--fail-fast` stops new starts); tries a failed Kustomization
+//! again after a growing wait while the run's budget allows ([`retry`]), its dependents waiting;
+//! stops starting work on interruption. It reports through [`events`] and returns every
+//! Kustomization's result.
 
 pub mod events;
+pub mod retry;
 pub mod stages;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,7 +25,7 @@ use crate::health::gate::{self, Gate};
 use crate::health::watch::Watchers;
 use crate::inventory;
 use crate::model::{KsId, KustomizationSpec, subject};
-use events::{Action, Counts, Event, KsResult, Outcome};
+use events::{Action, Counts, Event, FailReason, KsResult, Outcome};
 
 /// One Kustomization to run.
 #[derive(Debug, Clone)]
@@ -54,6 +57,8 @@ pub struct Unit {
     pub object: Value,
     /// `dependsOn[].readyExpr` by dependency: replaces the Ready check for that dependency.
     pub ready_exprs: BTreeMap<KsId, Arc<ReadyExpr>>,
+    /// Secret values of its build and substitutions, masked in every reported message.
+    pub secrets: Vec<String>,
 }
 
 /// Whether a dependency lets its dependent start.
@@ -84,7 +89,10 @@ fn dep_object(unit: &Unit, outcome: &Outcome) -> Value {
             "ReconciliationSucceeded",
             format!("Applied revision: {}", unit.revision),
         ),
-        Outcome::Failed { reason } => ("False", "ReconciliationFailed", reason.clone()),
+        Outcome::Failed {
+            reason,
+            flux_reason,
+        } => ("False", flux_reason.as_str(), reason.clone()),
         Outcome::Skipped { blocked_by } => (
             "False",
             "DependencyNotReady",
@@ -146,6 +154,9 @@ pub struct ExecOptions {
     pub object_parallelism: usize,
     /// Re-apply Kustomizations whose build digest matches the inventory.
     pub force_apply: bool,
+    /// Retry budget: a failed Kustomization is tried again only while the retry starts within
+    /// this long after the rollout started (zero: never).
+    pub retry_for: Duration,
 }
 
 /// What every Kustomization's task shares.
@@ -160,13 +171,72 @@ struct Ctx {
 
 enum Msg {
     Applied(KsId),
-    Done(KsResult),
+    Done(Attempt),
+    /// The wait before a retry is over.
+    Retry(KsId),
 }
 
 enum State {
     Pending,
     Running,
+    /// Failed; tried again when its wait is over. Holds the failed attempt.
+    Waiting(Box<KsResult>),
     Done(Outcome),
+}
+
+/// What one attempt of a Kustomization did.
+struct Attempt {
+    /// Its result (duration and counts of this attempt).
+    result: KsResult,
+    /// Every object action, to count each object once over all attempts.
+    actions: Vec<(String, Action)>,
+    /// Why its failure cannot heal by waiting, if it cannot.
+    permanent: Option<&'static str>,
+}
+
+/// Every attempt of one Kustomization so far.
+#[derive(Default)]
+struct Tries {
+    made: u32,
+    first_start: Option<Instant>,
+    actions: BTreeMap<String, Action>,
+}
+
+impl Tries {
+    /// Folds an attempt's actions in: an object keeps its strongest action (created, then
+    /// configured, deleted, skipped, unchanged), so a retry re-applying it unchanged does not hide
+    /// that this run created it.
+    fn fold(&mut self, actions: &[(String, Action)]) {
+        let rank = |a: Action| match a {
+            Action::Created => 4,
+            Action::Configured => 3,
+            Action::Deleted => 2,
+            Action::Skipped => 1,
+            Action::Unchanged => 0,
+        };
+        for (subject, a) in actions {
+            let e = self.actions.entry(subject.clone()).or_insert(*a);
+            if rank(*a) > rank(*e) {
+                *e = *a;
+            }
+        }
+    }
+
+    /// The final result: this run's duration, counts over all attempts, attempts made.
+    fn finish(&self, mut r: KsResult) -> KsResult {
+        if self.made > 1 {
+            let mut c = Counts::default();
+            for a in self.actions.values() {
+                c.add(*a);
+            }
+            r.objects = c;
+        }
+        if let Some(t) = self.first_start {
+            r.duration = t.elapsed();
+        }
+        r.attempts = self.made;
+        r
+    }
 }
 
 fn now_ms() -> u64 {
@@ -220,6 +290,8 @@ pub async fn run(
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let mut tasks = tokio::task::JoinSet::new();
+    let rollout_start = Instant::now();
+    let mut tries: BTreeMap<KsId, Tries> = BTreeMap::new();
     let mut running = 0usize;
     let mut failed_any = false;
     let mut interrupted = false;
@@ -301,7 +373,15 @@ pub async fn run(
             states.insert(u.id.clone(), State::Running);
             running += 1;
             let unit = (*u).clone();
-            let known = inventories.as_ref().map(|m| m.get(&u.id).cloned());
+            let t = tries.entry(u.id.clone()).or_default();
+            t.made += 1;
+            t.first_start.get_or_insert_with(Instant::now);
+            let attempt = t.made;
+            // A retry reads the inventory its failed attempt wrote.
+            let known = inventories
+                .as_ref()
+                .filter(|_| attempt == 1)
+                .map(|m| m.get(&u.id).cloned());
             let ctx = Ctx {
                 cluster: cluster.clone(),
                 watchers: watchers.clone(),
@@ -311,18 +391,67 @@ pub async fn run(
                 cancel: cancel.clone(),
             };
             tasks.spawn(async move {
-                let r = run_unit(&ctx, &unit, known).await;
+                let r = run_unit(&ctx, &unit, known, attempt).await;
                 let _ = ctx.tx.send(Msg::Done(r));
             });
         }
-        if running == 0 {
+        let waiting = states.values().any(|s| matches!(s, State::Waiting(_)));
+        if running == 0 && !waiting {
             break;
         }
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some(Msg::Applied(id)) => { applied.insert(id); }
-                Some(Msg::Done(r)) => {
+                Some(Msg::Done(a)) => {
                     running -= 1;
+                    let id = a.result.id.clone();
+                    let t = tries.entry(id.clone()).or_default();
+                    t.fold(&a.actions);
+                    let retry_in = match &a.result.outcome {
+                        Outcome::Failed { .. }
+                            if a.permanent.is_none() && !interrupted && !cancel.is_cancelled() =>
+                        {
+                            order
+                                .iter()
+                                .find(|u| u.id == id)
+                                .map(|u| retry::delay(&u.spec, t.made))
+                                .filter(|d| {
+                                    retry::within_budget(rollout_start.elapsed(), *d, opts.retry_for)
+                                })
+                        }
+                        _ => None,
+                    };
+                    if let (Some(delay), Outcome::Failed { reason, flux_reason }) =
+                        (retry_in, &a.result.outcome)
+                    {
+                        emit(Event::Retrying {
+                            id: id.clone(),
+                            attempt: t.made + 1,
+                            delay_seconds: (delay.as_secs_f64() * 1000.0).round() / 1000.0,
+                            reason: reason.clone(),
+                            flux_reason: *flux_reason,
+                        });
+                        states.insert(id.clone(), State::Waiting(Box::new(a.result)));
+                        let (tx, cancel) = (tx.clone(), cancel.clone());
+                        tasks.spawn(async move {
+                            tokio::select! {
+                                _ = tokio::time::sleep(delay) => { let _ = tx.send(Msg::Retry(id)); }
+                                _ = cancel.cancelled() => {}
+                            }
+                        });
+                        continue;
+                    }
+                    let r = t.finish(a.result);
+                    let r = match (r.outcome.clone(), a.permanent) {
+                        (Outcome::Failed { reason, flux_reason }, Some(why)) => KsResult {
+                            outcome: Outcome::Failed {
+                                reason: format!("{reason} (not retried: {why})"),
+                                flux_reason,
+                            },
+                            ..r
+                        },
+                        _ => r,
+                    };
                     if !r.outcome.is_ready() {
                         failed_any = true;
                     } else {
@@ -332,11 +461,34 @@ pub async fn run(
                     states.insert(r.id.clone(), State::Done(r.outcome.clone()));
                     results.insert(r.id.clone(), r);
                 }
+                Some(Msg::Retry(id)) => {
+                    if matches!(states.get(&id), Some(State::Waiting(_))) {
+                        states.insert(id, State::Pending);
+                    }
+                }
                 None => break,
             },
             _ = cancel.cancelled(), if !interrupted => {
                 interrupted = true;
                 emit(Event::Interrupted);
+                // Whatever waits for a retry ends now, with its last failure.
+                let waiting: Vec<KsId> = states
+                    .iter()
+                    .filter(|(_, s)| matches!(s, State::Waiting(_)))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in waiting {
+                    let Some(State::Waiting(last)) = states.remove(&id) else { continue };
+                    let t = tries.entry(id.clone()).or_default();
+                    let mut r = t.finish(*last);
+                    if let Outcome::Failed { reason, .. } = &mut r.outcome {
+                        reason.push_str("; interrupted while waiting to retry");
+                    }
+                    failed_any = true;
+                    emit(Event::Finished(r.clone()));
+                    states.insert(id.clone(), State::Done(r.outcome.clone()));
+                    results.insert(id, r);
+                }
             }
         }
     }
@@ -373,13 +525,19 @@ fn settle(
         outcome: outcome.clone(),
         duration: Duration::ZERO,
         objects: Counts::default(),
+        attempts: 0,
     };
     let _ = events.send(Event::Finished(r.clone()));
     results.insert(id.clone(), r);
     states.insert(id.clone(), State::Done(outcome));
 }
 
-async fn run_unit(ctx: &Ctx, unit: &Unit, known: Option<Option<inventory::Inventory>>) -> KsResult {
+async fn run_unit(
+    ctx: &Ctx,
+    unit: &Unit,
+    known: Option<Option<inventory::Inventory>>,
+    attempt: u32,
+) -> Attempt {
     let Ctx {
         cluster,
         watchers,
@@ -398,18 +556,28 @@ async fn run_unit(ctx: &Ctx, unit: &Unit, known: Option<Option<inventory::Invent
         timeout_seconds: timeout.as_secs(),
     });
     let mut counts = Counts::default();
-    let done = |outcome: Outcome, counts: Counts| KsResult {
-        id: unit.id.clone(),
-        outcome,
-        duration: start.elapsed(),
-        objects: counts,
+    let mut actions: Vec<(String, Action)> = Vec::new();
+    let done = |outcome: Outcome, counts: Counts, actions, permanent| Attempt {
+        result: KsResult {
+            id: unit.id.clone(),
+            outcome,
+            duration: start.elapsed(),
+            objects: counts,
+            attempts: attempt,
+        },
+        actions,
+        permanent,
+    };
+    let failed = |reason: &str, flux_reason| Outcome::Failed {
+        reason: crate::redact::redact(reason, &unit.secrets),
+        flux_reason,
     };
     if let Some(reason) = &unit.refuse {
         return done(
-            Outcome::Failed {
-                reason: reason.clone(),
-            },
+            failed(reason, FailReason::ReconciliationFailed),
             counts,
+            actions,
+            Some("flux-order cannot apply it"),
         );
     }
     let read = match known {
@@ -420,10 +588,13 @@ async fn run_unit(ctx: &Ctx, unit: &Unit, known: Option<Option<inventory::Invent
         Ok(inv) => inv.unwrap_or_default(),
         Err(e) => {
             return done(
-                Outcome::Failed {
-                    reason: format!("cannot read the inventory: {e}"),
-                },
+                failed(
+                    &format!("cannot read the inventory: {e}"),
+                    FailReason::ReconciliationFailed,
+                ),
                 counts,
+                actions,
+                None,
             );
         }
     };
@@ -462,13 +633,16 @@ async fn run_unit(ctx: &Ctx, unit: &Unit, known: Option<Option<inventory::Invent
                 && let Err(e) = inventory::write(cluster, &unit.id, &fresh).await
             {
                 return done(
-                    Outcome::Failed {
-                        reason: format!("writing the inventory failed: {e}"),
-                    },
+                    failed(
+                        &format!("writing the inventory failed: {e}"),
+                        FailReason::ReconciliationFailed,
+                    ),
                     counts,
+                    actions,
+                    None,
                 );
             }
-            return done(Outcome::Unchanged, counts);
+            return done(Outcome::Unchanged, counts, actions, None);
         }
     }
 
@@ -491,8 +665,9 @@ async fn run_unit(ctx: &Ctx, unit: &Unit, known: Option<Option<inventory::Invent
         },
     )
     .await;
-    for (_, a) in &staged.applied {
+    for (o, a) in &staged.applied {
         counts.add(*a);
+        actions.push((subject(o), *a));
     }
     let applied_entries: Vec<inventory::Entry> = staged
         .applied
@@ -504,17 +679,26 @@ async fn run_unit(ctx: &Ctx, unit: &Unit, known: Option<Option<inventory::Invent
         inventory::Inventory {
             revision: unit.revision.clone(),
             applied_at: crate::report::progress::timestamp(SystemTime::now()),
+            attempts: attempt,
             ..Default::default()
         },
     );
     if let Some(reason) = staged.error {
         // Keep everything that may exist: the old entries and what this run applied.
         inv.entries = union(&old.entries, &applied_entries);
+        let reason = crate::redact::redact(&reason, &unit.secrets);
+        inv.outcome = FailReason::ReconciliationFailed.as_str().into();
+        inv.message = reason.clone();
         let reason = match inventory::write(cluster, &unit.id, &inv).await {
             Ok(()) => reason,
             Err(e) => format!("{reason}; and writing the inventory failed: {e}"),
         };
-        return done(Outcome::Failed { reason }, counts);
+        return done(
+            failed(&reason, FailReason::ReconciliationFailed),
+            counts,
+            actions,
+            staged.permanent,
+        );
     }
     // The new set is what was applied, in apply order (Flux's inventory order; every object,
     // skipped ones included, since nothing failed), plus whatever prune could not delete.
@@ -524,6 +708,7 @@ async fn run_unit(ctx: &Ctx, unit: &Unit, known: Option<Option<inventory::Invent
     if unit.spec.prune && !stale.is_empty() {
         let (kept, err) = stages::prune(cluster, &unit.id, &stale, |s, a| {
             counts.add(a);
+            actions.push((s.to_string(), a));
             let _ = events.send(Event::Applied {
                 id: unit.id.clone(),
                 object: s.to_string(),
@@ -532,7 +717,7 @@ async fn run_unit(ctx: &Ctx, unit: &Unit, known: Option<Option<inventory::Invent
         })
         .await;
         entries.extend(kept);
-        failure = err;
+        failure = err.map(|e| (e, FailReason::PruneFailed));
     }
     inv.entries = entries;
     let _ = tx.send(Msg::Applied(unit.id.clone()));
@@ -548,10 +733,12 @@ async fn run_unit(ctx: &Ctx, unit: &Unit, known: Option<Option<inventory::Invent
     let r = match failure {
         Some(e) => Err(e),
         None => {
-            gate::wait(
+            let gate = gate_of(&checked);
+            let health_start = Instant::now();
+            let r = gate::wait(
                 cluster,
                 watchers,
-                &gate_of(&checked),
+                &gate,
                 cancel,
                 |p| {
                     let _ = events.send(Event::Waiting {
@@ -569,21 +756,39 @@ async fn run_unit(ctx: &Ctx, unit: &Unit, known: Option<Option<inventory::Invent
                     });
                 },
             )
-            .await
+            .await;
+            if r.is_ok() && !gate.targets.is_empty() {
+                let _ = events.send(Event::HealthPassed {
+                    id: unit.id.clone(),
+                    objects: gate.targets.len(),
+                    seconds: (health_start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+                });
+            }
+            r.map_err(|e| (e, FailReason::HealthCheckFailed))
         }
     };
     inv.ready = r.is_ok();
     inv.digest = digest;
+    match &r {
+        Ok(()) => inv.outcome = "ReconciliationSucceeded".into(),
+        Err((e, why)) => {
+            inv.outcome = why.as_str().into();
+            inv.message = crate::redact::redact(e, &unit.secrets);
+        }
+    }
     let write = inventory::write(cluster, &unit.id, &inv).await;
     match (r, write) {
-        (Ok(()), Ok(())) => done(Outcome::Ready, counts),
+        (Ok(()), Ok(())) => done(Outcome::Ready, counts, actions, None),
         (Ok(()), Err(e)) => done(
-            Outcome::Failed {
-                reason: format!("writing the inventory failed: {e}"),
-            },
+            failed(
+                &format!("writing the inventory failed: {e}"),
+                FailReason::ReconciliationFailed,
+            ),
             counts,
+            actions,
+            None,
         ),
-        (Err(reason), _) => done(Outcome::Failed { reason }, counts),
+        (Err((reason, why)), _) => done(failed(&reason, why), counts, actions, None),
     }
 }
 

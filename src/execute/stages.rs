@@ -149,6 +149,12 @@ pub async fn apply_object(
         source,
     };
     let generation = |v: &Value| v.pointer("/metadata/generation").and_then(Value::as_i64);
+    // A kind discovery did not know (its CRD established since, by another branch or another
+    // process): look it up again before the request, so a retry sees it.
+    let (api, kind, _, _) = object_meta(obj);
+    if cluster.kind(api, kind).is_none() {
+        cluster.refresh_kind(api, kind).await;
+    }
     // An object the previous run did not apply is almost always new: apply it at once instead of
     // GET + dry-run first (one round trip instead of two or three), and tell created from
     // configured by who else manages it. Anything unusual (an immutable field, IfNotPresent)
@@ -286,6 +292,8 @@ pub struct Staged {
     pub applied: Vec<(Value, Action)>,
     /// The first error (the stages after it did not run), or an interruption.
     pub error: Option<String>,
+    /// Why that error cannot heal by waiting, if it cannot (see `retry::permanent`).
+    pub permanent: Option<&'static str>,
 }
 
 /// Applies `objects` stage by stage, `parallel` at a time within a stage, calling `on_applied`
@@ -335,6 +343,7 @@ pub async fn apply_staged(
                 }
                 Err(e) => {
                     if out.error.is_none() {
+                        out.permanent = e.as_ref().and_then(|e| super::retry::permanent(&e.source));
                         out.error = Some(match e {
                             Some(e) => e.to_string(),
                             None => "interrupted".to_string(),

@@ -106,6 +106,11 @@ pub fn finished_line(r: &KsResult, paint: Paint) -> String {
         "{} created, {} configured, {} unchanged",
         c.created, c.configured, c.unchanged
     );
+    let tries = if r.attempts > 1 {
+        format!(" after {} attempts", r.attempts)
+    } else {
+        String::new()
+    };
     match &r.outcome {
         Outcome::Unchanged => format!(
             "{} {} unchanged: same build, still healthy",
@@ -113,13 +118,13 @@ pub fn finished_line(r: &KsResult, paint: Paint) -> String {
             r.id
         ),
         Outcome::Ready => format!(
-            "{} {} ready in {} ({counts})",
+            "{} {} ready in {}{tries} ({counts})",
             paint.ok("✓"),
             r.id,
             human(r.duration)
         ),
-        Outcome::Failed { reason } => format!(
-            "{} {} failed after {}: {reason}",
+        Outcome::Failed { reason, .. } => format!(
+            "{} {} failed after {}{tries}: {reason}",
             paint.bad("✗"),
             r.id,
             human(r.duration)
@@ -172,7 +177,10 @@ fn plain_line(e: &Event, paint: Paint) -> Option<String> {
             "{id} applying {objects} objects (health timeout {}s)",
             timeout_seconds
         ),
-        Event::Applied { .. } | Event::ObjectReady { .. } => return None,
+        Event::Applied { .. } | Event::ObjectReady { .. } | Event::HealthPassed { .. } => {
+            return None;
+        }
+        Event::Retrying { .. } => return retrying_line(e, paint),
         Event::AllApplied { id } => format!("{id} applied; checking health"),
         Event::Waiting {
             id,
@@ -184,6 +192,25 @@ fn plain_line(e: &Event, paint: Paint) -> Option<String> {
         Event::Finished(r) => finished_line(r, paint),
         Event::Interrupted => "interrupted: no new Kustomization or object will start".into(),
     })
+}
+
+/// `retrying X (attempt N, next in Ns): reason`.
+fn retrying_line(e: &Event, paint: Paint) -> Option<String> {
+    let Event::Retrying {
+        id,
+        attempt,
+        delay_seconds,
+        reason,
+        ..
+    } = e
+    else {
+        return None;
+    };
+    Some(format!(
+        "{} retrying {id} (attempt {attempt}, next in {}): {reason}",
+        paint.warn("↻"),
+        human(Duration::from_secs_f64(*delay_seconds))
+    ))
 }
 
 struct Line {
@@ -266,6 +293,15 @@ async fn render_tty(paint: Paint, mut rx: UnboundedReceiver<Event>) {
                 }
                 waiting.remove(&r.id.to_string());
                 let _ = mp.println(finished_line(r, paint));
+            }
+            Event::Retrying { id, .. } => {
+                if let Some(l) = lines.remove(id) {
+                    l.bar.finish_and_clear();
+                }
+                waiting.remove(&id.to_string());
+                if let Some(line) = retrying_line(&e, paint) {
+                    let _ = mp.println(line);
+                }
             }
             Event::Interrupted => {
                 let _ = mp

@@ -1,5 +1,6 @@
 //! The end-of-rollout summary: a table of every selected Kustomization with its outcome,
-//! duration and object counts, and the reason for anything not ready. Pure: returns a string.
+//! duration, attempts and object counts, and the reason for anything not ready. Pure: returns a
+//! string.
 
 use std::fmt::Write as _;
 
@@ -17,8 +18,8 @@ pub fn table(results: &[KsResult], retries: u64, paint: Paint) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "\n{:<w$}  {:<11}  {:>8}  {:>7}  {:>10}  {:>9}  DETAIL",
-        "KUSTOMIZATION", "OUTCOME", "DURATION", "CREATED", "CONFIGURED", "UNCHANGED"
+        "\n{:<w$}  {:<11}  {:>8}  {:>8}  {:>7}  {:>10}  {:>9}  DETAIL",
+        "KUSTOMIZATION", "OUTCOME", "DURATION", "ATTEMPTS", "CREATED", "CONFIGURED", "UNCHANGED"
     );
     for r in results {
         let label = r.outcome.label();
@@ -28,7 +29,7 @@ pub fn table(results: &[KsResult], retries: u64, paint: Paint) -> String {
             _ => paint.warn(&format!("{label:<11}")),
         };
         let detail = match &r.outcome {
-            Outcome::Failed { reason } => reason.clone(),
+            Outcome::Failed { reason, .. } => reason.clone(),
             Outcome::Skipped { blocked_by } => format!("blocked by {}", blocked_by.join(", ")),
             Outcome::NotStarted { reason } => reason.clone(),
             Outcome::Suspended => "spec.suspend: true".into(),
@@ -42,10 +43,15 @@ pub fn table(results: &[KsResult], retries: u64, paint: Paint) -> String {
         } else {
             human(r.duration)
         };
+        let attempts = if r.attempts == 0 {
+            "-".to_string()
+        } else {
+            r.attempts.to_string()
+        };
         let c = &r.objects;
         let _ = writeln!(
             s,
-            "{:<w$}  {painted}  {dur:>8}  {:>7}  {:>10}  {:>9}  {detail}",
+            "{:<w$}  {painted}  {dur:>8}  {attempts:>8}  {:>7}  {:>10}  {:>9}  {detail}",
             r.id.to_string(),
             c.created,
             c.configured,

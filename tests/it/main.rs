@@ -12,4 +12,5 @@ mod graph;
 mod health;
 mod inventory;
 mod plan;
+mod retry;
 mod tiers;

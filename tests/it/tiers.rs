@@ -205,6 +205,9 @@ both!(
     an_interrupt_during_the_wait_exits_130_with_the_inventory_written,
     kustomize_controller_applying_the_same_build_changes_nothing,
     ready_expr_replaces_the_ready_check_of_its_dependency,
+    a_custom_resource_is_retried_until_its_crd_exists_and_its_dependent_runs_after_it,
+    a_health_check_that_times_out_is_retried_and_passes,
+    an_invalid_object_fails_at_once_without_retry,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -720,4 +723,175 @@ fn ready_expr_replaces_the_ready_check_of_its_dependency(t: Tier) {
     assert!(t.get("configmap", &app, "tolerant-cfg").is_some(), "{run}");
     assert!(t.get("configmap", &app, "picky-cfg").is_none(), "{run}");
     assert!(t.get("configmap", &app, "strict-cfg").is_none(), "{run}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retries and events
+
+/// A fleet where `cr` holds a custom resource whose CRD another branch (`slow` → `crds`)
+/// establishes a few seconds in; `after` depends on `cr`. `prefix` keeps parts of one test apart.
+fn crd_later_fleet(t: &Tier, prefix: &str) -> (Fleet, String, String) {
+    let (ks_ns, app) = (
+        t.ns(&format!("{prefix}fleet")),
+        t.ns(&format!("{prefix}app")),
+    );
+    // CRDs are cluster-wide: one group per test and part.
+    let group = format!("{}.example.com", t.ns(&format!("{prefix}g")));
+    let f = fleet(
+        &ks_ns,
+        &[
+            ("slow", "wait: true"),
+            ("crds", &depends_on(&["slow"])),
+            ("cr", "retryInterval: 2s"),
+            ("after", &depends_on(&["cr"])),
+        ],
+    )
+    .file("apps/slow/ns.yaml", &namespace(&app))
+    .file(
+        "apps/slow/deploy.yaml",
+        &deployment(&app, "slow", Some("3s")),
+    )
+    .file(
+        "apps/crds/crd.yaml",
+        &widget_crd().replace("example.com", &group),
+    )
+    .file(
+        "apps/cr/w.yaml",
+        &widget(&app, "w", None).replace("example.com", &group),
+    )
+    .file(
+        "apps/after/cm.yaml",
+        &config_map(&app, "after", &[("k", "v")]),
+    );
+    (f, ks_ns, group)
+}
+
+fn attempts(run: &Run, id: &str) -> u64 {
+    run.result(id)["attempts"].as_u64().unwrap_or(0)
+}
+
+/// `kubectl get events -n NS --sort-by=.lastTimestamp` rows (REASON and OBJECT columns present).
+fn kubectl_events(t: &Tier, ns: &str) -> String {
+    t.kubectl(&["get", "events", "-n", ns, "--sort-by=.lastTimestamp"])
+}
+
+fn a_custom_resource_is_retried_until_its_crd_exists_and_its_dependent_runs_after_it(t: Tier) {
+    // With --retry-for 0, today's behaviour: one attempt, the dependent skipped.
+    let (f, ks_ns, group) = crd_later_fleet(&t, "once-");
+    let run = f.apply(&t, &["--retry-for", "0"]);
+    run.expect_code(1);
+    let (cr, after) = (format!("{ks_ns}/cr"), format!("{ks_ns}/after"));
+    assert_eq!(outcome(&run, &cr), "failed", "{run}");
+    assert_eq!(attempts(&run, &cr), 1, "{run}");
+    assert_eq!(outcome(&run, &after), "skipped", "{run}");
+    assert!(run.events_named("retrying").is_empty(), "{run}");
+    t.kubectl(&["delete", "crd", &format!("widgets.{group}"), "--wait=false"]);
+
+    // With a budget: retried (waits 1s, then 2s: retryInterval caps the doubling) until the
+    // CRD is there; the dependent starts only after.
+    let (f, ks_ns, group) = crd_later_fleet(&t, "retry-");
+    let run = f.apply(&t, &["--retry-for", "1m"]);
+    run.expect_code(0);
+    let (cr, after) = (format!("{ks_ns}/cr"), format!("{ks_ns}/after"));
+    assert_eq!(outcome(&run, &cr), "ready", "{run}");
+    assert!(attempts(&run, &cr) >= 2, "{run}");
+    let retries: Vec<Value> = run
+        .events_named("retrying")
+        .into_iter()
+        .filter(|e| e["id"] == cr.as_str())
+        .collect();
+    assert_eq!(retries.len() as u64, attempts(&run, &cr) - 1, "{run}");
+    let delays: Vec<f64> = retries
+        .iter()
+        .map(|e| e["delay_seconds"].as_f64().unwrap_or(-1.0))
+        .collect();
+    assert_eq!(delays[0], 1.0, "{run}");
+    assert!(
+        delays.iter().skip(1).all(|d| *d == 2.0),
+        "{delays:?}\n{run}"
+    );
+    assert!(
+        retries[0]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Widget"),
+        "{run}"
+    );
+    let events = run.events();
+    let pos = |pred: &dyn Fn(&Value) -> bool| events.iter().position(pred);
+    let cr_done = pos(&|e| e["event"] == "finished" && e["id"] == cr.as_str()).expect("cr done");
+    let after_started =
+        pos(&|e| e["event"] == "started" && e["id"] == after.as_str()).expect("after started");
+    assert!(after_started > cr_done, "{run}");
+    assert_eq!(outcome(&run, &after), "ready", "{run}");
+    assert!(
+        t.get(&format!("widgets.{group}"), &t.ns("retry-app"), "w")
+            .is_some()
+    );
+
+    // The story, through the real kubectl.
+    let story = kubectl_events(&t, &ks_ns);
+    for want in [
+        "ProgressingWithRetry",
+        "ReconciliationSucceeded",
+        "configmap/flux-order-cr",
+        "configmap/flux-order-after",
+        "Progressing",
+    ] {
+        assert!(story.contains(want), "no {want} in\n{story}");
+    }
+    let status = t.run("status", &[&cr]);
+    status.expect_code(0);
+    for want in [
+        "ReconciliationSucceeded",
+        "Attempts:",
+        "ProgressingWithRetry",
+    ] {
+        assert!(status.stdout.contains(want), "no {want} in\n{status}");
+    }
+    t.kubectl(&["delete", "crd", &format!("widgets.{group}"), "--wait=false"]);
+}
+
+fn a_health_check_that_times_out_is_retried_and_passes(t: Tier) {
+    let (ks_ns, app) = (t.ns("fleet"), t.ns("app"));
+    let f = fleet(&ks_ns, &[("a", "wait: true"), ("b", &depends_on(&["a"]))])
+        .file("apps/a/ns.yaml", &namespace(&app))
+        .file("apps/a/web.yaml", &deployment(&app, "web", Some("3s")))
+        .file("apps/b/cm.yaml", &config_map(&app, "b", &[("k", "v")]));
+    let run = f.apply(&t, &["--timeout", "1s", "--retry-for", "1m"]);
+    run.expect_code(0);
+    let (a, b) = (format!("{ks_ns}/a"), format!("{ks_ns}/b"));
+    assert_eq!(outcome(&run, &a), "ready", "{run}");
+    assert!(attempts(&run, &a) >= 2, "{run}");
+    // Counted once over the attempts: created by this run, though re-applied unchanged.
+    assert_eq!(run.result(&a)["objects"]["created"], 2, "{run}");
+    let first = &run.events_named("retrying")[0];
+    assert_eq!(first["flux_reason"], "HealthCheckFailed", "{run}");
+    assert_eq!(outcome(&run, &b), "ready", "{run}");
+    let story = kubectl_events(&t, &ks_ns);
+    assert!(story.contains("Health check passed"), "{story}");
+}
+
+fn an_invalid_object_fails_at_once_without_retry(t: Tier) {
+    let (ks_ns, app) = (t.ns("fleet"), t.ns("app"));
+    let f = fleet(&ks_ns, &[("bad", ""), ("dep", &depends_on(&["bad"]))])
+        .file("apps/bad/ns.yaml", &namespace(&app))
+        .file(
+            "apps/bad/cm.yaml",
+            &config_map(&app, "Not_Valid", &[("k", "v")]),
+        )
+        .file("apps/dep/cm.yaml", &config_map(&app, "dep", &[("k", "v")]));
+    let run = f.apply(&t, &["--retry-for", "5m"]);
+    run.expect_code(1);
+    let (bad, dep) = (format!("{ks_ns}/bad"), format!("{ks_ns}/dep"));
+    assert_eq!(outcome(&run, &bad), "failed", "{run}");
+    assert_eq!(attempts(&run, &bad), 1, "{run}");
+    assert!(run.events_named("retrying").is_empty(), "{run}");
+    assert!(reason(&run, &bad).contains("not retried"), "{run}");
+    assert_eq!(run.result(&bad)["flux_reason"], "ReconciliationFailed");
+    assert_eq!(outcome(&run, &dep), "skipped", "{run}");
+    let story = kubectl_events(&t, &ks_ns);
+    for want in ["ReconciliationFailed", "DependencyNotReady", "Warning"] {
+        assert!(story.contains(want), "no {want} in\n{story}");
+    }
 }

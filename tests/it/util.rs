@@ -584,10 +584,12 @@ impl Fleet {
         Run::from_output(&out)
     }
 
-    /// `apply -o json` with `args`.
+    /// `apply -o json` with `args`. Without a `--retry-for` among them, `--retry-for 0`: a test
+    /// of a failure sees its one attempt, as before retries existed; tests of retries pass their
+    /// own budget.
     pub fn apply(&self, cluster: &impl Kube, args: &[&str]) -> Run {
         let mut all = vec!["-o", "json"];
-        all.extend_from_slice(args);
+        all.extend_from_slice(&no_retries_unless_asked(args));
         self.run("apply", cluster, &all)
     }
 
@@ -595,6 +597,15 @@ impl Fleet {
     pub fn diff(&self, cluster: &impl Kube, args: &[&str]) -> Run {
         self.run("diff", cluster, args)
     }
+}
+
+/// `args`, with `--retry-for 0` added unless they set `--retry-for`.
+pub fn no_retries_unless_asked<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut out = args.to_vec();
+    if !args.iter().any(|a| a.starts_with("--retry-for")) {
+        out.extend(["--retry-for", "0"]);
+    }
+    out
 }
 
 /// A Deployment `ns/name` (one replica) whose simulated controller makes it ready after
@@ -636,7 +647,7 @@ impl Fleet {
             .arg("--kubeconfig")
             .arg(cluster.kubeconfig())
             .args(["-o", "json"])
-            .args(args)
+            .args(no_retries_unless_asked(args))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

@@ -482,7 +482,8 @@ fn resource(
             let rv = st.rv.to_string();
             drop(st);
             if wants_table(headers) {
-                return json_response(200, &crate::table::table(info, &items, &rv));
+                let embed = crate::table::Embed::of(q(query, "includeObject"));
+                return json_response(200, &crate::table::table(info, &items, &rv, embed));
             }
             let items: Vec<Value> = items
                 .into_iter()
@@ -501,7 +502,8 @@ fn resource(
             drop(st);
             match got {
                 Ok(o) if wants_table(headers) => {
-                    return json_response(200, &crate::table::table(info, &[o], &rv));
+                    let embed = crate::table::Embed::of(q(query, "includeObject"));
+                    return json_response(200, &crate::table::table(info, &[o], &rv, embed));
                 }
                 Ok(o) => Ok((o, 200)),
                 Err(e) => Err(e),

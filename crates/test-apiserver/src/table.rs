@@ -1,5 +1,6 @@
 //! `kubectl get` tables (`Accept: ...;as=Table;g=meta.k8s.io`): a Name/Age table with a few
-//! kind-specific columns, like the real server's printers.
+//! kind-specific columns, like the real server's printers, each row carrying the object as
+//! `includeObject` asks (`Metadata` by default, `Object` for `--sort-by`, `None`).
 
 use std::time::SystemTime;
 
@@ -26,12 +27,36 @@ fn parse_ts(s: &str) -> Option<i64> {
     Some(days * 86400 + hh * 3600 + mm * 60 + ss)
 }
 
+/// What each row carries (`includeObject`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Embed {
+    /// `PartialObjectMetadata` (the default).
+    Metadata,
+    /// The whole object (kubectl asks for it with `--sort-by`).
+    Object,
+    /// Nothing.
+    None,
+}
+
+impl Embed {
+    /// From the `includeObject` query parameter.
+    pub(crate) fn of(param: Option<&str>) -> Embed {
+        match param {
+            Some("Object") => Embed::Object,
+            Some("None") => Embed::None,
+            _ => Embed::Metadata,
+        }
+    }
+}
+
 /// Human age like kubectl: `5s`, `3m`, `2h`, `4d`.
 fn age(obj: &Value) -> String {
-    let Some(t) = obj["metadata"]["creationTimestamp"]
-        .as_str()
-        .and_then(parse_ts)
-    else {
+    since(obj["metadata"]["creationTimestamp"].as_str())
+}
+
+/// Human time since an RFC 3339 timestamp, like kubectl.
+fn since(ts: Option<&str>) -> String {
+    let Some(t) = ts.and_then(parse_ts) else {
         return "<unknown>".into();
     };
     let now = SystemTime::now()
@@ -58,7 +83,7 @@ fn col(name: &str, ty: &str) -> Value {
 type CellFn = Box<dyn Fn(&Value) -> Vec<Value>>;
 
 /// Render objects as a meta.k8s.io/v1 Table.
-pub(crate) fn table(info: &ResourceInfo, items: &[Value], rv: &str) -> Value {
+pub(crate) fn table(info: &ResourceInfo, items: &[Value], rv: &str, embed: Embed) -> Value {
     let n = |o: &Value, p: &str| -> i64 { o["status"][p].as_i64().unwrap_or(0) };
     let (cols, cells): (Vec<Value>, CellFn) = match (info.group.as_str(), info.kind.as_str()) {
         ("apps", "Deployment") => (
@@ -134,6 +159,33 @@ pub(crate) fn table(info: &ResourceInfo, items: &[Value], rv: &str) -> Value {
                 ]
             }),
         ),
+        // The real server's event printer (kubectl get events in one namespace).
+        ("", "Event") => (
+            vec![
+                col("Last Seen", "string"),
+                col("Type", "string"),
+                col("Reason", "string"),
+                col("Object", "string"),
+                col("Message", "string"),
+            ],
+            Box::new(|o: &Value| {
+                let last = o["lastTimestamp"]
+                    .as_str()
+                    .or_else(|| o["eventTime"].as_str());
+                let io = &o["involvedObject"];
+                vec![
+                    json!(since(last)),
+                    o["type"].clone(),
+                    o["reason"].clone(),
+                    json!(format!(
+                        "{}/{}",
+                        io["kind"].as_str().unwrap_or("").to_lowercase(),
+                        io["name"].as_str().unwrap_or("")
+                    )),
+                    json!(o["message"].as_str().unwrap_or("").trim()),
+                ]
+            }),
+        ),
         _ => (
             vec![col("Name", "string"), col("Age", "string")],
             Box::new(|o: &Value| vec![o["metadata"]["name"].clone(), json!(age(o))]),
@@ -141,9 +193,13 @@ pub(crate) fn table(info: &ResourceInfo, items: &[Value], rv: &str) -> Value {
     };
     let rows: Vec<Value> = items
         .iter()
-        .map(|o| {
-            json!({"cells": cells(o), "object": {"kind": "PartialObjectMetadata",
-            "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}})
+        .map(|o| match embed {
+            Embed::Metadata => {
+                json!({"cells": cells(o), "object": {"kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}})
+            }
+            Embed::Object => json!({"cells": cells(o), "object": o}),
+            Embed::None => json!({"cells": cells(o)}),
         })
         .collect();
     json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv},
