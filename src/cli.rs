@@ -105,6 +105,15 @@ pub struct FleetArgs {
     /// same source into one process (same results, slower; for debugging).
     #[arg(long)]
     pub no_batch: bool,
+
+    /// Use this chart (a directory or .tgz) for HelmRelease NAMESPACE/NAME instead of fetching
+    /// its source (repeatable).
+    #[arg(long = "chart", value_name = "NAMESPACE/NAME=PATH")]
+    pub charts: Vec<String>,
+
+    /// helm binary (Helm 4) that renders HelmReleases (default: `helm` on PATH).
+    #[arg(long, value_name = "PATH", env = "FLUX_ORDER_HELM_BIN")]
+    pub helm_bin: Option<PathBuf>,
 }
 
 /// `plan` output formats.

@@ -27,7 +27,7 @@ pub struct NodeInput {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GraphError {
     /// dependsOn names a Kustomization that is not in the fleet.
-    #[error("{file}: Kustomization {ks}: dependency '{dep}' not found in the fleet")]
+    #[error("{file}: {}: dependency '{dep}' not found in the fleet", ks.label())]
     Missing {
         /// The dependent.
         ks: KsId,
@@ -37,7 +37,7 @@ pub enum GraphError {
         dep: KsId,
     },
     /// A Kustomization depends on itself.
-    #[error("{file}: Kustomization {ks} depends on itself")]
+    #[error("{file}: {} depends on itself", ks.label())]
     SelfDependency {
         /// The Kustomization.
         ks: KsId,

@@ -9,6 +9,7 @@ mod execute;
 mod exit;
 mod graph;
 mod health;
+mod helm;
 mod inventory;
 mod load;
 mod model;

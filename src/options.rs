@@ -21,6 +21,8 @@ pub struct FleetSettings {
     pub only: Vec<KsId>,
     /// The build runner.
     pub builder: Builder,
+    /// `--chart` and `--helm-bin`.
+    pub helm: crate::helm::HelmSettings,
 }
 
 impl FleetSettings {
@@ -53,7 +55,12 @@ impl FleetSettings {
             Some(n) => n,
             None => Builder::default_jobs(),
         };
+        let charts = crate::helm::parse_chart_flags(&args.charts).map_err(anyhow::Error::msg)?;
         Ok(FleetSettings {
+            helm: crate::helm::HelmSettings {
+                charts,
+                helm_bin: args.helm_bin.clone(),
+            },
             load: LoadOptions {
                 path: args.path.clone(),
                 scan: args.scan,

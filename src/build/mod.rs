@@ -118,6 +118,11 @@ impl Builder {
         })
     }
 
+    /// The kustomize binary builds run with (also used for HelmRelease post-renderers).
+    pub fn kustomize(&self) -> &Kustomize {
+        &self.kustomize
+    }
+
     /// Whether Kustomizations of one source share a kustomize process (default: yes).
     pub fn batching(mut self, on: bool) -> Self {
         self.batch = on;

@@ -193,9 +193,27 @@ fn units(loaded: &Loaded) -> Result<Vec<Unit>, AppError> {
             .or_insert_with(|| crate::inventory::git_revision(&n.source_dir))
             .clone()
             .unwrap_or_else(|| crate::inventory::digest(&objects));
+        // HelmReleases that gate this Kustomization's readiness: all of its own with `wait: true`,
+        // else those its healthChecks name.
+        let gated_by: Vec<KsId> = loaded
+            .releases
+            .values()
+            .filter(|r| loaded.helm_selection.contains(&r.id))
+            .filter(|r| {
+                (n.spec.wait && r.owner == *id)
+                    || n.spec.health_checks.iter().any(|h| {
+                        h.kind == "HelmRelease"
+                            && h.name == r.id.name
+                            && h.namespace.as_deref().unwrap_or(&id.namespace) == r.id.namespace
+                    })
+            })
+            .map(|r| r.id.clone())
+            .collect();
         let secret_vars = n.vars.secret.iter().filter_map(|k| n.vars.values.get(k));
         out.push(Unit {
             secrets: crate::redact::secret_values(&objects, secret_vars),
+            helm: None,
+            gated_by,
             revision,
             id: id.clone(),
             spec: n.spec.clone(),
@@ -216,10 +234,110 @@ fn units(loaded: &Loaded) -> Result<Vec<Unit>, AppError> {
             ready_exprs,
         });
     }
+    for id in &loaded.helm_selection {
+        let r = &loaded.releases[id];
+        let timeout = r.spec.timeout(false);
+        let spec: crate::model::KustomizationSpec = serde_json::from_value(serde_json::json!({
+            "interval": "10m",
+            "sourceRef": {"kind": "HelmRelease", "name": r.id.name},
+            "prune": false,
+            "suspend": r.spec.suspend,
+            "timeout": format!("{}s", timeout.as_secs().max(1)),
+        }))
+        .map_err(|e| AppError::Invalid(vec![format!("{}: {}: {e}", r.file, r.id.label())]))?;
+        // HelmRelease dependsOn readyExpr, as for Kustomizations (dep: the HelmRelease object).
+        let mut ready_exprs = BTreeMap::new();
+        for d in &r.spec.depends_on {
+            let Some(src) = d.ready_expr.as_deref().filter(|e| !e.is_empty()) else {
+                continue;
+            };
+            let dep = KsId::helm_release(d.namespace.as_deref().unwrap_or(&id.namespace), &d.name);
+            match ReadyExpr::compile(src) {
+                Ok(e) => {
+                    ready_exprs.insert(dep, Arc::new(e));
+                }
+                Err(e) => errors.push(format!(
+                    "{}: {}: spec.dependsOn[{dep}].readyExpr: {e}",
+                    r.file,
+                    id.label()
+                )),
+            }
+        }
+        out.push(Unit {
+            secrets: Vec::new(),
+            object: r.object.clone(),
+            ready_exprs,
+            helm: Some(Arc::new(r.clone())),
+            gated_by: Vec::new(),
+            revision: String::new(),
+            id: id.clone(),
+            spec,
+            objects: Vec::new(),
+            file: r.file.clone(),
+            deps: r
+                .spec
+                .dependencies(&id.namespace)
+                .into_iter()
+                .filter(|d| loaded.helm_selection.contains(d))
+                .collect(),
+            parent: Some(r.owner.clone()).filter(|p| loaded.selection.contains(p)),
+            owner: Some(r.owner.clone()),
+            wave: loaded.graph.wave(id),
+            exprs: None,
+            refuse: None,
+        });
+    }
     if errors.is_empty() {
         Ok(out)
     } else {
         Err(AppError::Invalid(errors))
+    }
+}
+
+/// Everything installing the selected HelmReleases needs, checked before the first write: helm 4,
+/// every chart available. None when no HelmRelease is selected.
+pub fn helm_env(
+    loaded: &Loaded,
+    settings: &FleetSettings,
+    cluster_args: &ClusterArgs,
+) -> Result<Option<Arc<crate::helm::install::Env>>, AppError> {
+    let active: Vec<&crate::helm::Release> = loaded
+        .helm_selection
+        .iter()
+        .map(|id| &loaded.releases[id])
+        .filter(|r| !r.spec.suspend)
+        .collect();
+    if active.is_empty() {
+        return Ok(None);
+    }
+    let mut errors: Vec<String> = active
+        .iter()
+        .filter_map(|r| match &r.chart {
+            crate::helm::Chart::Unavailable(why) => {
+                Some(format!("{}: {}: chart: {why}", r.file, r.id.label()))
+            }
+            crate::helm::Chart::Local { .. } => None,
+        })
+        .collect();
+    let helm = match crate::helm::render::Helm::detect(settings.helm.helm_bin.as_deref()) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            errors.push(format!("{} HelmRelease(s) selected: {e}", active.len()));
+            None
+        }
+    };
+    let kustomize = settings.builder.kustomize().clone();
+    match helm {
+        Some(helm) if errors.is_empty() => Ok(Some(Arc::new(crate::helm::install::Env {
+            helm,
+            kustomize,
+            target: crate::helm::render::ClusterTarget {
+                kubeconfig: cluster_args.kubeconfig.clone(),
+                context: cluster_args.context.clone(),
+            },
+            fleet_values: crate::helm::fleet_value_sources(&loaded.fleet),
+        }))),
+        _ => Err(AppError::Invalid(errors)),
     }
 }
 
@@ -290,6 +408,7 @@ pub async fn run(args: &ApplyArgs) -> Result<(), AppError> {
         return Err(AppError::Invalid(errors));
     }
     let units = units(&loaded)?;
+    let helm = helm_env(&loaded, &settings, &args.cluster)?;
     let paint = paint(args.no_color);
     for w in &loaded.fleet.warnings {
         eprintln!("{} {w}", paint.warn("warning:"));
@@ -326,6 +445,7 @@ pub async fn run(args: &ApplyArgs) -> Result<(), AppError> {
         object_parallelism: args.object_concurrency,
         force_apply: args.force_apply,
         retry_for,
+        helm,
     };
     // Every inventory in one request: what each Kustomization applied last time, and what
     // garbage collection of Kustomizations that left their parent needs afterwards.

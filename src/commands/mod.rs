@@ -10,7 +10,7 @@ pub mod graph;
 pub mod plan;
 pub mod status;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::exit::AppError;
 use crate::graph::{Graph, NodeInput};
@@ -22,19 +22,28 @@ use crate::options::FleetSettings;
 pub struct Loaded {
     /// The fleet.
     pub fleet: Fleet,
-    /// Its graph.
+    /// Its graph (Kustomizations and HelmReleases).
     pub graph: Graph,
-    /// `--only` closure (everything when not given).
+    /// `--only` closure of Kustomizations (everything when not given).
     pub selection: BTreeSet<KsId>,
+    /// Every HelmRelease of the fleet.
+    pub releases: BTreeMap<KsId, crate::helm::Release>,
+    /// The HelmReleases of selected Kustomizations, and the HelmReleases they depend on.
+    pub helm_selection: BTreeSet<KsId>,
 }
 
 /// Load, build, graph and select: every error of the fleet at once, as exit code 2.
 pub async fn load_fleet(settings: &FleetSettings) -> Result<Loaded, AppError> {
     let started = std::time::Instant::now();
-    let fleet = load::load(&settings.load, &settings.builder)
+    let mut fleet = load::load(&settings.load, &settings.builder)
         .await
         .map_err(|errs| AppError::Invalid(errs.iter().map(|e| e.to_string()).collect()))?;
-    let inputs = fleet
+    let (releases, helm_errors, helm_warnings) = crate::helm::discover(&fleet, &settings.helm);
+    fleet.warnings.extend(helm_warnings);
+    if !helm_errors.is_empty() {
+        return Err(AppError::Invalid(helm_errors));
+    }
+    let mut inputs: Vec<NodeInput> = fleet
         .nodes
         .values()
         .map(|n| NodeInput {
@@ -45,11 +54,37 @@ pub async fn load_fleet(settings: &FleetSettings) -> Result<Loaded, AppError> {
             file: n.file.clone(),
         })
         .collect();
+    inputs.extend(releases.iter().map(|r| NodeInput {
+        id: r.id.clone(),
+        depends_on: r.spec.dependencies(&r.id.namespace),
+        parent: Some(r.owner.clone()),
+        suspended: r.spec.suspend,
+        file: r.file.clone(),
+    }));
     let graph = Graph::new(inputs)
         .map_err(|errs| AppError::Invalid(errs.iter().map(|e| e.to_string()).collect()))?;
-    let selection = graph
+    let closure = graph
         .select(&settings.only)
         .map_err(|errs| AppError::Invalid(errs.iter().map(|e| e.to_string()).collect()))?;
+    // The HelmReleases of the selected Kustomizations come along, with what they depend on.
+    let mut all = closure;
+    loop {
+        let more: Vec<KsId> = releases
+            .iter()
+            .filter(|r| all.contains(&r.owner) && !all.contains(&r.id))
+            .map(|r| r.id.clone())
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        let grown = graph
+            .select(&more)
+            .map_err(|errs| AppError::Invalid(errs.iter().map(|e| e.to_string()).collect()))?;
+        all.extend(grown);
+    }
+    let (helm_selection, selection): (BTreeSet<KsId>, BTreeSet<KsId>) =
+        all.into_iter().partition(|id| id.is_helm_release());
+    let releases = releases.into_iter().map(|r| (r.id.clone(), r)).collect();
     tracing::debug!(
         "loaded {} Kustomizations in {:?}",
         fleet.nodes.len(),
@@ -59,7 +94,82 @@ pub async fn load_fleet(settings: &FleetSettings) -> Result<Loaded, AppError> {
         fleet,
         graph,
         selection,
+        releases,
+        helm_selection,
     })
+}
+
+/// The plan's view of every selected HelmRelease, rendered offline by helm when helm and the
+/// chart are at hand (a note says why not otherwise).
+pub async fn helm_reports(
+    loaded: &Loaded,
+    settings: &FleetSettings,
+) -> BTreeMap<KsId, crate::report::plan::HelmReport> {
+    let mut out = BTreeMap::new();
+    if loaded.helm_selection.is_empty() {
+        return out;
+    }
+    let helm = crate::helm::render::Helm::detect(settings.helm.helm_bin.as_deref());
+    let values = crate::helm::fleet_value_sources(&loaded.fleet);
+    for id in &loaded.helm_selection {
+        let r = &loaded.releases[id];
+        let mut rep = crate::report::plan::HelmReport {
+            id: r.id.to_string(),
+            file: r.file.clone(),
+            kustomization: r.owner.to_string(),
+            source: r.source.clone(),
+            version: r.version.clone(),
+            release_name: r.release_name.clone(),
+            release_namespace: r.release_namespace.clone(),
+            storage_namespace: r.storage_namespace.clone(),
+            depends_on: r
+                .spec
+                .dependencies(&id.namespace)
+                .iter()
+                .map(|d| d.to_string())
+                .collect(),
+            suspended: r.spec.suspend,
+            ..Default::default()
+        };
+        match &helm {
+            Err(e) => rep.notes.push(format!("not rendered: {e}")),
+            Ok(h) => match crate::helm::install::render_offline(
+                h,
+                settings.builder.kustomize(),
+                &values,
+                r,
+            )
+            .await
+            {
+                Ok((rendered, notes)) => {
+                    rep.chart = format!("{}-{}", rendered.chart.0, rendered.chart.1);
+                    rep.object_count = rendered.objects.len();
+                    for o in &rendered.objects {
+                        *rep.kinds
+                            .entry(crate::model::object_meta(o).1.to_string())
+                            .or_default() += 1;
+                        rep.objects.push(crate::model::subject(o));
+                    }
+                    rep.hooks = rendered
+                        .hooks
+                        .iter()
+                        .map(|h| {
+                            format!(
+                                "{}/{}: {}",
+                                h.record["kind"].as_str().unwrap_or(""),
+                                h.record["name"].as_str().unwrap_or(""),
+                                h.events().join(",")
+                            )
+                        })
+                        .collect();
+                    rep.notes.extend(notes);
+                }
+                Err(e) => rep.notes.push(format!("not rendered: {e}")),
+            },
+        }
+        out.insert(id.clone(), rep);
+    }
+    out
 }
 
 /// Prints warnings to stderr, one per line.

@@ -9,7 +9,8 @@ use crate::report::plan;
 pub async fn run(args: &PlanArgs) -> Result<(), AppError> {
     let settings = FleetSettings::resolve(&args.fleet)?;
     let loaded = super::load_fleet(&settings).await?;
-    let mut report = plan::plan(&loaded.fleet, &loaded.graph, &loaded.selection);
+    let helm = super::helm_reports(&loaded, &settings).await;
+    let mut report = plan::plan(&loaded.fleet, &loaded.graph, &loaded.selection, helm);
     if args.cluster.kubeconfig.is_some() || args.cluster.context.is_some() {
         let cluster = super::apply::connect(&args.cluster).await?;
         for k in report

@@ -59,6 +59,11 @@ pub struct Unit {
     pub ready_exprs: BTreeMap<KsId, Arc<ReadyExpr>>,
     /// Secret values of its build and substitutions, masked in every reported message.
     pub secrets: Vec<String>,
+    /// A HelmRelease unit: installed by the helm stage instead of applied.
+    pub helm: Option<Arc<crate::helm::Release>>,
+    /// HelmReleases that must be Ready before this Kustomization is (its `wait: true`, or its
+    /// `healthChecks` naming them), as helm-controller's readiness would gate it.
+    pub gated_by: Vec<KsId>,
 }
 
 /// Whether a dependency lets its dependent start.
@@ -157,6 +162,8 @@ pub struct ExecOptions {
     /// Retry budget: a failed Kustomization is tried again only while the retry starts within
     /// this long after the rollout started (zero: never).
     pub retry_for: Duration,
+    /// What installing HelmReleases needs (None: the selection has none).
+    pub helm: Option<Arc<crate::helm::install::Env>>,
 }
 
 /// What every Kustomization's task shares.
@@ -292,6 +299,13 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     let rollout_start = Instant::now();
     let mut tries: BTreeMap<KsId, Tries> = BTreeMap::new();
+    // Ready Kustomizations waiting for the HelmReleases that gate them.
+    let mut held: BTreeMap<KsId, KsResult> = BTreeMap::new();
+    let gates: BTreeMap<KsId, Vec<KsId>> = units
+        .iter()
+        .filter(|u| !u.gated_by.is_empty())
+        .map(|u| (u.id.clone(), u.gated_by.clone()))
+        .collect();
     let mut running = 0usize;
     let mut failed_any = false;
     let mut interrupted = false;
@@ -395,6 +409,39 @@ pub async fn run(
                 let _ = ctx.tx.send(Msg::Done(r));
             });
         }
+        // Release held Kustomizations whose HelmReleases are all done.
+        let releasable: Vec<KsId> = held
+            .keys()
+            .filter(|id| {
+                gates[*id].iter().all(|g| {
+                    matches!(states.get(g), Some(State::Done(_))) || !states.contains_key(g)
+                })
+            })
+            .cloned()
+            .collect();
+        if !releasable.is_empty() {
+            for id in releasable {
+                let Some(mut r) = held.remove(&id) else {
+                    continue;
+                };
+                let not_ready: Vec<String> = gates[&id]
+                    .iter()
+                    .filter(|g| !matches!(states.get(*g), Some(State::Done(o)) if o.is_ready()))
+                    .map(|g| g.label())
+                    .collect();
+                if !not_ready.is_empty() {
+                    r.outcome = Outcome::Failed {
+                        reason: format!("health check failed: {} not ready", not_ready.join(", ")),
+                        flux_reason: FailReason::HealthCheckFailed,
+                    };
+                    failed_any = true;
+                }
+                emit(Event::Finished(r.clone()));
+                states.insert(r.id.clone(), State::Done(r.outcome.clone()));
+                results.insert(r.id.clone(), r);
+            }
+            continue;
+        }
         let waiting = states.values().any(|s| matches!(s, State::Waiting(_)));
         if running == 0 && !waiting {
             break;
@@ -456,6 +503,11 @@ pub async fn run(
                         failed_any = true;
                     } else {
                         applied.insert(r.id.clone());
+                        if gates.contains_key(&r.id) {
+                            // Ready itself; Ready for its dependents once its HelmReleases are.
+                            held.insert(r.id.clone(), r);
+                            continue;
+                        }
                     }
                     emit(Event::Finished(r.clone()));
                     states.insert(r.id.clone(), State::Done(r.outcome.clone()));
@@ -494,6 +546,15 @@ pub async fn run(
     }
     while tasks.join_next().await.is_some() {}
     watch_cancel.cancel();
+    // Kustomizations still waiting for HelmReleases that never finished (interrupted).
+    for (id, mut r) in std::mem::take(&mut held) {
+        r.outcome = Outcome::NotStarted {
+            reason: "interrupted while its HelmReleases were installing".into(),
+        };
+        let _ = events.send(Event::Finished(r.clone()));
+        states.insert(id.clone(), State::Done(r.outcome.clone()));
+        results.insert(id, r);
+    }
     let reason = if interrupted {
         "interrupted"
     } else if opts.fail_fast && failed_any {
@@ -547,6 +608,9 @@ async fn run_unit(
         cancel,
     } = ctx;
     let start = Instant::now();
+    if let Some(rel) = &unit.helm {
+        return run_helm(ctx, unit, rel, attempt).await;
+    }
     let timeout = opts
         .timeout
         .unwrap_or_else(|| unit.spec.effective_timeout());
@@ -789,6 +853,57 @@ async fn run_unit(
             None,
         ),
         (Err((reason, why)), _) => done(failed(&reason, why), counts, actions, None),
+    }
+}
+
+/// A HelmRelease unit: the helm stage installs it.
+async fn run_helm(ctx: &Ctx, unit: &Unit, rel: &crate::helm::Release, attempt: u32) -> Attempt {
+    let start = Instant::now();
+    let timeout = ctx.opts.timeout.unwrap_or_else(|| rel.spec.timeout(false));
+    let _ = ctx.events.send(Event::Started {
+        id: unit.id.clone(),
+        objects: 0,
+        timeout_seconds: timeout.as_secs(),
+    });
+    let (outcome, objects) = match &ctx.opts.helm {
+        Some(env) => {
+            crate::helm::install::run(
+                &ctx.cluster,
+                &ctx.watchers,
+                env,
+                rel,
+                ctx.opts.timeout,
+                ctx.opts.force_apply,
+                &ctx.cancel,
+                &ctx.events,
+                || {
+                    let _ = ctx.tx.send(Msg::Applied(unit.id.clone()));
+                },
+            )
+            .await
+        }
+        None => (
+            Outcome::Failed {
+                reason: "helm is not available".into(),
+                flux_reason: FailReason::ReconciliationFailed,
+            },
+            Counts::default(),
+        ),
+    };
+    // A chart that is not there, or another cluster, does not heal by waiting.
+    let permanent = matches!(&rel.chart, crate::helm::Chart::Unavailable(_))
+        .then_some("the chart is not available")
+        .or(rel.spec.kube_config.is_some().then_some("another cluster"));
+    Attempt {
+        result: KsResult {
+            id: unit.id.clone(),
+            outcome,
+            duration: start.elapsed(),
+            objects,
+            attempts: attempt,
+        },
+        actions: Vec::new(),
+        permanent,
     }
 }
 

@@ -17,10 +17,22 @@ pub use duration::GoDuration;
 /// The API group of Flux Kustomizations.
 pub const KUSTOMIZE_GROUP: &str = "kustomize.toolkit.fluxcd.io";
 
-/// `namespace/name` of a Flux Kustomization: its identity in the fleet. Serialises as the string
-/// `namespace/name`.
+/// What kind of unit of the rollout an identity names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum UnitKind {
+    /// A Flux Kustomization (`kustomize.toolkit.fluxcd.io`).
+    #[default]
+    Kustomization,
+    /// A Flux HelmRelease (`helm.toolkit.fluxcd.io/v2`), rendered and installed by flux-order.
+    HelmRelease,
+}
+
+/// The identity of a unit of the rollout: `namespace/name` of a Flux Kustomization, or of a
+/// HelmRelease (shown and serialised as `HelmRelease/namespace/name`, so the two never clash).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct KsId {
+    /// Kustomization or HelmRelease.
+    pub kind: UnitKind,
     /// metadata.namespace (Flux Kustomizations are namespaced; empty is invalid).
     pub namespace: String,
     /// metadata.name.
@@ -28,11 +40,39 @@ pub struct KsId {
 }
 
 impl KsId {
-    /// Builds an identity.
+    /// Builds the identity of a Kustomization.
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
         KsId {
+            kind: UnitKind::Kustomization,
             namespace: namespace.into(),
             name: name.into(),
+        }
+    }
+
+    /// Builds the identity of a HelmRelease.
+    pub fn helm_release(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        KsId {
+            kind: UnitKind::HelmRelease,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// Whether this names a HelmRelease.
+    pub fn is_helm_release(&self) -> bool {
+        self.kind == UnitKind::HelmRelease
+    }
+
+    /// `Kustomization namespace/name` or `HelmRelease namespace/name`, for messages.
+    pub fn label(&self) -> String {
+        format!("{} {}/{}", self.kind_name(), self.namespace, self.name)
+    }
+
+    /// `Kustomization` or `HelmRelease`, for messages.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            UnitKind::Kustomization => "Kustomization",
+            UnitKind::HelmRelease => "HelmRelease",
         }
     }
 
@@ -51,7 +91,10 @@ impl Serialize for KsId {
 
 impl fmt::Display for KsId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
+        match self.kind {
+            UnitKind::Kustomization => write!(f, "{}/{}", self.namespace, self.name),
+            UnitKind::HelmRelease => write!(f, "HelmRelease/{}/{}", self.namespace, self.name),
+        }
     }
 }
 

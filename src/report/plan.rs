@@ -20,6 +20,8 @@ pub struct PlanReport {
     pub path: String,
     /// Number of selected Kustomizations.
     pub kustomizations: usize,
+    /// Number of selected HelmReleases.
+    pub helm_releases: usize,
     /// Number of objects to apply.
     pub objects: usize,
     /// Topological levels, first to last.
@@ -34,11 +36,54 @@ pub struct PlanReport {
 
 /// One wave.
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct WaveReport {
     /// Its index, from 0.
     pub wave: usize,
     /// Its Kustomizations.
     pub kustomizations: Vec<KsReport>,
+    /// Its HelmReleases.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub helm_releases: Vec<HelmReport>,
+}
+
+/// One HelmRelease in the plan.
+#[derive(Debug, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct HelmReport {
+    /// `HelmRelease/namespace/name`.
+    pub id: String,
+    /// Defining file.
+    pub file: String,
+    /// The Kustomization whose build holds it (it starts once that one has applied).
+    pub kustomization: String,
+    /// `chart`/`chartRef` source.
+    pub source: String,
+    /// Chart name and version as rendered (empty when not rendered).
+    pub chart: String,
+    /// Requested version constraint (chart.spec.version).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Helm release name.
+    pub release_name: String,
+    /// Namespace of its objects.
+    pub release_namespace: String,
+    /// Namespace of its release Secrets.
+    pub storage_namespace: String,
+    /// dependsOn (HelmReleases).
+    pub depends_on: Vec<String>,
+    /// spec.suspend.
+    pub suspended: bool,
+    /// Objects of the rendered manifest (hooks apart).
+    pub object_count: usize,
+    /// Objects by kind.
+    pub kinds: BTreeMap<String, usize>,
+    /// Objects (`Kind/namespace/name`).
+    pub objects: Vec<String>,
+    /// Hooks (`Kind/name: events`).
+    pub hooks: Vec<String>,
+    /// Why it was not rendered, or what the render left out.
+    pub notes: Vec<String>,
 }
 
 /// One Kustomization in the plan.
@@ -190,7 +235,10 @@ fn ks_report(n: &Node, blocked: &BTreeMap<KsId, BTreeSet<KsId>>) -> KsReport {
         not_applied: n
             .flux_objects
             .iter()
-            .filter(|m| !crate::build::postbuild::is_flux_kustomization(&m.object))
+            .filter(|m| {
+                !crate::build::postbuild::is_flux_kustomization(&m.object)
+                    && !crate::helm::is_helm_release(&m.object)
+            })
             .map(|m| subject(&m.object))
             .collect(),
         variables,
@@ -198,15 +246,23 @@ fn ks_report(n: &Node, blocked: &BTreeMap<KsId, BTreeSet<KsId>>) -> KsReport {
     }
 }
 
-/// Builds the plan of the `selection` of `fleet`.
-pub fn plan(fleet: &Fleet, graph: &Graph, selection: &BTreeSet<KsId>) -> PlanReport {
+/// Builds the plan of the `selection` of `fleet`; `helm` holds the selected HelmReleases'
+/// reports by identity.
+pub fn plan(
+    fleet: &Fleet,
+    graph: &Graph,
+    selection: &BTreeSet<KsId>,
+    mut helm: BTreeMap<KsId, HelmReport>,
+) -> PlanReport {
     let blocked = graph.blocked_by_suspension();
+    let helm_count = helm.len();
+    let helm_ids: BTreeSet<KsId> = helm.keys().cloned().collect();
     let waves: Vec<WaveReport> = graph
         .waves
         .iter()
         .map(|w| {
             w.iter()
-                .filter(|id| selection.contains(*id))
+                .filter(|id| selection.contains(*id) || helm_ids.contains(*id))
                 .collect::<Vec<_>>()
         })
         .filter(|w| !w.is_empty())
@@ -214,25 +270,80 @@ pub fn plan(fleet: &Fleet, graph: &Graph, selection: &BTreeSet<KsId>) -> PlanRep
         .map(|(i, w)| WaveReport {
             wave: i,
             kustomizations: w
-                .into_iter()
-                .map(|id| ks_report(&fleet.nodes[id], &blocked))
+                .iter()
+                .filter(|id| !id.is_helm_release())
+                .map(|id| ks_report(&fleet.nodes[*id], &blocked))
                 .collect(),
+            helm_releases: w.iter().filter_map(|id| helm.remove(*id)).collect(),
         })
         .collect();
     let objects = waves
         .iter()
         .flat_map(|w| &w.kustomizations)
         .map(|k| k.object_count)
-        .sum();
+        .sum::<usize>()
+        + waves
+            .iter()
+            .flat_map(|w| &w.helm_releases)
+            .map(|h| h.object_count)
+            .sum::<usize>();
     let critical = graph.critical_path(selection);
     PlanReport {
         path: fleet.path.display().to_string(),
+        helm_releases: helm_count,
         kustomizations: selection.len(),
         objects,
         waves,
         critical_path: critical.iter().map(|k| k.to_string()).collect(),
         unowned_objects: fleet.unowned.iter().map(|m| subject(&m.object)).collect(),
         warnings: fleet.warnings.clone(),
+    }
+}
+
+fn render_helm(s: &mut String, h: &HelmReport) {
+    let flag = if h.suspended {
+        "  [SUSPENDED: not installed]"
+    } else {
+        ""
+    };
+    let _ = writeln!(s, "  {}{flag}", h.id);
+    let _ = writeln!(s, "      file       {}", h.file);
+    let _ = writeln!(s, "      after      {} (applies it)", h.kustomization);
+    let chart = if h.chart.is_empty() {
+        "(not rendered)"
+    } else {
+        &h.chart
+    };
+    let version = h
+        .version
+        .as_deref()
+        .map(|v| format!(", version {v}"))
+        .unwrap_or_default();
+    let _ = writeln!(s, "      chart      {chart} from {}{version}", h.source);
+    let _ = writeln!(
+        s,
+        "      release    {} in {} (storage {})",
+        h.release_name, h.release_namespace, h.storage_namespace
+    );
+    if !h.depends_on.is_empty() {
+        let _ = writeln!(s, "      dependsOn  {}", h.depends_on.join(", "));
+    }
+    let kinds: Vec<String> = h.kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    let _ = writeln!(
+        s,
+        "      objects    {}{}",
+        h.object_count,
+        if kinds.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", kinds.join(", "))
+        }
+    );
+    if !h.hooks.is_empty() {
+        let _ = writeln!(s, "      hooks      {}", h.hooks.join(", "));
+    }
+    for n in &h.notes {
+        let _ = writeln!(s, "      note       {n}");
     }
 }
 
@@ -248,21 +359,34 @@ fn plural(n: usize, word: &str) -> String {
 /// Renders the plan as text.
 pub fn render_text(p: &PlanReport) -> String {
     let mut s = String::new();
+    let releases = if p.helm_releases > 0 {
+        format!(", {}", plural(p.helm_releases, "HelmRelease"))
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         s,
-        "Plan for {}: {}, {}, {}",
+        "Plan for {}: {}{releases}, {}, {}",
         p.path,
         plural(p.kustomizations, "Kustomization"),
         plural(p.objects, "object"),
         plural(p.waves.len(), "wave")
     );
     for w in &p.waves {
+        let hr = if w.helm_releases.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", plural(w.helm_releases.len(), "HelmRelease"))
+        };
         let _ = writeln!(
             s,
-            "\nWave {} ({})",
+            "\nWave {} ({}{hr})",
             w.wave,
             plural(w.kustomizations.len(), "Kustomization")
         );
+        for h in &w.helm_releases {
+            render_helm(&mut s, h);
+        }
         for k in &w.kustomizations {
             let mut flags = Vec::new();
             if k.suspended {

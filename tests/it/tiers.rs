@@ -895,3 +895,182 @@ fn an_invalid_object_fails_at_once_without_retry(t: Tier) {
         assert!(story.contains(want), "no {want} in\n{story}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// HelmReleases
+
+/// A fleet whose Kustomization `infra` (wait: true) holds a Namespace and a HelmRelease `web` of
+/// the fixture chart `plain` (kept in the fleet repo, referenced through the fleet's own
+/// GitRepository), and `after` depends on `infra`.
+fn helm_fleet(t: &Tier, values: &str) -> (Fleet, String, String) {
+    let (ks_ns, app) = (t.ns("fleet"), t.ns("happ"));
+    let f = fleet(
+        &ks_ns,
+        &[("infra", "wait: true"), ("after", &depends_on(&["infra"]))],
+    )
+    .file("apps/infra/ns.yaml", &namespace(&app))
+    .file(
+        "apps/after/cm.yaml",
+        &config_map(&app, "after", &[("k", "v")]),
+    );
+    copy_dir(&fixtures("charts/plain"), &f.root().join("charts/plain"));
+    write_release(&f, &app, values);
+    (f, ks_ns, app)
+}
+
+fn write_release(f: &Fleet, app: &str, values: &str) {
+    let values: String = values.lines().map(|l| format!("    {l}\n")).collect();
+    std::fs::write(
+        f.root().join("apps/infra/release.yaml"),
+        format!(
+            "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: web\n  namespace: {app}\nspec:\n  interval: 10m\n  chart:\n    spec:\n      chart: ./charts/plain\n      sourceRef:\n        kind: GitRepository\n        name: flux-system\n        namespace: flux-system\n  values:\n{values}"
+        ),
+    )
+    .expect("write release");
+}
+
+/// `helm` (the real Helm 4 the test-deps script installs) against this tier.
+fn helm(t: &Tier, args: &[&str]) -> String {
+    let out = std::process::Command::new("helm")
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(t.kubeconfig())
+        .env(
+            "HELM_CACHE_HOME",
+            std::env::temp_dir().join("flux-order-it-helm"),
+        )
+        .env(
+            "HELM_CONFIG_HOME",
+            std::env::temp_dir().join("flux-order-it-helm"),
+        )
+        .env(
+            "HELM_DATA_HOME",
+            std::env::temp_dir().join("flux-order-it-helm"),
+        )
+        .output()
+        .expect("run helm");
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn a_helm_release_installs_gates_its_kustomization_and_is_visible_to_helm(t: Tier) {
+    let (f, ks_ns, app) = helm_fleet(&t, "message: from-fleet\nreadyAfter: 400ms");
+    let run = f.apply(&t, &[]);
+    run.expect_code(0);
+    let hr = format!("HelmRelease/{app}/web");
+    assert_eq!(outcome(&run, &hr), "ready", "{run}");
+    assert_eq!(outcome(&run, &format!("{ks_ns}/infra")), "ready", "{run}");
+    // infra (wait: true) is Ready only once its HelmRelease is: `after` starts after that.
+    let events = run.events();
+    let pos = |pred: &dyn Fn(&Value) -> bool| events.iter().position(pred);
+    let hr_done =
+        pos(&|e| e["event"] == "finished" && e["id"] == hr.as_str()).expect("hr finished");
+    let after_started =
+        pos(&|e| e["event"] == "started" && e["id"] == format!("{ks_ns}/after").as_str())
+            .unwrap_or_else(|| panic!("after never started\n{run}"));
+    assert!(after_started > hr_done, "{run}");
+
+    // What helm-controller would have left: labels, annotations, field manager.
+    let cm = t.get("configmap", &app, "web-config").expect("web-config");
+    assert_eq!(cm["data"]["message"], "from-fleet", "{}", pretty(&cm));
+    let labels = &cm["metadata"]["labels"];
+    assert_eq!(labels["helm.toolkit.fluxcd.io/name"], "web");
+    assert_eq!(labels["helm.toolkit.fluxcd.io/namespace"], app.as_str());
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "Helm");
+    assert_eq!(
+        cm["metadata"]["annotations"]["meta.helm.sh/release-name"],
+        "web"
+    );
+    assert_eq!(
+        cm["metadata"]["annotations"]["meta.helm.sh/release-namespace"],
+        app.as_str()
+    );
+    let managers = cm["metadata"]["managedFields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        managers
+            .iter()
+            .any(|m| m["manager"] == "helm-controller" && m["operation"] == "Apply"),
+        "{}",
+        pretty(&managers)
+    );
+    let deploy = t.get("deployment", &app, "web-web").expect("deployment");
+    assert_eq!(deploy["status"]["readyReplicas"], 1, "{}", pretty(&deploy));
+
+    // The real helm reads the release storage.
+    let list: Value =
+        serde_json::from_str(&helm(&t, &["list", "-n", &app, "-o", "json"])).expect("json");
+    assert_eq!(list[0]["name"], "web", "{list}");
+    assert_eq!(list[0]["status"], "deployed", "{list}");
+    assert_eq!(list[0]["chart"], "plain-1.2.3", "{list}");
+    assert_eq!(list[0]["revision"], "1", "{list}");
+    let values: Value = serde_json::from_str(&helm(
+        &t,
+        &["get", "values", "web", "-n", &app, "-o", "json"],
+    ))
+    .expect("json");
+    assert_eq!(values["message"], "from-fleet", "{values}");
+    let manifest = helm(&t, &["get", "manifest", "web", "-n", &app]);
+    assert!(
+        manifest.contains("web-config") && manifest.contains("helm.toolkit.fluxcd.io/name"),
+        "{manifest}"
+    );
+
+    // Unchanged: a second apply writes nothing.
+    t.mark();
+    let run = f.apply(&t, &[]);
+    run.expect_code(0);
+    assert_eq!(outcome(&run, &hr), "unchanged", "{run}");
+    let writes = t.writes();
+    assert!(
+        writes.is_empty(),
+        "an unchanged apply wrote: {:#?}",
+        writes.iter().map(|w| &w.line).collect::<Vec<_>>()
+    );
+}
+
+fn a_changed_helm_release_is_upgraded_and_objects_that_left_the_chart_are_deleted(t: Tier) {
+    let (f, _, app) = helm_fleet(&t, "extraConfig: true");
+    f.apply(&t, &[]).expect_code(0);
+    assert!(t.get("configmap", &app, "web-extra").is_some());
+    write_release(&f, &app, "extraConfig: false\nmessage: second");
+    let run = f.apply(&t, &[]);
+    run.expect_code(0);
+    let hr = format!("HelmRelease/{app}/web");
+    assert_eq!(outcome(&run, &hr), "ready", "{run}");
+    assert!(
+        t.eventually(Duration::from_secs(20), |t| t
+            .get("configmap", &app, "web-extra")
+            .is_none()),
+        "web-extra left the chart but is still there\n{run}"
+    );
+    let cm = t.get("configmap", &app, "web-config").expect("web-config");
+    assert_eq!(cm["data"]["message"], "second");
+    assert_eq!(
+        cm["data"]["revision"],
+        "2",
+        "rendered as an upgrade: {}",
+        pretty(&cm)
+    );
+    let history: Value =
+        serde_json::from_str(&helm(&t, &["history", "web", "-n", &app, "-o", "json"]))
+            .expect("json");
+    let statuses: Vec<&str> = history
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|h| h["status"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(statuses, vec!["superseded", "deployed"], "{history}");
+}
+
+both!(
+    a_helm_release_installs_gates_its_kustomization_and_is_visible_to_helm,
+    a_changed_helm_release_is_upgraded_and_objects_that_left_the_chart_are_deleted,
+);

@@ -1,0 +1,302 @@
+//! HelmReleases: what helm-controller does, without it. Every `helm.toolkit.fluxcd.io/v2`
+//! HelmRelease in a Kustomization's build becomes a unit of the rollout ([`discover`]): it starts
+//! once its Kustomization has applied its objects (when Flux would have applied the HelmRelease
+//! object) and its own `dependsOn` HelmReleases are Ready. Its chart is resolved ([`chart`]),
+//! values composed ([`values`]), rendered by the real Helm 4 and post-rendered as helm-controller
+//! does ([`render`]), then installed ([`install`]: CRDs, hooks, server-side apply as
+//! `helm-controller`, kstatus wait, Helm's release storage ([`storage`]) so `helm list` shows it
+//! and a later Flux adopts it).
+//!
+//! In: the loaded fleet. Out: units for the graph and the executor; only [`install`] touches the
+//! network.
+
+pub mod install;
+pub mod render;
+pub mod spec;
+pub mod storage;
+pub mod values;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::load::Fleet;
+use crate::model::{KsId, object_meta};
+use spec::HelmReleaseSpec;
+
+/// The API version flux-order renders.
+pub const API_VERSION: &str = "helm.toolkit.fluxcd.io/v2";
+
+/// Whether `obj` is a HelmRelease.
+pub fn is_helm_release(obj: &Value) -> bool {
+    let (api, kind, _, _) = object_meta(obj);
+    kind == "HelmRelease" && api.starts_with("helm.toolkit.fluxcd.io/")
+}
+
+/// Where a chart comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Chart {
+    /// A local chart directory or `.tgz` (`--chart`, or a path in a mapped source).
+    Local {
+        /// The chart.
+        path: PathBuf,
+        /// How it was found, for the plan.
+        how: String,
+    },
+    /// Not available here; why, and what would help.
+    Unavailable(String),
+}
+
+/// One HelmRelease of the fleet.
+#[derive(Debug, Clone)]
+pub struct Release {
+    /// `HelmRelease/namespace/name`.
+    pub id: KsId,
+    /// The object as its Kustomization's build produced it.
+    pub object: Value,
+    /// Its spec.
+    pub spec: HelmReleaseSpec,
+    /// The Kustomization whose build holds it.
+    pub owner: KsId,
+    /// The file that defines it (for messages).
+    pub file: String,
+    /// Helm release name.
+    pub release_name: String,
+    /// Namespace of the release's objects.
+    pub release_namespace: String,
+    /// Namespace of Helm's release Secrets.
+    pub storage_namespace: String,
+    /// The chart.
+    pub chart: Chart,
+    /// `chart`/`chartRef` as the plan shows it (`OCIRepository/flux-system/podinfo`, …).
+    pub source: String,
+    /// The requested chart version (chart.spec.version), if any.
+    pub version: Option<String>,
+}
+
+/// Helm-related settings shared by the commands.
+#[derive(Debug, Clone, Default)]
+pub struct HelmSettings {
+    /// `--chart NAMESPACE/NAME=PATH` overrides.
+    pub charts: BTreeMap<KsId, PathBuf>,
+    /// `--helm-bin`.
+    pub helm_bin: Option<PathBuf>,
+}
+
+/// Finds every HelmRelease in the fleet's builds. Errors (one per bad HelmRelease) and warnings
+/// name the file.
+pub fn discover(
+    fleet: &Fleet,
+    settings: &HelmSettings,
+) -> (Vec<Release>, Vec<String>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    for node in fleet.nodes.values() {
+        for m in &node.flux_objects {
+            if !is_helm_release(&m.object) {
+                continue;
+            }
+            let (api, _, ns, name) = object_meta(&m.object);
+            let file = m
+                .origin
+                .as_ref()
+                .map(|o| crate::load::display_path(&node.dir().join(o)))
+                .unwrap_or_else(|| node.file.clone());
+            let shown = format!("{}/{}", if ns.is_empty() { "?" } else { ns }, name);
+            if api != API_VERSION {
+                errors.push(format!(
+                    "{file}: HelmRelease {shown}: unsupported apiVersion {api}; use {API_VERSION}"
+                ));
+                continue;
+            }
+            if ns.is_empty() {
+                errors.push(format!(
+                    "{file}: HelmRelease {shown}: metadata.namespace is not set (Flux never defaults a namespace)"
+                ));
+                continue;
+            }
+            let spec: HelmReleaseSpec = match serde_path_to_error::deserialize(
+                m.object.get("spec").cloned().unwrap_or(Value::Null),
+            ) {
+                Ok(s) => s,
+                Err(e) => {
+                    errors.push(format!("{file}: HelmRelease {shown}: spec.{e}"));
+                    continue;
+                }
+            };
+            let id = KsId::helm_release(ns, name);
+            if spec.service_account_name.is_some() {
+                warnings.push(format!("{file}: HelmRelease {shown}: spec.serviceAccountName is not impersonated; flux-order installs with your own credentials"));
+            }
+            if spec
+                .chart
+                .as_ref()
+                .is_some_and(|c| !c.spec.values_files.is_empty())
+            {
+                warnings.push(format!("{file}: HelmRelease {shown}: spec.chart.spec.valuesFiles is not supported yet; the chart's own values.yaml is used"));
+            }
+            if spec.storage_namespace.as_deref().is_some_and(|s| s != ns) {
+                warnings.push(format!("{file}: HelmRelease {shown}: spec.storageNamespace differs from the HelmRelease's namespace; renders run as installs (Helm's CLI reads history from the release namespace)"));
+            }
+            let (chart, source, version) = resolve_chart(fleet, &id, &spec, settings);
+            out.push(Release {
+                release_name: spec.release_name(name),
+                release_namespace: spec.release_namespace(ns),
+                storage_namespace: spec.storage_namespace(ns),
+                id,
+                object: m.object.clone(),
+                owner: node.id.clone(),
+                file,
+                chart,
+                source,
+                version,
+                spec,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out.dedup_by(|a, b| a.id == b.id);
+    for id in settings.charts.keys() {
+        if !out.iter().any(|r| &r.id == id) {
+            errors.push(format!(
+                "--chart {}/{}: no such HelmRelease in the fleet",
+                id.namespace, id.name
+            ));
+        }
+    }
+    (out, errors, warnings)
+}
+
+/// The chart of a HelmRelease: `--chart` first, else a path in a source the fleet maps (the
+/// fleet's own GitRepository), else unavailable (fetched from registries by the sources stage).
+fn resolve_chart(
+    fleet: &Fleet,
+    id: &KsId,
+    spec: &HelmReleaseSpec,
+    settings: &HelmSettings,
+) -> (Chart, String, Option<String>) {
+    let own_ns = &id.namespace;
+    let (source, chart_name, version, kind, src_key) = match (&spec.chart_ref, &spec.chart) {
+        (Some(r), _) => {
+            let ns = r.namespace.clone().unwrap_or_else(|| own_ns.clone());
+            (
+                format!("{}/{}/{}", r.kind, ns, r.name),
+                String::new(),
+                None,
+                r.kind.clone(),
+                (r.kind.clone(), ns, r.name.clone()),
+            )
+        }
+        (None, Some(c)) => {
+            let r = &c.spec.source_ref;
+            let ns = r.namespace.clone().unwrap_or_else(|| own_ns.clone());
+            (
+                format!("{}/{}/{} chart {}", r.kind, ns, r.name, c.spec.chart),
+                c.spec.chart.clone(),
+                c.spec.version.clone(),
+                r.kind.clone(),
+                (r.kind.clone(), ns, r.name.clone()),
+            )
+        }
+        (None, None) => {
+            return (
+                Chart::Unavailable("neither spec.chart nor spec.chartRef is set".into()),
+                String::new(),
+                None,
+            );
+        }
+    };
+    if let Some(p) = settings.charts.get(id) {
+        return (
+            Chart::Local {
+                path: p.clone(),
+                how: "--chart".into(),
+            },
+            source,
+            version,
+        );
+    }
+    if matches!(kind.as_str(), "GitRepository" | "Bucket") {
+        let mapped = fleet.nodes.values().find(|n| {
+            n.source.kind == src_key.0
+                && n.source.namespace == src_key.1
+                && n.source.name == src_key.2
+        });
+        if let Some(n) = mapped {
+            let rel = chart_name.trim_start_matches("./");
+            let path = n.source_dir.join(rel);
+            if path.join("Chart.yaml").is_file() {
+                return (
+                    Chart::Local {
+                        path,
+                        how: format!(
+                            "{} (mapped to {})",
+                            src_key.0,
+                            crate::load::display_path(&n.source_dir)
+                        ),
+                    },
+                    source,
+                    version,
+                );
+            }
+            return (
+                Chart::Unavailable(format!(
+                    "no Chart.yaml at {}",
+                    crate::load::display_path(&path)
+                )),
+                source,
+                version,
+            );
+        }
+    }
+    (
+        Chart::Unavailable(format!(
+            "{source} is not available offline: pass --chart {}/{}=PATH (a chart directory or .tgz)",
+            id.namespace, id.name
+        )),
+        source,
+        version,
+    )
+}
+
+/// Parses `--chart NAMESPACE/NAME=PATH` flags.
+pub fn parse_chart_flags(flags: &[String]) -> Result<BTreeMap<KsId, PathBuf>, String> {
+    let mut out = BTreeMap::new();
+    for f in flags {
+        let (id, path) = f
+            .split_once('=')
+            .ok_or_else(|| format!("--chart {f}: expected NAMESPACE/NAME=PATH"))?;
+        let id =
+            KsId::parse(id).ok_or_else(|| format!("--chart {f}: expected NAMESPACE/NAME=PATH"))?;
+        let path = PathBuf::from(path);
+        if !path.exists() {
+            return Err(format!("--chart {f}: {} does not exist", path.display()));
+        }
+        let path = path
+            .canonicalize()
+            .map_err(|e| format!("--chart {f}: {e}"))?;
+        out.insert(KsId::helm_release(id.namespace, id.name), path);
+    }
+    Ok(out)
+}
+
+/// Values sources a HelmRelease can read from the fleet: ConfigMaps and Secrets of every build,
+/// by (namespace, kind, name).
+pub fn fleet_value_sources(fleet: &Fleet) -> Arc<BTreeMap<(String, String, String), Value>> {
+    let mut out = BTreeMap::new();
+    for n in fleet.nodes.values() {
+        for m in &n.objects {
+            let (api, kind, ns, name) = object_meta(&m.object);
+            if api == "v1" && (kind == "ConfigMap" || kind == "Secret") {
+                out.insert(
+                    (ns.to_string(), kind.to_string(), name.to_string()),
+                    m.object.clone(),
+                );
+            }
+        }
+    }
+    Arc::new(out)
+}
