@@ -73,8 +73,50 @@ fn kustomize_helm_example_orders_controllers_configs_apps_on_every_cluster() {
             expect_waves(&[
                 &["flux-system/infra-controllers"],
                 &["flux-system/infra-configs"],
-                &["flux-system/apps"]
+                &["flux-system/apps"],
+                &[]
             ]),
+            "cluster {cluster}"
+        );
+        // The HelmReleases are nodes too: each after the Kustomization that applies it.
+        let releases: Vec<(u64, String, String)> = plan["waves"]
+            .as_array()
+            .expect("waves")
+            .iter()
+            .flat_map(|w| {
+                w["helmReleases"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |h| {
+                        (
+                            w["wave"].as_u64().unwrap_or(99),
+                            h["id"].as_str().unwrap_or("").to_string(),
+                            h["kustomization"].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+            })
+            .collect();
+        assert_eq!(
+            releases,
+            vec![
+                (
+                    1,
+                    "HelmRelease/cert-manager/cert-manager".into(),
+                    "flux-system/infra-controllers".into()
+                ),
+                (
+                    1,
+                    "HelmRelease/envoy-gateway-system/envoy-gateway".into(),
+                    "flux-system/infra-controllers".into()
+                ),
+                (
+                    3,
+                    "HelmRelease/podinfo/podinfo".into(),
+                    "flux-system/apps".into()
+                ),
+            ],
             "cluster {cluster}"
         );
         // The ExternalArtifacts are assembled from the ArtifactGenerator's copy rules.
