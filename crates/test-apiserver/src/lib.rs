@@ -691,7 +691,8 @@ impl Drop for TestServer {
 }
 
 /// Entry point of `cargo run --example test-apiserver -- [--port N] [--kubeconfig FILE]
-/// [--default-ready-after DUR] [--crd-establish-delay DUR]`: prints
+/// [--default-ready-after DUR] [--crd-establish-delay DUR] [--controller-delay DUR]
+/// [--finalizer-delay DUR]`: prints
 /// `listening on http://127.0.0.1:PORT` and serves until killed.
 pub fn standalone_main() -> anyhow::Result<()> {
     let mut opts = ServerOptions::default();
@@ -721,9 +722,19 @@ pub fn standalone_main() -> anyhow::Result<()> {
                 opts.crd_establish_delay =
                     parse_duration(&v).ok_or_else(|| anyhow!("bad duration {v}"))?
             }
+            "--controller-delay" => {
+                let v = value()?;
+                opts.controller_delay =
+                    parse_duration(&v).ok_or_else(|| anyhow!("bad duration {v}"))?
+            }
+            "--finalizer-delay" => {
+                let v = value()?;
+                opts.finalizer_delay =
+                    parse_duration(&v).ok_or_else(|| anyhow!("bad duration {v}"))?
+            }
             "-h" | "--help" => {
                 println!(
-                    "test-apiserver [--port N] [--kubeconfig FILE] [--default-ready-after DUR] [--crd-establish-delay DUR]"
+                    "test-apiserver [--port N] [--kubeconfig FILE] [--default-ready-after DUR] [--crd-establish-delay DUR] [--controller-delay DUR] [--finalizer-delay DUR]"
                 );
                 return Ok(());
             }
