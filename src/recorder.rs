@@ -240,12 +240,25 @@ pub fn event_object(
         message.truncate(cut);
         message.push('…');
     }
-    let mut involved = json!({
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "namespace": r.id.namespace,
-        "name": inventory,
-    });
+    // A HelmRelease's Events involve the HelmRelease, as helm-controller's do (flux-order keeps
+    // no inventory ConfigMap for it: Helm's release storage is its inventory).
+    let (mut involved, inventory) = if r.id.is_helm_release() {
+        let hr = json!({
+            "apiVersion": crate::helm::API_VERSION,
+            "kind": "HelmRelease",
+            "namespace": r.id.namespace,
+            "name": r.id.name,
+        });
+        (hr, format!("{}.helmrelease", r.id.name))
+    } else {
+        let cm = json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "namespace": r.id.namespace,
+            "name": inventory,
+        });
+        (cm, inventory)
+    };
     if let Some(uid) = uid {
         involved["uid"] = json!(uid);
     }
@@ -355,6 +368,9 @@ async fn inventory_uid(
     cache: &tokio::sync::Mutex<BTreeMap<KsId, Option<String>>>,
     id: &KsId,
 ) -> Option<String> {
+    if id.is_helm_release() {
+        return None;
+    }
     if let Some(Some(uid)) = cache.lock().await.get(id) {
         return Some(uid.clone());
     }

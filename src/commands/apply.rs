@@ -193,22 +193,13 @@ fn units(loaded: &Loaded) -> Result<Vec<Unit>, AppError> {
             .or_insert_with(|| crate::inventory::git_revision(&n.source_dir))
             .clone()
             .unwrap_or_else(|| crate::inventory::digest(&objects));
-        // HelmReleases that gate this Kustomization's readiness: all of its own with `wait: true`,
-        // else those its healthChecks name.
-        let gated_by: Vec<KsId> = loaded
-            .releases
-            .values()
-            .filter(|r| loaded.helm_selection.contains(&r.id))
-            .filter(|r| {
-                (n.spec.wait && r.owner == *id)
-                    || n.spec.health_checks.iter().any(|h| {
-                        h.kind == "HelmRelease"
-                            && h.name == r.id.name
-                            && h.namespace.as_deref().unwrap_or(&id.namespace) == r.id.namespace
-                    })
-            })
-            .map(|r| r.id.clone())
-            .collect();
+        let gated_by = crate::helm::gates(
+            n,
+            loaded
+                .releases
+                .values()
+                .filter(|r| loaded.helm_selection.contains(&r.id)),
+        );
         let secret_vars = n.vars.secret.iter().filter_map(|k| n.vars.values.get(k));
         out.push(Unit {
             secrets: crate::redact::secret_values(&objects, secret_vars),

@@ -43,15 +43,30 @@ pub async fn load_fleet(settings: &FleetSettings) -> Result<Loaded, AppError> {
     if !helm_errors.is_empty() {
         return Err(AppError::Invalid(helm_errors));
     }
+    // A Kustomization that depends on another waits for that one's readiness, which includes the
+    // HelmReleases gating it: edges to those too, so waves and cycles see them.
+    let gates: BTreeMap<KsId, Vec<KsId>> = fleet
+        .nodes
+        .values()
+        .map(|n| (n.id.clone(), crate::helm::gates(n, &releases)))
+        .collect();
     let mut inputs: Vec<NodeInput> = fleet
         .nodes
         .values()
-        .map(|n| NodeInput {
-            id: n.id.clone(),
-            depends_on: n.spec.dependencies(&n.id.namespace),
-            parent: n.parent.clone(),
-            suspended: n.spec.suspend,
-            file: n.file.clone(),
+        .map(|n| {
+            let mut depends_on = n.spec.dependencies(&n.id.namespace);
+            let gating: Vec<KsId> = depends_on
+                .iter()
+                .flat_map(|d| gates.get(d).cloned().unwrap_or_default())
+                .collect();
+            depends_on.extend(gating);
+            NodeInput {
+                id: n.id.clone(),
+                depends_on,
+                parent: n.parent.clone(),
+                suspended: n.spec.suspend,
+                file: n.file.clone(),
+            }
         })
         .collect();
     inputs.extend(releases.iter().map(|r| NodeInput {

@@ -262,6 +262,27 @@ fn resolve_chart(
     )
 }
 
+/// The HelmReleases whose readiness a Kustomization's own readiness includes, as with
+/// helm-controller: all of those its build holds when it has `wait: true`, else those its
+/// `healthChecks` name.
+pub fn gates<'a>(
+    node: &crate::load::Node,
+    releases: impl IntoIterator<Item = &'a Release>,
+) -> Vec<KsId> {
+    releases
+        .into_iter()
+        .filter(|r| {
+            (node.spec.wait && r.owner == node.id)
+                || node.spec.health_checks.iter().any(|h| {
+                    h.kind == "HelmRelease"
+                        && h.name == r.id.name
+                        && h.namespace.as_deref().unwrap_or(&node.id.namespace) == r.id.namespace
+                })
+        })
+        .map(|r| r.id.clone())
+        .collect()
+}
+
 /// Parses `--chart NAMESPACE/NAME=PATH` flags.
 pub fn parse_chart_flags(flags: &[String]) -> Result<BTreeMap<KsId, PathBuf>, String> {
     let mut out = BTreeMap::new();

@@ -72,13 +72,15 @@ fn kustomize_helm_example_orders_controllers_configs_apps_on_every_cluster() {
             waves(plan),
             expect_waves(&[
                 &["flux-system/infra-controllers"],
+                &[],
                 &["flux-system/infra-configs"],
                 &["flux-system/apps"],
                 &[]
             ]),
             "cluster {cluster}"
         );
-        // The HelmReleases are nodes too: each after the Kustomization that applies it.
+        // The HelmReleases are nodes too: each after the Kustomization that applies it, and
+        // infra-configs after the HelmReleases that make infra-controllers (wait: true) Ready.
         let releases: Vec<(u64, String, String)> = plan["waves"]
             .as_array()
             .expect("waves")
@@ -112,7 +114,7 @@ fn kustomize_helm_example_orders_controllers_configs_apps_on_every_cluster() {
                     "flux-system/infra-controllers".into()
                 ),
                 (
-                    3,
+                    4,
                     "HelmRelease/podinfo/podinfo".into(),
                     "flux-system/apps".into()
                 ),

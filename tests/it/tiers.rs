@@ -1074,3 +1074,141 @@ both!(
     a_helm_release_installs_gates_its_kustomization_and_is_visible_to_helm,
     a_changed_helm_release_is_upgraded_and_objects_that_left_the_chart_are_deleted,
 );
+
+fn hr(ns: &str, name: &str, chart: &str, extra: &str) -> String {
+    let extra: String = extra.lines().map(|l| format!("  {l}\n")).collect();
+    format!(
+        "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  interval: 10m\n  chart:\n    spec:\n      chart: ./charts/{chart}\n      sourceRef:\n        kind: GitRepository\n        name: flux-system\n        namespace: flux-system\n{extra}"
+    )
+}
+
+/// CRDs from a chart's crds/ (applied before the render, labelled), weighted hooks with their
+/// delete policies, values from a Secret (never printed), and dependsOn between HelmReleases.
+fn helm_releases_bring_crds_run_hooks_read_secret_values_and_respect_depends_on(t: Tier) {
+    let (ks_ns, app) = (t.ns("fleet"), t.ns("happ"));
+    // The CRD of the fixture chart is cluster-wide: the real tier shares it between tests, which
+    // the Create policy (AlreadyExists ignored) allows.
+    let f = fleet(&ks_ns, &[("infra", "wait: true")])
+        .file("apps/infra/ns.yaml", &namespace(&app))
+        .file(
+            "apps/infra/secret.yaml",
+            &format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: web-values\n  namespace: {app}\nstringData:\n  values.yaml: |\n    message: s3cr3t-message\n"),
+        )
+        .file("apps/infra/gadgets.yaml", &hr(&app, "gadgets", "crds", ""))
+        .file(
+            "apps/infra/hooked.yaml",
+            &hr(&app, "hooked", "hooks", "dependsOn:\n  - name: gadgets"),
+        )
+        .file(
+            "apps/infra/web.yaml",
+            &hr(
+                &app,
+                "web",
+                "plain",
+                "dependsOn:\n  - name: hooked\nvaluesFrom:\n  - kind: Secret\n    name: web-values",
+            ),
+        );
+    for c in ["plain", "crds", "hooks"] {
+        copy_dir(
+            &fixtures(&format!("charts/{c}")),
+            &f.root().join(format!("charts/{c}")),
+        );
+    }
+    let run = f.apply(&t, &[]);
+    run.expect_code(0);
+    assert!(
+        !run.stdout.contains("s3cr3t") && !run.stderr.contains("s3cr3t"),
+        "{run}"
+    );
+    let id = |n: &str| format!("HelmRelease/{app}/{n}");
+    for n in ["gadgets", "hooked", "web"] {
+        assert_eq!(outcome(&run, &id(n)), "ready", "{n}\n{run}");
+    }
+    // dependsOn between HelmReleases: each starts after the one it depends on is Ready.
+    let events = run.events();
+    let pos = |ev: &str, who: &str| {
+        events
+            .iter()
+            .position(|e| e["event"] == ev && e["id"] == who)
+            .unwrap_or_else(|| panic!("no {ev} of {who}\n{run}"))
+    };
+    assert!(
+        pos("started", &id("hooked")) > pos("finished", &id("gadgets")),
+        "{run}"
+    );
+    assert!(
+        pos("started", &id("web")) > pos("finished", &id("hooked")),
+        "{run}"
+    );
+    // The chart's CRD, labelled as helm-controller labels it, and the custom resource using it.
+    let crd = t
+        .get("crd", "", "gadgets.fixture.flux-order.test")
+        .expect("the chart's CRD");
+    assert!(
+        crd["metadata"]["labels"]["helm.toolkit.fluxcd.io/name"].is_string(),
+        "{}",
+        pretty(&crd)
+    );
+    assert!(
+        t.get("gadgets.fixture.flux-order.test", &app, "gadgets-gadget")
+            .is_some()
+    );
+    // Hooks: pre-install Jobs by weight (-5 before 5), before the manifest; the post-install Job
+    // deleted once it succeeded (hook-succeeded), the pre ones kept (before-hook-creation).
+    let writes: Vec<String> = t
+        .writes()
+        .into_iter()
+        .filter(|w| w.verb != "delete")
+        .map(|w| w.name)
+        .collect();
+    let first = |name: &str| {
+        writes
+            .iter()
+            .position(|w| w == name)
+            .unwrap_or_else(|| panic!("no write of {name}: {writes:?}"))
+    };
+    assert!(first("hooked-pre-1") < first("hooked-pre-0"), "{writes:?}");
+    assert!(first("hooked-pre-0") < first("hooked-app"), "{writes:?}");
+    assert!(first("hooked-app") < first("hooked-post"), "{writes:?}");
+    assert!(t.get("job", &app, "hooked-pre-0").is_some());
+    assert!(
+        t.eventually(Duration::from_secs(20), |t| t
+            .get("job", &app, "hooked-post")
+            .is_none()),
+        "the hook-succeeded Job was not deleted"
+    );
+    let hooks = helm(&t, &["get", "hooks", "hooked", "-n", &app]);
+    assert!(
+        hooks.contains("hooked-pre-0") && hooks.contains("hooked-post"),
+        "{hooks}"
+    );
+    // Values from the Secret reached the chart.
+    let cm = t.get("configmap", &app, "web-config").expect("web-config");
+    assert_eq!(cm["data"]["message"], "s3cr3t-message");
+}
+
+/// A selected HelmRelease whose chart cannot be had here is invalid input: exit 2, every such
+/// problem listed, nothing written.
+fn an_unavailable_chart_is_refused_before_any_write(t: Tier) {
+    let (ks_ns, app) = (t.ns("fleet"), t.ns("happ"));
+    let f = fleet(&ks_ns, &[("infra", "")])
+        .file("apps/infra/ns.yaml", &namespace(&app))
+        .file(
+            "apps/infra/hr.yaml",
+            &format!("apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: remote\n  namespace: {app}\nspec:\n  interval: 10m\n  chartRef:\n    kind: OCIRepository\n    name: remote-chart\n"),
+        );
+    t.mark();
+    let run = f.apply(&t, &[]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains(&format!("HelmRelease {app}/remote")),
+        "{run}"
+    );
+    assert!(run.stderr.contains("--chart"), "{run}");
+    assert!(t.writes().is_empty(), "wrote: {:?}", t.writes());
+}
+
+both!(
+    helm_releases_bring_crds_run_hooks_read_secret_values_and_respect_depends_on,
+    an_unavailable_chart_is_refused_before_any_write,
+);
