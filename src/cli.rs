@@ -63,6 +63,12 @@ pub enum Command {
         after_help = "Examples:\n  kubectl flux-order delete ./clusters/staging --only flux-system/apps\n  kubectl flux-order delete ./clusters/staging --yes"
     )]
     Delete(DeleteArgs),
+    /// Fetch every source and chart the selection needs into DIR, with a lock file and a
+    /// checksum per artifact, for `--from DIR` on a machine without network access.
+    #[command(
+        after_help = "Examples:\n  kubectl flux-order pull ./clusters/production --to ./bundle\n  kubectl flux-order apply ./clusters/production --from ./bundle"
+    )]
+    Pull(PullArgs),
     /// Print a shell completion script.
     Completion {
         /// The shell.
@@ -114,6 +120,21 @@ pub struct FleetArgs {
     /// helm binary (Helm 4) that renders HelmReleases (default: `helm` on PATH).
     #[arg(long, value_name = "PATH", env = "FLUX_ORDER_HELM_BIN")]
     pub helm_bin: Option<PathBuf>,
+
+    /// Fetch nothing: sources and charts come only from the cache
+    /// ($XDG_CACHE_HOME/flux-order/sources); whatever is missing is named.
+    #[arg(long, conflicts_with = "from")]
+    pub offline: bool,
+
+    /// Read every fetched source and chart only from this bundle (made by `pull --to DIR`);
+    /// checksums are verified before anything is built or written.
+    #[arg(long, value_name = "DIR")]
+    pub from: Option<PathBuf>,
+
+    /// Fetch OCI artifacts of FROM (a host, or host/path prefix) from TO instead; `http://TO`
+    /// for a plain-HTTP registry (repeatable).
+    #[arg(long = "registry-mirror", value_name = "FROM=TO")]
+    pub registry_mirrors: Vec<String>,
 }
 
 /// `plan` output formats.
@@ -125,6 +146,17 @@ pub enum PlanFormat {
     Json,
     /// YAML (same content as JSON).
     Yaml,
+}
+
+/// `pull` flags.
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Fleet whose sources to pull.
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// The bundle directory to write.
+    #[arg(long, value_name = "DIR")]
+    pub to: PathBuf,
 }
 
 /// `plan` flags.

@@ -17,6 +17,7 @@ mod options;
 mod recorder;
 mod redact;
 mod report;
+mod sources;
 mod yaml;
 
 use clap::Parser;
@@ -65,6 +66,7 @@ fn run(cli: cli::Cli) -> Result<(), exit::AppError> {
             cli::Command::Diff(a) => commands::diff::run(a).await,
             cli::Command::Status(a) => commands::status::run(a).await,
             cli::Command::Delete(a) => commands::delete::run(a).await,
+            cli::Command::Pull(a) => commands::pull::run(a).await,
             cli::Command::Completion { shell } => {
                 let mut cmd = <cli::Cli as clap::CommandFactory>::command();
                 clap_complete::generate(

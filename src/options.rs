@@ -49,6 +49,24 @@ impl FleetSettings {
         if !args.path.is_dir() {
             bail!("{}: no such directory", args.path.display());
         }
+        let mirrors = args
+            .registry_mirrors
+            .iter()
+            .map(|m| {
+                crate::sources::Mirror::parse(m)
+                    .with_context(|| format!("--registry-mirror {m}: expected FROM=TO"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if let Some(d) = &args.from
+            && !d.join(crate::sources::store::LOCK_FILE).is_file()
+        {
+            bail!(
+                "--from {}: no {} there; make the bundle with `kubectl flux-order pull PATH --to {}`",
+                d.display(),
+                crate::sources::store::LOCK_FILE,
+                d.display()
+            );
+        }
         let kustomize = Kustomize::detect(args.kustomize_bin.as_deref())?;
         let jobs = match args.build_jobs {
             Some(0) => bail!("--build-jobs must be at least 1"),
@@ -67,6 +85,12 @@ impl FleetSettings {
                 sources,
                 strict: args.strict_substitute,
                 cluster_vars: None,
+                fetch: crate::sources::FetchOptions {
+                    offline: args.offline,
+                    from: args.from.clone(),
+                    mirrors,
+                    cache: None,
+                },
             },
             only,
             builder: Builder::new(kustomize, jobs)

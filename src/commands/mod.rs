@@ -8,6 +8,7 @@ pub mod delete;
 pub mod diff;
 pub mod graph;
 pub mod plan;
+pub mod pull;
 pub mod status;
 
 use std::collections::{BTreeMap, BTreeSet};

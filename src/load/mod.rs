@@ -2,12 +2,15 @@
 //! like a Kustomization path; every Kustomization found in a build has its own path built in turn
 //! (with Flux's overlays and substitution), so children that a parent patches or whose path holds
 //! `${CLUSTER}` are found as Flux finds them. `--scan` instead reads every Kustomization in the
-//! YAML files under PATH. Sources map to local directories ([`sources`]).
+//! YAML files under PATH. Sources map to local directories ([`sources`]); those the fleet defines
+//! but nothing maps (OCIRepository, GitRepository) are fetched by the sources stage
+//! ([`crate::sources`]) once their definition has been found in some build.
 
 pub mod sources;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -29,6 +32,8 @@ pub struct LoadOptions {
     pub strict: bool,
     /// Extra substituteFrom sources (read from a cluster).
     pub cluster_vars: Option<VarIndex>,
+    /// How sources are fetched (`--offline`, `--from`, `--registry-mirror`).
+    pub fetch: crate::sources::FetchOptions,
 }
 
 /// A load error; each names the file and, where there is one, the Kustomization.
@@ -124,6 +129,8 @@ pub struct Fleet {
     pub unowned: Vec<Manifest>,
     /// Things the user should know (never silent).
     pub warnings: Vec<String>,
+    /// The sources stage of this run: what was fetched, and charts on demand.
+    pub fetcher: Arc<crate::sources::Fetcher>,
     _tmp: tempfile::TempDir,
 }
 
@@ -208,9 +215,17 @@ pub async fn load(opts: &LoadOptions, builder: &Builder) -> Result<Fleet, Vec<Lo
         })?;
         flags.insert(k.clone(), c);
     }
+    let fetcher = crate::sources::Fetcher::new(opts.fetch.clone()).map_err(|message| {
+        vec![LoadError::Scan {
+            path: "sources".into(),
+            message,
+        }]
+    })?;
     let mut loader = Loader {
         opts,
         builder,
+        fetcher: Arc::new(fetcher),
+        deferred: Vec::new(),
         sources: Sources::new(flags, git_root.clone(), tmp.path().to_path_buf()),
         nodes: BTreeMap::new(),
         errors: Vec::new(),
@@ -224,8 +239,20 @@ pub async fn load(opts: &LoadOptions, builder: &Builder) -> Result<Fleet, Vec<Lo
         loader.load_root(&path, &git_root).await?;
     }
     loader.discover().await;
+    let mut objects: Vec<&Value> = loader.root_objects.iter().map(|m| &m.object).collect();
+    for n in loader.nodes.values() {
+        objects.extend(n.flux_objects.iter().map(|m| &m.object));
+    }
+    loader.fetcher.add_objects(objects);
+    loader.fetcher.set_secrets(loader.var_index());
+    for (k, d) in loader.sources.local_dirs() {
+        loader.fetcher.map_local(&k, &d);
+    }
     loader.finish(&path);
     if !loader.errors.is_empty() {
+        // A Kustomization that fails is found again by every later pass of its parent's build.
+        let mut seen = BTreeSet::new();
+        loader.errors.retain(|e| seen.insert(e.to_string()));
         return Err(loader.errors);
     }
     let claimed = loader.nodes.values().any(|n| n.dir() == path);
@@ -251,6 +278,7 @@ pub async fn load(opts: &LoadOptions, builder: &Builder) -> Result<Fleet, Vec<Lo
         nodes: loader.nodes,
         unowned,
         warnings: loader.warnings,
+        fetcher: loader.fetcher,
         _tmp: tmp,
     })
 }
@@ -258,6 +286,9 @@ pub async fn load(opts: &LoadOptions, builder: &Builder) -> Result<Fleet, Vec<Lo
 struct Loader<'a> {
     opts: &'a LoadOptions,
     builder: &'a Builder,
+    fetcher: Arc<crate::sources::Fetcher>,
+    /// Kustomizations waiting for their source to be fetched.
+    deferred: Vec<Found>,
     sources: Sources,
     nodes: BTreeMap<KsId, Node>,
     errors: Vec<LoadError>,
@@ -318,6 +349,7 @@ impl Loader<'_> {
             }]
         })?;
         self.sources.add_generators(objs.iter().map(|m| &m.object));
+        self.map_sync_sources(path, git_root, &objs);
         let found: Vec<Found> = objs
             .iter()
             .filter(|m| postbuild::is_flux_kustomization(&m.object))
@@ -456,17 +488,32 @@ impl Loader<'_> {
             return;
         }
         let source = spec.source_key(ns);
-        let (source_dir, mapping) = match self.sources.resolve(&source) {
-            Ok(r) => r,
-            Err(source) => {
-                self.errors.push(LoadError::Source {
-                    ks: id.to_string(),
-                    file: f.file,
-                    source,
-                });
-                return;
-            }
-        };
+        let (source_dir, mapping) =
+            match self.sources.resolve(&source) {
+                Ok(r) => r,
+                Err(SourceError::Unmapped { .. })
+                    if matches!(
+                        source.kind.as_str(),
+                        "OCIRepository" | "GitRepository" | "Bucket"
+                    ) && !self.sources.was_fetched(&source) =>
+                {
+                    // Fetched once its definition is known (see `fetch_deferred`).
+                    if !self.deferred.iter().any(|d| {
+                        d.file == f.file && object_meta(&d.object) == object_meta(&f.object)
+                    }) {
+                        self.deferred.push(f);
+                    }
+                    return;
+                }
+                Err(source) => {
+                    self.errors.push(LoadError::Source {
+                        ks: id.to_string(),
+                        file: f.file,
+                        source,
+                    });
+                    return;
+                }
+            };
         let path_str = spec.path.clone().unwrap_or_default();
         let Some(rel_path) = sources::safe_rel(&path_str) else {
             self.errors.push(invalid(format!(
@@ -525,6 +572,8 @@ impl Loader<'_> {
         let mut built_ok = std::mem::take(&mut self.post_built);
         let mut failed: BTreeSet<KsId> = BTreeSet::new();
         loop {
+            // 0. Fetch the sources of Kustomizations waiting for one.
+            let fetched = self.fetch_deferred(false).await;
             // 1. Build every node not built yet, in parallel.
             let pending: Vec<KsId> = self
                 .nodes
@@ -548,6 +597,7 @@ impl Loader<'_> {
                 .collect();
             let t = std::time::Instant::now();
             let results = self.builder.build_many(requests).await;
+            let built = results.len();
             tracing::debug!(
                 "built {} Kustomizations in {:?}",
                 results.len(),
@@ -614,8 +664,156 @@ impl Loader<'_> {
                 }
             }
             let after: BTreeSet<KsId> = self.nodes.keys().cloned().collect();
-            if before == after && !changed {
-                break;
+            if before == after && !changed && !fetched && built == 0 {
+                if self.deferred.is_empty() {
+                    break;
+                }
+                // Sources nobody defines: report them, then settle what remains.
+                self.fetch_deferred(true).await;
+            }
+        }
+    }
+
+    /// Fetches the sources of deferred Kustomizations whose definition is now known (all of
+    /// them when `last`: undefined ones become errors). Returns whether any was settled.
+    async fn fetch_deferred(&mut self, last: bool) -> bool {
+        if self.deferred.is_empty() {
+            return false;
+        }
+        let mut objects: Vec<&Value> = self.root_objects.iter().map(|m| &m.object).collect();
+        for n in self.nodes.values() {
+            objects.extend(n.flux_objects.iter().map(|m| &m.object));
+            objects.extend(n.objects.iter().map(|m| &m.object));
+        }
+        self.fetcher.add_objects(objects);
+        self.fetcher.set_secrets(self.var_index());
+        let keys: BTreeSet<SourceKey> = self
+            .deferred
+            .iter()
+            .filter_map(|f| {
+                let (_, _, ns, _) = object_meta(&f.object);
+                let spec: KustomizationSpec =
+                    serde_json::from_value(f.object.get("spec").cloned()?).ok()?;
+                Some(spec.source_key(ns))
+            })
+            .filter(|k| last || k.kind == "Bucket" || self.fetcher.object(k).is_some())
+            .collect();
+        if keys.is_empty() {
+            return false;
+        }
+        let fetcher = self.fetcher.clone();
+        let results = futures::future::join_all(keys.iter().map(|k| {
+            let fetcher = fetcher.clone();
+            async move { fetcher.fetch_source(k).await }
+        }))
+        .await;
+        for (k, r) in keys.into_iter().zip(results) {
+            self.sources.set_fetched(k, r.map(|f| f.dir));
+        }
+        for f in std::mem::take(&mut self.deferred) {
+            self.add_found(f, None);
+        }
+        true
+    }
+
+    /// The fleet's own sync source needs no flag: the source of the sync Kustomization (from
+    /// gotk-sync.yaml: a Kustomization whose path is PATH's tail) or of a FluxInstance's
+    /// `spec.sync`, when GitRepository or OCIRepository, maps to the checkout holding PATH at
+    /// the sync path's base.
+    fn map_sync_sources(&mut self, path: &Path, git_root: &Path, objs: &[Manifest]) {
+        let mut found: Vec<(SourceKey, String, String)> = Vec::new();
+        for m in objs {
+            let (api, kind, ns, name) = object_meta(&m.object);
+            if kind == "FluxInstance" && crate::model::api_group(api) == "fluxcd.controlplane.io" {
+                let Some(sync) = m.object.pointer("/spec/sync") else {
+                    continue;
+                };
+                let get = |k: &str| {
+                    sync.get(k)
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string()
+                };
+                let sname = Some(get("name"))
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or(ns.to_string());
+                found.push((
+                    SourceKey {
+                        kind: get("kind"),
+                        namespace: ns.into(),
+                        name: sname,
+                    },
+                    get("path"),
+                    format!("FluxInstance {ns}/{name}"),
+                ));
+            } else if postbuild::is_flux_kustomization(&m.object) {
+                let get = |p: &str| {
+                    m.object
+                        .pointer(p)
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string()
+                };
+                let sns = Some(get("/spec/sourceRef/namespace"))
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or(ns.to_string());
+                found.push((
+                    SourceKey {
+                        kind: get("/spec/sourceRef/kind"),
+                        namespace: sns,
+                        name: get("/spec/sourceRef/name"),
+                    },
+                    get("/spec/path"),
+                    format!("Kustomization {ns}/{name}"),
+                ));
+            }
+        }
+        let defined: BTreeSet<SourceKey> = objs
+            .iter()
+            .map(|m| {
+                let (_, kind, ns, name) = object_meta(&m.object);
+                SourceKey {
+                    kind: kind.into(),
+                    namespace: ns.into(),
+                    name: name.into(),
+                }
+            })
+            .collect();
+        for (key, sync_path, by) in found {
+            let from_instance = by.starts_with("FluxInstance");
+            // gotk-sync.yaml defines the sync Kustomization and its source side by side.
+            if !matches!(key.kind.as_str(), "GitRepository" | "OCIRepository")
+                || self.sources.is_flagged(&key)
+                || (!from_instance
+                    && (!defined.contains(&key) || sync_path.trim_start_matches("./").is_empty()))
+            {
+                continue;
+            }
+            let Some(rel) = sources::safe_rel(&sync_path) else {
+                continue;
+            };
+            let base = if rel.as_os_str().is_empty() {
+                Some(path.to_path_buf())
+            } else if path.ends_with(&rel) {
+                path.ancestors()
+                    .nth(rel.components().count())
+                    .map(Path::to_path_buf)
+            } else {
+                None
+            };
+            // A FluxInstance names the sync source even when its path is not PATH's.
+            let Some(base) = base.or_else(|| from_instance.then(|| git_root.to_path_buf())) else {
+                continue;
+            };
+            if key == sources::default_source() {
+                continue; // the git work tree, as always
+            }
+            if !self.sources.is_synced(&key) {
+                self.warnings.push(format!(
+                    "{key} is the fleet's own sync source ({by}, path '{sync_path}'): read from the checkout {} instead of fetching it (--source {key}=DIR overrides)",
+                    display_path(&base)
+                ));
+                self.sources.map_sync(key, base);
             }
         }
     }

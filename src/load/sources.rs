@@ -1,7 +1,8 @@
 //! Maps a Kustomization's `sourceRef` to a local directory: `--source KIND/NS/NAME=DIR`, the git
 //! work tree holding PATH for the bootstrap `GitRepository/flux-system/flux-system`, and
 //! `ExternalArtifact`s emulated from the fleet's ArtifactGenerators (their copy rules assemble a
-//! temporary artifact directory, as Flux's source-watcher would).
+//! temporary artifact directory, as Flux's source-watcher would), the fleet's own sync source (the
+//! checkout holding PATH), and sources fetched by the sources stage ([`crate::sources`]).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -42,6 +43,11 @@ pub enum Mapping {
     GitRoot,
     /// Assembled from an ArtifactGenerator.
     ArtifactGenerator,
+    /// The fleet's own sync source (gotk-sync.yaml, a FluxInstance's spec.sync): the checkout
+    /// holding PATH, at the sync path's base.
+    SyncSource,
+    /// Fetched (or read from the cache or a `--from` bundle) by the sources stage.
+    Fetched,
 }
 
 /// A source that could not be mapped or emulated.
@@ -53,6 +59,9 @@ pub enum SourceError {
         /// The source.
         key: SourceKey,
     },
+    /// The sources stage could not fetch it.
+    #[error("{0}")]
+    Fetch(crate::sources::FetchError),
     /// ArtifactGenerator emulation failed.
     #[error("ArtifactGenerator {generator}: artifact '{artifact}': {message}")]
     Generator {
@@ -82,6 +91,8 @@ pub struct Sources {
     git_root: PathBuf,
     generators: BTreeMap<SourceKey, GeneratorArtifact>,
     emulated: BTreeMap<SourceKey, PathBuf>,
+    sync: BTreeMap<SourceKey, PathBuf>,
+    fetched: BTreeMap<SourceKey, Result<PathBuf, crate::sources::FetchError>>,
     tmp: PathBuf,
 }
 
@@ -93,8 +104,50 @@ impl Sources {
             git_root,
             generators: BTreeMap::new(),
             emulated: BTreeMap::new(),
+            sync: BTreeMap::new(),
+            fetched: BTreeMap::new(),
             tmp,
         }
+    }
+
+    /// Whether `--source` maps `key`.
+    pub fn is_flagged(&self, key: &SourceKey) -> bool {
+        self.flags.contains_key(key)
+    }
+
+    /// Maps the fleet's own sync source to the checkout directory `dir`.
+    pub fn map_sync(&mut self, key: SourceKey, dir: PathBuf) {
+        self.sync.insert(key, dir);
+    }
+
+    /// Whether `key` is mapped as a sync source.
+    pub fn is_synced(&self, key: &SourceKey) -> bool {
+        self.sync.contains_key(key)
+    }
+
+    /// Records what the sources stage made of `key`.
+    pub fn set_fetched(&mut self, key: SourceKey, r: Result<PathBuf, crate::sources::FetchError>) {
+        self.fetched.insert(key, r);
+    }
+
+    /// Whether the sources stage was already asked for `key`.
+    pub fn was_fetched(&self, key: &SourceKey) -> bool {
+        self.fetched.contains_key(key)
+    }
+
+    /// Local directories of sources (flags, sync sources, the default), for chart lookups.
+    pub fn local_dirs(&self) -> Vec<(SourceKey, PathBuf)> {
+        let mut out: Vec<(SourceKey, PathBuf)> = self
+            .sync
+            .iter()
+            .chain(self.flags.iter())
+            .map(|(k, d)| (k.clone(), d.clone()))
+            .collect();
+        if !self.flags.contains_key(&default_source()) && !self.sync.contains_key(&default_source())
+        {
+            out.push((default_source(), self.git_root.clone()));
+        }
+        out
     }
 
     /// Records the ArtifactGenerators among `objects` (source.extensions.fluxcd.io).
@@ -158,8 +211,16 @@ impl Sources {
         if let Some(d) = self.flags.get(key) {
             return Ok((d.clone(), Mapping::Flag));
         }
+        if let Some(d) = self.sync.get(key) {
+            return Ok((d.clone(), Mapping::SyncSource));
+        }
         if *key == default_source() {
             return Ok((self.git_root.clone(), Mapping::GitRoot));
+        }
+        match self.fetched.get(key) {
+            Some(Ok(d)) => return Ok((d.clone(), Mapping::Fetched)),
+            Some(Err(e)) => return Err(SourceError::Fetch(e.clone())),
+            None => {}
         }
         if let Some(d) = self.emulated.get(key) {
             return Ok((d.clone(), Mapping::ArtifactGenerator));

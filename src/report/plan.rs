@@ -30,8 +30,34 @@ pub struct PlanReport {
     pub critical_path: Vec<String>,
     /// Objects directly under PATH that no Kustomization applies.
     pub unowned_objects: Vec<String>,
+    /// Every source of the selection: how it maps, what it resolved to, where it came from.
+    pub sources: Vec<SourceReport>,
     /// Things the user should know.
     pub warnings: Vec<String>,
+}
+
+/// One source of the plan.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceReport {
+    /// `Kind/namespace/name`.
+    pub source: String,
+    /// How it maps to a directory.
+    pub mapping: crate::load::Mapping,
+    /// The fetched artifact's URL (fetched sources).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// What was asked (URL and reference).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
+    /// Flux's revision string.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// sha256 of the artifact.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// `local`, `cache`, `bundle` or `network`.
+    pub origin: String,
 }
 
 /// One wave.
@@ -296,6 +322,7 @@ pub fn plan(
         waves,
         critical_path: critical.iter().map(|k| k.to_string()).collect(),
         unowned_objects: fleet.unowned.iter().map(|m| subject(&m.object)).collect(),
+        sources: source_reports(fleet, selection),
         warnings: fleet.warnings.clone(),
     }
 }
@@ -345,6 +372,30 @@ fn render_helm(s: &mut String, h: &HelmReport) {
     for n in &h.notes {
         let _ = writeln!(s, "      note       {n}");
     }
+}
+
+/// The sources of the selected Kustomizations, each once.
+fn source_reports(fleet: &Fleet, selection: &BTreeSet<KsId>) -> Vec<SourceReport> {
+    let records = fleet.fetcher.records();
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for n in selection.iter().filter_map(|id| fleet.nodes.get(id)) {
+        let key = n.source.to_string();
+        if !seen.insert(key.clone()) {
+            continue;
+        }
+        let record = records.iter().find(|r| r.used_by.contains(&key));
+        out.push(SourceReport {
+            source: key,
+            mapping: n.mapping.clone(),
+            url: record.map(|r| r.url.clone()),
+            resolution: record.map(|r| r.resolution.clone()),
+            revision: record.map(|r| r.revision.clone()),
+            digest: record.map(|r| r.digest.clone()),
+            origin: record.map_or("local".to_string(), |r| r.origin.to_string()),
+        });
+    }
+    out
 }
 
 /// `1 wave`, `7 waves`.

@@ -13,4 +13,5 @@ mod health;
 mod inventory;
 mod plan;
 mod retry;
+mod sources;
 mod tiers;
