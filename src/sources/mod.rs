@@ -109,7 +109,8 @@ pub enum FetchError {
     },
     /// The host could not be reached.
     #[error(
-        "{what}: cannot reach {url}: {detail} (plain-HTTP registry: set spec.insecure: true or --registry-mirror HOST=http://HOST; another registry: --registry-mirror FROM=TO; no network: --offline uses the cache, --from DIR a bundle made by `kubectl flux-order pull`)"
+        "{what}: cannot reach {url}: {detail} ({}plain-HTTP registry: set spec.insecure: true or --registry-mirror HOST=http://HOST; another registry: --registry-mirror FROM=TO; no network: --offline uses the cache, --from DIR a bundle made by `kubectl flux-order pull`)",
+        map_hint(.what)
     )]
     Unreachable {
         /// The source.
@@ -165,6 +166,14 @@ pub enum FetchError {
         /// What went wrong.
         message: String,
     },
+}
+
+/// `map it with --source KIND/NS/NAME=DIR; ` when `what` is a source key.
+fn map_hint(what: &str) -> String {
+    match SourceKey::parse(what) {
+        Some(_) => format!("a local copy: map it with --source {what}=DIR; "),
+        None => String::new(),
+    }
 }
 
 impl FetchError {
