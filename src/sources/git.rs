@@ -178,7 +178,7 @@ pub(crate) async fn resolve(what: &str, s: &GitSpec) -> Result<Remote, FetchErro
             s.branch.as_ref().map(|b| format!("refs/heads/{b}")),
         )
     } else if let Some(n) = &s.name {
-        let refs = ls_remote(what, &s.url, &[n]).await?;
+        let refs = ls_remote(what, &s.url, &[n, &format!("{n}^{{}}")]).await?;
         let peeled = format!("{n}^{{}}");
         let sha = refs
             .iter()
@@ -223,7 +223,8 @@ pub(crate) async fn resolve(what: &str, s: &GitSpec) -> Result<Remote, FetchErro
         )
     } else if let Some(t) = &s.tag {
         let r = format!("refs/tags/{t}");
-        let refs = ls_remote(what, &s.url, &[&r]).await?;
+        // Patterns match whole refs, so the peeled `^{}` entry needs its own.
+        let refs = ls_remote(what, &s.url, &[&r, &format!("{r}^{{}}")]).await?;
         let sha = peeled(&refs, &r).ok_or_else(|| not_found(format!("tag '{t}'")))?;
         (sha.clone(), format!("{t}@sha1:{sha}"), Some(r))
     } else {

@@ -463,9 +463,58 @@ fn oci_repository_by_tag_and_semver_then_cache_and_offline() {
 
     // A second run finds the artifacts in the cache.
     let plan = plan_json(&fleet, cache.path(), &[]);
+    let by_tag = source_entry(&plan, "OCIRepository/flux-system/by-tag");
+    assert_eq!(by_tag["origin"], "cache");
+    let digest = by_tag["revision"]
+        .as_str()
+        .unwrap()
+        .split('@')
+        .nth(1)
+        .unwrap()
+        .to_string();
+
+    // ref.digest wins over ref.tag; semverFilter narrows the tags; a --registry-mirror (plain
+    // HTTP) stands in for a registry that does not exist.
+    let more = Fleet::new().file(
+        "clusters/c/apps.yaml",
+        &[
+            oci_repo("pinned", &url, &format!("tag: v1.2.0\n    digest: {digest}"), ""),
+            oci_repo("filtered", &url, "semver: '*'\n    semverFilter: '^v1[.]0[.]'", ""),
+            "---\napiVersion: source.toolkit.fluxcd.io/v1\nkind: OCIRepository\nmetadata:\n  name: mirrored\n  namespace: flux-system\nspec:\n  interval: 10m\n  url: oci://registry.example.invalid/fleet/apps\n  ref:\n    tag: v1.2.0\n".to_string(),
+            ks("pinned", "OCIRepository", "pinned", "./apps"),
+            ks("filtered", "OCIRepository", "filtered", "./apps"),
+            ks("mirrored", "OCIRepository", "mirrored", "./apps"),
+        ]
+        .concat(),
+    );
+    let mirror = format!("registry.example.invalid=http://{}", reg.host());
+    let plan = plan_json(&more, cache.path(), &["--registry-mirror", &mirror]);
+    assert!(
+        objects_of(&plan, "flux-system/pinned")
+            .iter()
+            .any(|o| o.contains("from-v1")),
+        "{plan}"
+    );
     assert_eq!(
-        source_entry(&plan, "OCIRepository/flux-system/by-tag")["origin"],
-        "cache"
+        source_entry(&plan, "OCIRepository/flux-system/pinned")["revision"],
+        digest.as_str()
+    );
+    assert!(
+        objects_of(&plan, "flux-system/filtered")
+            .iter()
+            .any(|o| o.contains("from-v1")),
+        "{plan}"
+    );
+    assert!(
+        objects_of(&plan, "flux-system/mirrored")
+            .iter()
+            .any(|o| o.contains("from-v12")),
+        "{plan}"
+    );
+    assert_eq!(
+        source_entry(&plan, "OCIRepository/flux-system/mirrored")["url"],
+        "oci://registry.example.invalid/fleet/apps",
+        "the fleet's URL is kept; only the fetch goes to the mirror"
     );
 
     // Unknown tag: the error names the source, the Kustomization and the tag; exit 2.
@@ -656,6 +705,10 @@ fn pull_charts_and_sources_then_plan_from_the_bundle_with_servers_stopped() {
                 http.url()
             ),
             "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: repo-auth\n  namespace: flux-system\nstringData:\n  username: u\n  password: p\n".to_string(),
+            format!(
+                "---\napiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: oci-charts\n  namespace: flux-system\nspec:\n  type: oci\n  insecure: true\n  interval: 1h\n  url: oci://{}/charts\n",
+                reg.host()
+            ),
             ks("releases", "GitRepository", "flux-system", "./releases"),
         ]
         .concat(),
@@ -663,8 +716,12 @@ fn pull_charts_and_sources_then_plan_from_the_bundle_with_servers_stopped() {
     .file(
         "releases/hr.yaml",
         &format!(
-            "{}{}",
+            "{}{}{}",
             helm_release("podinfo", "  chartRef:\n    kind: OCIRepository\n    name: podinfo\n"),
+            helm_release(
+                "pinned-podinfo",
+                "  chart:\n    spec:\n      chart: podinfo\n      version: 6.5.0\n      sourceRef:\n        kind: HelmRepository\n        name: oci-charts\n"
+            ),
             helm_release(
                 "redis",
                 "  chart:\n    spec:\n      chart: redis\n      version: '1.x'\n      sourceRef:\n        kind: HelmRepository\n        name: bitnami\n"
@@ -695,6 +752,10 @@ fn pull_charts_and_sources_then_plan_from_the_bundle_with_servers_stopped() {
         "{out}"
     );
     assert!(
+        out.contains("HelmRelease flux-system/pinned-podinfo: chart podinfo 6.5.0+"),
+        "HelmRepository type oci, exact version: {out}"
+    );
+    assert!(
         out.contains(&format!("0.2.0@sha1:{commit}")),
         "semver over git tags: {out}"
     );
@@ -702,7 +763,7 @@ fn pull_charts_and_sources_then_plan_from_the_bundle_with_servers_stopped() {
         serde_json::from_str(&std::fs::read_to_string(bundle_dir.join("flux-order.lock")).unwrap())
             .unwrap();
     let artifacts = lock["artifacts"].as_array().unwrap();
-    assert_eq!(artifacts.len(), 4, "{lock}");
+    assert_eq!(artifacts.len(), 5, "{lock}");
     for a in artifacts {
         let file = bundle_dir.join(a["file"].as_str().unwrap());
         let data = std::fs::read(&file).unwrap();
@@ -844,6 +905,61 @@ fn buckets_and_undefined_sources_say_to_map_them() {
     assert!(
         err.contains("Kustomization flux-system/u")
             && err.contains("OCIRepository/flux-system/nowhere is not defined in the fleet"),
+        "{err}"
+    );
+}
+
+#[test]
+fn git_repositories_over_file_urls_by_branch_tag_and_commit() {
+    let server = GitServer::start(); // only its base dir: file:// URLs need no daemon
+    let commit = server.repo("r", &[("k/cm.yaml", &config_map("by-git"))], &["v1.0.0"]);
+    let url = format!("file://{}", server.base.path().join("r").display());
+    let git_repo = |name: &str, reference: &str| {
+        format!(
+            "---\napiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: {name}\n  namespace: flux-system\nspec:\n  interval: 1m\n  url: {url}\n  ref:\n    {reference}\n"
+        )
+    };
+    let fleet = Fleet::new().file(
+        "clusters/c/git.yaml",
+        &[
+            git_repo("branch", "branch: main"),
+            git_repo("tag", "tag: v1.0.0"),
+            git_repo("commit", &format!("commit: {commit}")),
+            ks("branch", "GitRepository", "branch", "./k"),
+            ks("tag", "GitRepository", "tag", "./k"),
+            ks("commit", "GitRepository", "commit", "./k"),
+        ]
+        .concat(),
+    );
+    let cache = tempfile::tempdir().expect("tmp");
+    let plan = plan_json(&fleet, cache.path(), &[]);
+    for (name, rev) in [
+        ("branch", format!("main@sha1:{commit}")),
+        ("tag", format!("v1.0.0@sha1:{commit}")),
+        ("commit", format!("sha1:{commit}")),
+    ] {
+        assert!(
+            objects_of(&plan, &format!("flux-system/{name}"))
+                .iter()
+                .any(|o| o.contains("by-git"))
+        );
+        assert_eq!(
+            source_entry(&plan, &format!("GitRepository/flux-system/{name}"))["revision"],
+            rev.as_str()
+        );
+    }
+    let broken = Fleet::new().file(
+        "clusters/c/git.yaml",
+        &[
+            git_repo("gone", "branch: nope"),
+            ks("gone", "GitRepository", "gone", "./k"),
+        ]
+        .concat(),
+    );
+    let (code, _, err) = flux(&broken, cache.path(), "plan", &[]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("Kustomization flux-system/gone") && err.contains("branch 'nope' not found"),
         "{err}"
     );
 }
