@@ -90,6 +90,7 @@ impl FleetSettings {
                     from: args.from.clone(),
                     mirrors,
                     cache: None,
+                    cluster: None,
                 },
             },
             only,

@@ -51,6 +51,8 @@ pub async fn connect_and_load(
 ) -> Result<(Arc<Cluster>, Loaded), AppError> {
     let cluster = connect(cluster_args).await?;
     settings.load.strict = true;
+    // Credentials of sources (secretRef) the fleet does not hold are read from the cluster.
+    settings.load.fetch.cluster = Some(crate::sources::SecretSource(cluster.clone()));
     let loaded = super::load_fleet(settings).await?;
     let loaded = with_cluster_vars(settings, &cluster, loaded).await?;
     Ok((cluster, loaded))

@@ -74,7 +74,7 @@ pub struct Get {
     auth: Option<(String, String)>,
 }
 
-fn auth_for(
+async fn auth_for(
     f: &Fetcher,
     what: &str,
     s: &ChartSpec,
@@ -86,7 +86,7 @@ fn auth_for(
         return Ok(None);
     };
     let (ns, name) = secret.split_once('/').unwrap_or(("", secret));
-    let Some(data) = f.secret(ns, name) else {
+    let Some(data) = f.secret(ns, name).await else {
         return Ok(None);
     };
     match (data.get("username"), data.get("password")) {
@@ -157,7 +157,7 @@ async fn get(
 
 /// Downloads the index, picks the version, and returns the chart to download.
 pub(crate) async fn resolve(f: &Fetcher, what: &str, s: &ChartSpec) -> Result<Remote, FetchError> {
-    let auth = auth_for(f, what, s)?;
+    let auth = auth_for(f, what, s).await?;
     let index_url = format!("{}/index.yaml", s.url);
     let data = get(
         f,

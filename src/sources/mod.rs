@@ -222,9 +222,21 @@ impl Mirror {
     }
 }
 
+/// The cluster credentials Secrets are read from when the fleet does not hold them.
+#[derive(Clone)]
+pub struct SecretSource(pub Arc<crate::cluster::Cluster>);
+
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretSource(cluster)")
+    }
+}
+
 /// How sources are obtained in this run.
 #[derive(Debug, Clone, Default)]
 pub struct FetchOptions {
+    /// When connected (apply, diff): read `secretRef` Secrets the fleet lacks from the cluster.
+    pub cluster: Option<SecretSource>,
     /// Use only the cache (`--offline`).
     pub offline: bool,
     /// Read only from this bundle (`--from DIR`).
@@ -438,12 +450,34 @@ impl Fetcher {
         *self.secrets.lock().expect("secrets lock") = index;
     }
 
-    pub(crate) fn secret(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, String>> {
-        self.secrets
+    /// A Secret's decoded data: the fleet's, else (when connected) the cluster's.
+    pub(crate) async fn secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<BTreeMap<String, String>> {
+        let known = self
+            .secrets
             .lock()
             .expect("secrets lock")
             .get(namespace, "Secret", name)
-            .cloned()
+            .cloned();
+        if known.is_some() {
+            return known;
+        }
+        let cluster = self.opts.cluster.as_ref()?;
+        let object = cluster
+            .0
+            .get_ref("v1", "Secret", namespace, name)
+            .await
+            .ok()
+            .flatten()?;
+        let mut index = VarIndex::default();
+        index.add(&[crate::build::postbuild::Manifest {
+            object,
+            origin: None,
+        }]);
+        index.get(namespace, "Secret", name).cloned()
     }
 
     pub(crate) fn http(&self) -> &reqwest::Client {

@@ -158,14 +158,14 @@ fn mirrored(f: &Fetcher, url: &str) -> (String, bool) {
     (bare.to_string(), false)
 }
 
-fn credentials(
+async fn credentials(
     f: &Fetcher,
     what: &str,
     s: &OciSpec,
     host: &str,
 ) -> Result<RegistryAuth, FetchError> {
     if let Some((ns, name)) = &s.secret {
-        let Some(data) = f.secret(ns, name) else {
+        let Some(data) = f.secret(ns, name).await else {
             // Not in the fleet nor read from the cluster: the user's own login may still work.
             return Ok(user_auth(host));
         };
@@ -292,7 +292,7 @@ pub(crate) async fn resolve(f: &Fetcher, what: &str, s: &OciSpec) -> Result<Remo
         connect_timeout: Some(std::time::Duration::from_secs(15)),
         ..Default::default()
     });
-    let auth = credentials(f, what, s, host)?;
+    let auth = credentials(f, what, s, host).await?;
     let shown = format!("oci://{target}");
     let (reference, tag, asked) = if let Some(d) = &s.digest {
         (

@@ -963,3 +963,74 @@ fn git_repositories_over_file_urls_by_branch_tag_and_commit() {
         "{err}"
     );
 }
+
+#[test]
+fn apply_reads_a_sources_credentials_from_the_cluster_when_the_fleet_lacks_them() {
+    let reg = Registry::start(Some(("flux", "cluster-pass")));
+    reg.push_artifact(
+        "private/apps",
+        "v1",
+        &[("cm.yaml", &config_map("pulled-with-cluster-secret"))],
+    );
+    let cluster = crate::util::Cluster::start();
+    let kubeconfig = cluster.kubeconfig().to_str().unwrap().to_string();
+    let dockerconfig = format!(
+        r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
+        reg.host(),
+        base64("flux:cluster-pass")
+    );
+    // First the Secret reaches the cluster (as a platform team's bootstrap would put it there).
+    let secrets = Fleet::new()
+        .file(
+            "clusters/c/secrets.yaml",
+            &ks("secrets", "GitRepository", "flux-system", "./secrets"),
+        )
+        .file(
+            "secrets/regcred.yaml",
+            &format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: flux-system\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: regcred\n  namespace: flux-system\ntype: kubernetes.io/dockerconfigjson\ndata:\n  .dockerconfigjson: {}\n",
+                base64(&dockerconfig)
+            ),
+        );
+    let cache = tempfile::tempdir().expect("tmp");
+    let (code, _, err) = flux(
+        &secrets,
+        cache.path(),
+        "apply",
+        &["--kubeconfig", &kubeconfig],
+    );
+    assert_eq!(code, 0, "{err}");
+    // Then a fleet whose OCIRepository names that Secret but does not hold it.
+    let url = format!("oci://{}/private/apps", reg.host());
+    let fleet = Fleet::new().file(
+        "clusters/c/apps.yaml",
+        &[
+            oci_repo(
+                "private",
+                &url,
+                "tag: v1",
+                "  secretRef:\n    name: regcred\n",
+            ),
+            ks("private", "OCIRepository", "private", "./"),
+        ]
+        .concat(),
+    );
+    let (code, _, err) = flux(&fleet, cache.path(), "plan", &[]);
+    assert_eq!(code, 2, "without the cluster the Secret is unknown: {err}");
+    assert!(err.contains("authentication to"), "{err}");
+    let (code, out, err) = flux(
+        &fleet,
+        cache.path(),
+        "apply",
+        &["--kubeconfig", &kubeconfig],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        !cluster
+            .writes_named("pulled-with-cluster-secret")
+            .is_empty(),
+        "{}",
+        cluster.log_text()
+    );
+    assert!(!out.contains("cluster-pass") && !err.contains("cluster-pass"));
+}
