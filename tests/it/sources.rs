@@ -1034,3 +1034,41 @@ fn apply_reads_a_sources_credentials_from_the_cluster_when_the_fleet_lacks_them(
     );
     assert!(!out.contains("cluster-pass") && !err.contains("cluster-pass"));
 }
+
+#[test]
+fn apply_writes_nothing_when_a_source_of_the_selection_cannot_be_had() {
+    let cluster = crate::util::Cluster::start();
+    let kubeconfig = cluster.kubeconfig().to_str().unwrap().to_string();
+    // A registry port nobody listens on, next to a Kustomization that could be applied.
+    let url = format!("oci://127.0.0.1:{}/gone/apps", free_port());
+    let fleet = Fleet::new()
+        .file(
+            "clusters/c/apps.yaml",
+            &[
+                ks("local", "GitRepository", "flux-system", "./local"),
+                oci_repo("gone", &url, "tag: v1", ""),
+                ks("remote", "OCIRepository", "gone", "./"),
+            ]
+            .concat(),
+        )
+        .file("local/cm.yaml", &config_map("would-be-written"));
+    let cache = tempfile::tempdir().expect("tmp");
+    let (code, out, err) = flux(
+        &fleet,
+        cache.path(),
+        "apply",
+        &["--kubeconfig", &kubeconfig],
+    );
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains("Kustomization flux-system/remote")
+            && err.contains("OCIRepository/flux-system/gone")
+            && err.contains("cannot reach"),
+        "{err}"
+    );
+    assert!(
+        cluster.writes().is_empty(),
+        "nothing is written before every source is had:\n{}",
+        cluster.log_text()
+    );
+}
