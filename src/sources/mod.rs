@@ -971,14 +971,49 @@ pub(crate) fn describe_reqwest(e: &reqwest::Error) -> (String, bool) {
 }
 
 /// Credentials for `host` from the user's docker config (`$DOCKER_CONFIG/config.json`, else
-/// `~/.docker/config.json`): `auths.<host>.auth` or `username`/`password`.
+/// `~/.docker/config.json`): `auths.<host>.auth` or `username`/`password`, else the credential
+/// helper it names (`credHelpers.<host>`, else `credsStore`: `docker-credential-<name> get`).
 pub(crate) fn docker_config_auth(host: &str) -> Option<(String, String)> {
     let path = std::env::var_os("DOCKER_CONFIG")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))?
         .join("config.json");
     let text = std::fs::read_to_string(path).ok()?;
-    dockerconfig_auth(&text, host)
+    if let Some(c) = dockerconfig_auth(&text, host) {
+        return Some(c);
+    }
+    let v: Value = serde_json::from_str(&text).ok()?;
+    let helper = v
+        .pointer(&format!(
+            "/credHelpers/{}",
+            host.replace('~', "~0").replace('/', "~1")
+        ))
+        .or_else(|| v.get("credsStore"))
+        .and_then(Value::as_str)
+        .filter(|h| !h.is_empty())?;
+    credential_helper(Path::new(&format!("docker-credential-{helper}")), host)
+}
+
+/// Asks a docker credential helper for `host` (`get`, the host on stdin, JSON
+/// `{Username, Secret}` on stdout). Fails closed: any error means no credentials.
+pub(crate) fn credential_helper(program: &Path, host: &str) -> Option<(String, String)> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(program)
+        .arg("get")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    child.stdin.take()?.write_all(host.as_bytes()).ok()?;
+    let out = child.wait_with_output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let user = v.get("Username").and_then(Value::as_str)?;
+    let secret = v.get("Secret").and_then(Value::as_str)?;
+    Some((user.into(), secret.into()))
 }
 
 /// Credentials for `host` in a dockerconfigjson document.
@@ -1027,6 +1062,28 @@ mod tests {
             Some(("user".into(), "pass".into()))
         );
         assert_eq!(dockerconfig_auth(cfg, "ghcr.io"), None);
+    }
+
+    #[test]
+    fn credential_helpers_speak_the_docker_protocol() {
+        let dir = tempfile::tempdir().unwrap();
+        let helper = dir.path().join("docker-credential-test");
+        std::fs::write(
+            &helper,
+            "#!/bin/sh\nread host\n[ \"$1\" = get ] && [ \"$host\" = reg.example ] || exit 1\necho '{\"ServerURL\":\"reg.example\",\"Username\":\"u\",\"Secret\":\"s\"}'\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        assert_eq!(
+            credential_helper(&helper, "reg.example"),
+            Some(("u".into(), "s".into()))
+        );
+        assert_eq!(credential_helper(&helper, "other.example"), None);
+        assert_eq!(
+            credential_helper(&dir.path().join("missing"), "reg.example"),
+            None
+        );
     }
 
     #[test]
