@@ -75,6 +75,7 @@ impl Drop for Proc {
 /// The distribution registry on 127.0.0.1, filesystem storage in a temp dir.
 struct Registry {
     port: u16,
+    log: PathBuf,
     auth: Option<(String, String)>,
     proc: Option<Proc>,
     _dir: tempfile::TempDir,
@@ -85,7 +86,7 @@ impl Registry {
         let dir = tempfile::tempdir().expect("tmp");
         let port = free_port();
         let mut config = format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
             dir.path().join("data").display()
         );
         if let Some((u, p)) = auth {
@@ -97,21 +98,33 @@ impl Registry {
             ));
         }
         std::fs::write(dir.path().join("config.yml"), config).expect("write");
+        let log = dir.path().join("access.log");
+        let out = std::fs::File::create(&log).expect("log file");
         let child = Command::new(tool("registry"))
             .arg("serve")
             .arg(dir.path().join("config.yml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(out)
             .spawn()
             .expect("registry starts");
         let proc = Proc(child);
         wait_for_port(port, "registry");
         Registry {
             port,
+            log,
             auth: auth.map(|(u, p)| (u.into(), p.into())),
             proc: Some(proc),
             _dir: dir,
         }
+    }
+
+    /// How many requests the registry logged whose line contains `needle`.
+    fn requests(&self, needle: &str) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(needle) && l.contains("HTTP/1.1\""))
+            .count()
     }
 
     fn host(&self) -> String {
@@ -1070,5 +1083,39 @@ fn apply_writes_nothing_when_a_source_of_the_selection_cannot_be_had() {
         cluster.writes().is_empty(),
         "nothing is written before every source is had:\n{}",
         cluster.log_text()
+    );
+}
+
+#[test]
+fn a_tag_is_resolved_once_per_run() {
+    let reg = Registry::start(None);
+    reg.push_artifact(
+        "fleet/shared",
+        "stable",
+        &[("cm.yaml", &config_map("shared"))],
+    );
+    let url = format!("oci://{}/fleet/shared", reg.host());
+    let fleet = Fleet::new().file(
+        "clusters/c/apps.yaml",
+        &[
+            oci_repo("one", &url, "tag: stable", ""),
+            oci_repo("two", &url, "tag: stable", ""),
+            ks("one", "OCIRepository", "one", "./"),
+            ks("two", "OCIRepository", "two", "./"),
+        ]
+        .concat(),
+    );
+    let before = reg.requests("/v2/fleet/shared/manifests/stable");
+    let cache = tempfile::tempdir().expect("tmp");
+    let plan = plan_json(&fleet, cache.path(), &[]);
+    assert_eq!(
+        source_entry(&plan, "OCIRepository/flux-system/one")["revision"],
+        source_entry(&plan, "OCIRepository/flux-system/two")["revision"]
+    );
+    let after = reg.requests("/v2/fleet/shared/manifests/stable");
+    assert_eq!(
+        after - before,
+        1,
+        "one manifest request for two sources asking the same tag"
     );
 }
