@@ -78,7 +78,7 @@ fn main() -> anyhow::Result<()> {
 
     let mut runs = Vec::new();
     for barrier in [false, true] {
-        let r = run_once(&bin, &root, tmp.path(), barrier)?;
+        let r = run_once(&bin, &root, tmp.path(), barrier, &extra_args())?;
         r.print_details(critical);
         runs.push(r);
     }
@@ -213,7 +213,18 @@ fn sorted(mut v: Vec<f64>) -> Vec<f64> {
     v
 }
 
-fn run_once(bin: &Path, root: &Path, tmp: &Path, barrier: bool) -> anyhow::Result<Run> {
+/// Arguments after `--`, passed on to every `apply` (e.g. `-- --no-events` to compare).
+fn extra_args() -> Vec<String> {
+    std::env::args().skip_while(|a| a != "--").skip(1).collect()
+}
+
+fn run_once(
+    bin: &Path,
+    root: &Path,
+    tmp: &Path,
+    barrier: bool,
+    extra: &[String],
+) -> anyhow::Result<Run> {
     let server = TestServer::start(ServerOptions {
         default_ready_after: Duration::from_millis(50),
         ..ServerOptions::default()
@@ -226,7 +237,8 @@ fn run_once(bin: &Path, root: &Path, tmp: &Path, barrier: bool) -> anyhow::Resul
     let mut cmd = Command::new(bin);
     cmd.args(["apply", "clusters/bench", "--kubeconfig"])
         .arg(&kubeconfig)
-        .args(["-o", "json", "--concurrency", "50"]);
+        .args(["-o", "json", "--concurrency", "50"])
+        .args(extra);
     if barrier {
         cmd.arg("--wave-barrier");
     }

@@ -277,6 +277,9 @@ pub struct ApplyArgs {
     /// while the retry starts within DURATION of the rollout's start; 0 disables retries.
     #[arg(long, value_name = "DURATION", default_value = "5m")]
     pub retry_for: String,
+    /// Record no Kubernetes Events (default: one per outcome, in the Kustomization's namespace).
+    #[arg(long)]
+    pub no_events: bool,
     /// `server`: do a server-side dry-run instead (same as `diff`).
     #[arg(long, value_enum, default_value_t = DryRun::None, value_name = "none|server")]
     pub dry_run: DryRun,

@@ -422,9 +422,12 @@ pub async fn run(args: &ApplyArgs) -> Result<(), AppError> {
         .map(|u| (u.id.clone(), u.revision.clone()))
         .collect();
     let recorder = tokio::spawn(crate::recorder::run(cluster.clone(), revisions, record_rx));
+    let record = !args.no_events;
     tokio::spawn(async move {
         while let Some(e) = rx.recv().await {
-            let _ = record_tx.send(e.clone());
+            if record {
+                let _ = record_tx.send(e.clone());
+            }
             let _ = render_tx.send(e);
         }
     });

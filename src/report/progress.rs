@@ -247,6 +247,7 @@ async fn render_tty(paint: Paint, mut rx: UnboundedReceiver<Event>) {
                 if let Some((b, _, _)) = blocked.remove(id) {
                     b.finish_and_clear();
                 }
+                waiting.remove(&id.to_string());
                 let bar = mp.add(ProgressBar::new_spinner());
                 bar.set_style(style.clone());
                 lines.insert(
@@ -294,11 +295,23 @@ async fn render_tty(paint: Paint, mut rx: UnboundedReceiver<Event>) {
                 waiting.remove(&r.id.to_string());
                 let _ = mp.println(finished_line(r, paint));
             }
-            Event::Retrying { id, .. } => {
+            Event::Retrying {
+                id,
+                attempt,
+                delay_seconds,
+                ..
+            } => {
                 if let Some(l) = lines.remove(id) {
                     l.bar.finish_and_clear();
                 }
-                waiting.remove(&id.to_string());
+                // What a dependent's blocked line shows about it.
+                waiting.insert(
+                    id.to_string(),
+                    format!(
+                        "retrying (attempt {attempt} in {})",
+                        human(Duration::from_secs_f64(*delay_seconds))
+                    ),
+                );
                 if let Some(line) = retrying_line(&e, paint) {
                     let _ = mp.println(line);
                 }

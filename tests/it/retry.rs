@@ -247,3 +247,19 @@ fn events_tell_the_story_in_the_kustomization_namespace() {
     f.apply(&cluster, &[]).expect_code(0);
     assert!(cluster.writes().is_empty(), "{}", cluster.log_text());
 }
+
+#[test]
+fn no_events_records_none() {
+    let cluster = Cluster::start();
+    let f = flaky_fleet();
+    f.apply(&cluster, &["--no-events"]).expect_code(0);
+    assert!(
+        cluster.list("v1", "Event").is_empty(),
+        "{}",
+        pretty(&cluster.list("v1", "Event"))
+    );
+    // Without the flag, the same fleet's first apply records its story.
+    let other = Cluster::start();
+    f.apply(&other, &[]).expect_code(0);
+    assert!(!other.list("v1", "Event").is_empty());
+}

@@ -294,6 +294,30 @@ fn a_deployment_that_never_becomes_ready_fails_its_gate_and_skips_dependents(t: 
         "the dependent was applied: {:?}",
         t.writes()
     );
+    // `status NAMESPACE/NAME` tells why, like `kubectl describe`.
+    let run = t.run("status", &[&stuck, "-o", "json"]);
+    run.expect_code(0);
+    let d: Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}\n{run}"));
+    assert_eq!(d["lastOutcome"], "HealthCheckFailed", "{}", pretty(&d));
+    assert_eq!(d["ready"], false, "{}", pretty(&d));
+    assert_eq!(d["attempts"], 1, "{}", pretty(&d));
+    let not_ready = d["notReady"].to_string();
+    assert!(
+        not_ready.contains("Deployment") && not_ready.contains("web"),
+        "{}",
+        pretty(&d)
+    );
+    let reasons: Vec<&str> = d["events"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["reason"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(reasons.contains(&"HealthCheckFailed"), "{}", pretty(&d));
+    // The skipped dependent was never applied: no inventory, and status says so.
+    let run = t.run("status", &[&child]);
+    assert_ne!(run.code, 0, "{run}");
+    assert!(run.stderr.contains("never applied"), "{run}");
+    let story = kubectl_events(&t, &ks_ns);
+    assert!(story.contains("DependencyNotReady"), "{story}");
 }
 
 fn wait_releases_dependents_only_once_every_object_is_ready(t: Tier) {
@@ -512,7 +536,7 @@ fn diff_shows_a_changed_object_and_writes_nothing(t: Tier) {
 }
 
 fn a_removed_manifest_is_pruned(t: Tier) {
-    let (f, _, app) = small_fleet(&t);
+    let (f, ks_ns, app) = small_fleet(&t);
     f.apply(&t, &[]).expect_code(0);
     assert!(t.get("configmap", &app, "cfg").is_some());
     f.remove("apps/a/cm.yaml");
@@ -533,6 +557,11 @@ fn a_removed_manifest_is_pruned(t: Tier) {
         .collect();
     assert_eq!(deletes, vec!["cfg".to_string()], "{run}");
     assert!(t.get("deployment", &app, "web").is_some());
+    let story = kubectl_events(&t, &ks_ns);
+    assert!(
+        story.contains(&format!("Pruned 1 deleted: ConfigMap/{app}/cfg deleted")),
+        "{story}"
+    );
 }
 
 fn status_reports_readiness_from_the_live_objects(t: Tier) {
