@@ -208,6 +208,7 @@ both!(
     a_custom_resource_is_retried_until_its_crd_exists_and_its_dependent_runs_after_it,
     a_health_check_that_times_out_is_retried_and_passes,
     an_invalid_object_fails_at_once_without_retry,
+    a_secret_value_echoed_by_the_server_is_masked_in_output_inventory_and_events,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1241,3 +1242,52 @@ both!(
     helm_releases_bring_crds_run_hooks_read_secret_values_and_respect_depends_on,
     an_unavailable_chart_is_refused_before_any_write,
 );
+
+/// A value substituted from a Secret makes an object invalid, and the API server's 422 echoes it:
+/// the failure is reported everywhere — output, inventory, status, Events — with the value masked.
+fn a_secret_value_echoed_by_the_server_is_masked_in_output_inventory_and_events(t: Tier) {
+    let (ks_ns, app) = (t.ns("fleet"), t.ns("app"));
+    let secret = "Hunter2-S3cret";
+    t.kubectl(&["create", "namespace", &ks_ns]);
+    t.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "vars",
+        "-n",
+        &ks_ns,
+        &format!("--from-literal=NAME={secret}"),
+    ]);
+    let spec = "postBuild:\n  substituteFrom:\n    - kind: Secret\n      name: vars";
+    let f = fleet(&ks_ns, &[("a", spec)])
+        .file("apps/a/ns.yaml", &namespace(&app))
+        .file(
+            "apps/a/cm.yaml",
+            &config_map(&app, "${NAME}", &[("k", "v")]),
+        );
+    let run = f.apply(&t, &["--retry-for", "1m"]);
+    run.expect_code(1);
+    let id = format!("{ks_ns}/a");
+    assert_eq!(outcome(&run, &id), "failed", "{run}");
+    assert_eq!(attempts(&run, &id), 1, "a 422 is not retried\n{run}");
+    assert!(reason(&run, &id).contains("***"), "{run}");
+    let text = f.run("apply", &t, &["--retry-for", "0"]);
+    let status = t.run("status", &[&id, "-o", "json"]);
+    let inventory = t
+        .get("configmap", &ks_ns, "flux-order-a")
+        .expect("inventory");
+    let events = t.kubectl(&["get", "events", "-n", &ks_ns, "-o", "json"]);
+    assert!(events.contains("ReconciliationFailed"), "{events}");
+    for (what, out) in [
+        ("json output", run.to_string()),
+        ("text output", text.to_string()),
+        ("status", status.to_string()),
+        ("inventory", inventory.to_string()),
+        ("events", events),
+    ] {
+        assert!(
+            !out.contains(secret),
+            "the secret value shows in the {what}:\n{out}"
+        );
+    }
+}
