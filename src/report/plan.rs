@@ -536,6 +536,20 @@ pub fn render_text(p: &PlanReport) -> String {
             p.critical_path.join(" → ")
         );
     }
+    let fetched: Vec<&SourceReport> = p.sources.iter().filter(|x| x.revision.is_some()).collect();
+    if !fetched.is_empty() {
+        let _ = writeln!(s, "\nFetched sources:");
+        for x in fetched {
+            let _ = writeln!(
+                s,
+                "  {}  {} {} ({})",
+                x.source,
+                x.url.as_deref().unwrap_or(""),
+                x.revision.as_deref().unwrap_or(""),
+                x.origin
+            );
+        }
+    }
     if !p.warnings.is_empty() {
         let _ = writeln!(s, "\nWarnings:");
         for w in &p.warnings {

@@ -474,6 +474,18 @@ fn oci_repository_by_tag_and_semver_then_cache_and_offline() {
         "{s}"
     );
 
+    // The text plan names each fetched source, its revision and origin.
+    let (code, text_plan, _) = flux(&fleet, cache.path(), "plan", &[]);
+    assert_eq!(code, 0);
+    assert!(
+        text_plan.contains("Fetched sources:")
+            && text_plan
+                .lines()
+                .any(|l| l.contains("OCIRepository/flux-system/by-semver")
+                    && l.contains("v1.2.0@sha256:")
+                    && l.ends_with("(cache)")),
+        "{text_plan}"
+    );
     // A second run finds the artifacts in the cache.
     let plan = plan_json(&fleet, cache.path(), &[]);
     let by_tag = source_entry(&plan, "OCIRepository/flux-system/by-tag");
