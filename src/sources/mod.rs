@@ -122,7 +122,8 @@ pub enum FetchError {
     },
     /// `--offline` and not in the cache.
     #[error(
-        "{what}: {key} is not in the cache ({cache}) and --offline forbids fetching it; run once with network access, or use --from DIR with a bundle made by `kubectl flux-order pull`"
+        "{what}: {key} is not in the cache ({cache}) and --offline forbids fetching it; {}run once with network access, or use --from DIR with a bundle made by `kubectl flux-order pull`",
+        map_hint(.what)
     )]
     Offline {
         /// The source.

@@ -231,11 +231,14 @@ fn multi_tenancy_orders_kyverno_policies_tenants_then_the_tenant_on_every_cluste
 #[test]
 fn multi_tenancy_without_its_sources_names_the_flags_to_add_and_the_files() {
     let repo = corpora().join("flux2-multi-tenancy");
+    // --offline with an empty cache: the same answer with or without network access.
+    let cache = tempfile::tempdir().expect("tmp");
     for cluster in ["production", "staging"] {
         let out = flux_order()
+            .env("FLUX_ORDER_CACHE_DIR", cache.path())
             .arg("plan")
             .arg(repo.join("clusters").join(cluster))
-            .args(["--source", &bootstrap_source(&repo)])
+            .args(["--source", &bootstrap_source(&repo), "--offline"])
             .assert()
             .code(2)
             .get_output()
