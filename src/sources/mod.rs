@@ -538,10 +538,10 @@ impl Fetcher {
     }
 
     /// Resolves a HelmRelease's chart to a local `.tgz` or directory, as helm-controller and
-    /// source-controller would: `spec.chartRef` (OCIRepository; `_` in tags read as `+`; digest
-    /// tracked) or `spec.chart.spec` with a HelmRepository (`type: default` index or `type: oci`;
-    /// version constraint, default `*`) or a GitRepository/Bucket path (a mapped or the fleet's
-    /// own source: a directory). `hr_namespace` defaults the sourceRef namespace; `hr` names the
+    /// source-controller would: `spec.chartRef` (OCIRepository: `_` in tags read as `+`, digest
+    /// tracked; or a HelmChart, read as its chart, version and sourceRef) or `spec.chart.spec`
+    /// with a HelmRepository (`type: default` index or `type: oci`; version constraint, default
+    /// `*`) or a GitRepository/Bucket path (a mapped or the fleet's own source: a directory). `hr_namespace` defaults the sourceRef namespace; `hr` names the
     /// HelmRelease in errors and records (`namespace/name`).
     pub async fn resolve_chart(
         &self,
@@ -550,10 +550,10 @@ impl Fetcher {
         hr_spec: &Value,
     ) -> Result<ResolvedChart, FetchError> {
         let what_hr = format!("HelmRelease {hr}");
-        if let Some(r) = hr_spec.get("chartRef") {
+        let (cs, hr_namespace) = if let Some(r) = hr_spec.get("chartRef") {
             let key = ref_key(r, hr_namespace);
             let what = format!("{what_hr}: chartRef {key}");
-            if key.kind != "OCIRepository" {
+            if !matches!(key.kind.as_str(), "OCIRepository" | "HelmChart") {
                 return Err(FetchError::Unsupported {
                     what: key.to_string(),
                     message: format!("{what_hr}: chartRef kind {} is not fetched", key.kind),
@@ -563,17 +563,28 @@ impl Fetcher {
                 what: key.to_string(),
             })?;
             let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
-            let mut oci = oci::OciSpec::from_source(&what, &key.namespace, &spec)?;
-            oci.helm_tags = true;
-            let art = self.obtain_for(&what, &what_hr, &Request::Oci(oci)).await?;
-            return self.chart_from_artifact(&what, key, art, None);
-        }
-        let Some(cs) = hr_spec.pointer("/chart/spec") else {
-            return Err(FetchError::Invalid {
-                what: what_hr,
-                message: "neither spec.chartRef nor spec.chart.spec is set".into(),
-            });
+            if key.kind == "HelmChart" {
+                // A HelmChart written by hand: its chart, version and sourceRef, resolved as
+                // helm-controller's own HelmChart for `spec.chart` would be.
+                (spec, key.namespace.clone())
+            } else {
+                let mut oci = oci::OciSpec::from_source(&what, &key.namespace, &spec)?;
+                oci.helm_tags = true;
+                let art = self.obtain_for(&what, &what_hr, &Request::Oci(oci)).await?;
+                return self.chart_from_artifact(&what, key, art, None);
+            }
+        } else {
+            let cs =
+                hr_spec
+                    .pointer("/chart/spec")
+                    .cloned()
+                    .ok_or_else(|| FetchError::Invalid {
+                        what: what_hr.clone(),
+                        message: "neither spec.chartRef nor spec.chart.spec is set".into(),
+                    })?;
+            (cs, hr_namespace.to_string())
         };
+        let hr_namespace = hr_namespace.as_str();
         let chart = cs.get("chart").and_then(Value::as_str).unwrap_or("");
         let version = cs.get("version").and_then(Value::as_str).unwrap_or("*");
         let key = ref_key(cs.get("sourceRef").unwrap_or(&Value::Null), hr_namespace);

@@ -734,6 +734,7 @@ fn pull_charts_and_sources_then_plan_from_the_bundle_with_servers_stopped() {
                 "---\napiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: oci-charts\n  namespace: flux-system\nspec:\n  type: oci\n  insecure: true\n  interval: 1h\n  url: oci://{}/charts\n",
                 reg.host()
             ),
+            "---\napiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmChart\nmetadata:\n  name: redis-one\n  namespace: flux-system\nspec:\n  interval: 1h\n  chart: redis\n  version: 1.0.0\n  sourceRef:\n    kind: HelmRepository\n    name: bitnami\n".to_string(),
             ks("releases", "GitRepository", "flux-system", "./releases"),
         ]
         .concat(),
@@ -741,8 +742,12 @@ fn pull_charts_and_sources_then_plan_from_the_bundle_with_servers_stopped() {
     .file(
         "releases/hr.yaml",
         &format!(
-            "{}{}{}",
+            "{}{}{}{}",
             helm_release("podinfo", "  chartRef:\n    kind: OCIRepository\n    name: podinfo\n"),
+            helm_release(
+                "redis-by-helmchart",
+                "  chartRef:\n    kind: HelmChart\n    name: redis-one\n"
+            ),
             helm_release(
                 "pinned-podinfo",
                 "  chart:\n    spec:\n      chart: podinfo\n      version: 6.5.0\n      sourceRef:\n        kind: HelmRepository\n        name: oci-charts\n"
@@ -781,6 +786,10 @@ fn pull_charts_and_sources_then_plan_from_the_bundle_with_servers_stopped() {
         "HelmRepository type oci, exact version: {out}"
     );
     assert!(
+        out.contains("HelmRelease flux-system/redis-by-helmchart: chart redis 1.0.0 "),
+        "chartRef to a HelmChart: {out}"
+    );
+    assert!(
         out.contains(&format!("0.2.0@sha1:{commit}")),
         "semver over git tags: {out}"
     );
@@ -788,7 +797,7 @@ fn pull_charts_and_sources_then_plan_from_the_bundle_with_servers_stopped() {
         serde_json::from_str(&std::fs::read_to_string(bundle_dir.join("flux-order.lock")).unwrap())
             .unwrap();
     let artifacts = lock["artifacts"].as_array().unwrap();
-    assert_eq!(artifacts.len(), 5, "{lock}");
+    assert_eq!(artifacts.len(), 6, "{lock}");
     for a in artifacts {
         let file = bundle_dir.join(a["file"].as_str().unwrap());
         let data = std::fs::read(&file).unwrap();
