@@ -267,9 +267,14 @@ impl HealthExprs {
     /// entry [`matches`](Self::matches) it (then kstatus applies). An
     /// evaluation error is `Some(Err)`: Flux leaves such an object
     /// unresolved, so the wait goes on until the timeout.
-    pub fn evaluate(&self, obj: &Value) -> Option<Result<StatusResult, CelError>> {
-        let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+    /// `api_version` and `kind` are those of the resource read or watched, never the object's
+    /// own fields (LIST items carry none).
+    pub fn evaluate(
+        &self,
+        api_version: &str,
+        kind: &str,
+        obj: &Value,
+    ) -> Option<Result<StatusResult, CelError>> {
         let evaluator = self.evaluator_for(api_version, kind)?;
         Some(evaluator.evaluate(&self.env, obj))
     }
@@ -493,7 +498,11 @@ mod tests {
     fn eval(spec: HealthExprSpec, obj: Value) -> Result<StatusResult, CelError> {
         HealthExprs::compile(&[spec])
             .unwrap()
-            .evaluate(&obj)
+            .evaluate(
+                obj["apiVersion"].as_str().unwrap_or(""),
+                obj["kind"].as_str().unwrap_or(""),
+                &obj,
+            )
             .unwrap()
     }
 
@@ -607,7 +616,7 @@ mod tests {
         assert!(exprs.matches("batch/v1", "CronJob"));
         assert!(!exprs.matches("batch/v1", "Job"));
         let job = json!({"apiVersion": "batch/v1", "kind": "Job"});
-        assert!(exprs.evaluate(&job).is_none());
+        assert!(exprs.evaluate("batch/v1", "Job", &job).is_none());
         // Specific entry wins over the group one.
         let exprs = HealthExprs::compile(&[
             spec("test.io/v1", None, "false"),
@@ -627,7 +636,15 @@ mod tests {
     }
 
     fn eval_status_with(exprs: &HealthExprs, obj: Value) -> Status {
-        exprs.evaluate(&obj).unwrap().unwrap().status
+        exprs
+            .evaluate(
+                obj["apiVersion"].as_str().unwrap_or(""),
+                obj["kind"].as_str().unwrap_or(""),
+                &obj,
+            )
+            .unwrap()
+            .unwrap()
+            .status
     }
 
     #[test]

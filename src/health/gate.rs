@@ -203,7 +203,7 @@ fn evaluate(gate: &Gate, t: &Target, obj: Option<Value>) -> StatusResult {
         .exprs
         .as_ref()
         .filter(|e| e.matches(&t.api_version, &t.kind))
-        && let Some(r) = exprs.evaluate(&obj)
+        && let Some(r) = exprs.evaluate(&t.api_version, &t.kind, &obj)
     {
         return r.unwrap_or_else(|e| StatusResult {
             status: Status::Unknown,
