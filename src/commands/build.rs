@@ -12,12 +12,30 @@ use crate::options::FleetSettings;
 
 /// Runs `build`.
 pub async fn run(args: &BuildArgs) -> Result<(), AppError> {
-    let id = KsId::parse(&args.name)
-        .with_context(|| format!("--name {}: expected NAMESPACE/NAME", args.name))?;
-    let mut settings = FleetSettings::resolve(&args.fleet)?;
-    settings.only = vec![id.clone()];
+    let (wants_helm, name) = match args.name.strip_prefix("HelmRelease/") {
+        Some(rest) => (true, rest),
+        None => (false, args.name.as_str()),
+    };
+    let id = KsId::parse(name).with_context(|| {
+        format!(
+            "--name {}: expected NAMESPACE/NAME (or HelmRelease/NAMESPACE/NAME)",
+            args.name
+        )
+    })?;
+    let settings = FleetSettings::resolve(&args.fleet)?;
     let loaded = super::load_fleet(&settings).await?;
     super::print_warnings(&loaded.fleet);
+    let hr = KsId::helm_release(&id.namespace, &id.name);
+    if wants_helm || (!loaded.fleet.nodes.contains_key(&id) && loaded.releases.contains_key(&hr)) {
+        let Some(rel) = loaded.releases.get(&hr) else {
+            return Err(anyhow!(
+                "HelmRelease {id} not found in {}",
+                args.fleet.path.display()
+            )
+            .into());
+        };
+        return build_release(rel, &loaded, &settings, args.show_secrets).await;
+    }
     let node = loaded.fleet.nodes.get(&id).ok_or_else(|| {
         anyhow!(
             "Kustomization {id} not found in {}",
@@ -56,5 +74,39 @@ pub async fn run(args: &BuildArgs) -> Result<(), AppError> {
         "{}",
         crate::yaml::to_multi(&objects).map_err(anyhow::Error::from)?
     );
+    Ok(())
+}
+
+/// The manifest a HelmRelease renders to (hooks after the manifest), post-rendered as
+/// helm-controller would, like `helm template` after Flux's post-renderers. Secrets and values
+/// that came from Secrets are masked unless `show_secrets`.
+async fn build_release(
+    rel: &crate::helm::Release,
+    loaded: &super::Loaded,
+    settings: &FleetSettings,
+    show_secrets: bool,
+) -> Result<(), AppError> {
+    let helm = crate::helm::render::Helm::detect(settings.helm.helm_bin.as_deref())
+        .map_err(|e| AppError::Invalid(vec![format!("{}: {}: {e}", rel.file, rel.id.label())]))?;
+    let values = crate::helm::fleet_value_sources(&loaded.fleet);
+    let (rendered, notes, secrets) =
+        crate::helm::install::render_offline(&helm, settings.builder.kustomize(), &values, rel)
+            .await
+            .map_err(|e| {
+                AppError::Invalid(vec![format!("{}: {}: {e}", rel.file, rel.id.label())])
+            })?;
+    for n in notes {
+        eprintln!("warning: {}: {n}", rel.id.label());
+    }
+    let mut objects = rendered.objects;
+    objects.extend(rendered.hooks.into_iter().map(|h| h.object));
+    if !show_secrets {
+        objects = objects.iter().map(postbuild::mask_secret).collect();
+        for o in &mut objects {
+            crate::helm::install::mask_value(o, &secrets);
+        }
+    }
+    let text = crate::yaml::to_multi(&objects).map_err(anyhow::Error::from)?;
+    print!("{text}");
     Ok(())
 }

@@ -157,7 +157,7 @@ pub async fn helm_reports(
             )
             .await
             {
-                Ok((rendered, notes)) => {
+                Ok((rendered, notes, _)) => {
                     rep.chart = format!("{}-{}", rendered.chart.0, rendered.chart.1);
                     rep.object_count = rendered.objects.len();
                     for o in &rendered.objects {

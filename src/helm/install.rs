@@ -437,6 +437,18 @@ pub fn mask(text: &str, secrets: &[String]) -> String {
     out
 }
 
+/// [`mask`] on every string of `v`.
+pub fn mask_value(v: &mut Value, secrets: &[String]) {
+    match v {
+        Value::String(s) if secrets.iter().any(|x| s.contains(x.as_str())) => {
+            *s = mask(s, secrets);
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| mask_value(x, secrets)),
+        Value::Object(m) => m.values_mut().for_each(|x| mask_value(x, secrets)),
+        _ => {}
+    }
+}
+
 /// Composes the values, reading valuesFrom objects the fleet does not define from the cluster.
 async fn compose_values(
     cluster: &Cluster,
@@ -726,13 +738,14 @@ async fn wait_hook(
 }
 
 /// Renders `rel` offline (for plan and build): Helm's client-side dry-run, then Flux's
-/// post-renderers. Values the fleet does not hold are left out with a note.
+/// post-renderers. Values the fleet does not hold are left out with a note. Returns the render,
+/// the notes and the strings that came from Secrets (to mask).
 pub async fn render_offline(
     helm: &Helm,
     kustomize: &Kustomize,
     fleet_values: &BTreeMap<(String, String, String), Value>,
     rel: &Release,
-) -> Result<(Rendered, Vec<String>), String> {
+) -> Result<(Rendered, Vec<String>, Vec<String>), String> {
     let chart = match &rel.chart {
         super::Chart::Local { path, .. } => path.clone(),
         super::Chart::Unavailable(why) => return Err(format!("chart: {why}")),
@@ -780,5 +793,5 @@ pub async fn render_offline(
     let rendered = super::render::post_render(release, &rel.spec, &rel.id.name, ns, kustomize)
         .await
         .map_err(|e| e.to_string())?;
-    Ok((rendered, notes))
+    Ok((rendered, notes, values.secret_strings))
 }

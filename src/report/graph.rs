@@ -41,7 +41,12 @@ struct Layout<'a> {
     edges: Vec<Edge>,
 }
 
-fn layout<'a>(fleet: &'a Fleet, graph: &'a Graph, sel: &'a BTreeSet<KsId>) -> Layout<'a> {
+fn layout<'a>(
+    fleet: &'a Fleet,
+    graph: &'a Graph,
+    sel: &'a BTreeSet<KsId>,
+    helm: &'a BTreeMap<KsId, crate::helm::Release>,
+) -> Layout<'a> {
     let blocked = graph.blocked_by_suspension();
     let waves = graph
         .waves
@@ -50,8 +55,22 @@ fn layout<'a>(fleet: &'a Fleet, graph: &'a Graph, sel: &'a BTreeSet<KsId>) -> La
         .map(|(i, wave)| {
             let nodes = wave
                 .iter()
-                .filter(|k| sel.contains(*k))
+                .filter(|k| sel.contains(*k) || helm.contains_key(*k))
                 .map(|id| {
+                    if let Some(r) = helm.get(id) {
+                        let state = if r.spec.suspend {
+                            State::Suspended
+                        } else if blocked.contains_key(id) {
+                            State::Blocked
+                        } else {
+                            State::Normal
+                        };
+                        return Node {
+                            id,
+                            state,
+                            objects: 0,
+                        };
+                    }
                     let n = &fleet.nodes[id];
                     let state = if n.spec.suspend {
                         State::Suspended
@@ -72,6 +91,27 @@ fn layout<'a>(fleet: &'a Fleet, graph: &'a Graph, sel: &'a BTreeSet<KsId>) -> La
         .filter(|(_, nodes)| !nodes.is_empty())
         .collect();
     let mut edges = Vec::new();
+    for (id, r) in helm {
+        for d in r
+            .spec
+            .dependencies(&id.namespace)
+            .into_iter()
+            .filter(|d| helm.contains_key(d))
+        {
+            edges.push(Edge {
+                from: d,
+                to: id.clone(),
+                applies: false,
+            });
+        }
+        if sel.contains(&r.owner) {
+            edges.push(Edge {
+                from: r.owner.clone(),
+                to: id.clone(),
+                applies: true,
+            });
+        }
+    }
     for id in sel {
         let n = &fleet.nodes[id];
         for d in n
@@ -82,6 +122,17 @@ fn layout<'a>(fleet: &'a Fleet, graph: &'a Graph, sel: &'a BTreeSet<KsId>) -> La
         {
             edges.push(Edge {
                 from: d,
+                to: id.clone(),
+                applies: false,
+            });
+        }
+        // A dependency's gating HelmReleases (its readiness includes theirs).
+        for h in graph
+            .predecessors(id)
+            .filter(|p| p.is_helm_release() && helm.contains_key(*p))
+        {
+            edges.push(Edge {
+                from: h.clone(),
                 to: id.clone(),
                 applies: false,
             });
@@ -102,8 +153,13 @@ fn quote(s: &str) -> String {
 }
 
 /// Graphviz DOT: one cluster per wave, edges from dependency to dependent.
-pub fn dot(fleet: &Fleet, graph: &Graph, sel: &BTreeSet<KsId>) -> String {
-    let l = layout(fleet, graph, sel);
+pub fn dot(
+    fleet: &Fleet,
+    graph: &Graph,
+    sel: &BTreeSet<KsId>,
+    helm: &BTreeMap<KsId, crate::helm::Release>,
+) -> String {
+    let l = layout(fleet, graph, sel, helm);
     let mut s =
         String::from("digraph fleet {\n  rankdir=LR;\n  node [shape=box, style=rounded];\n");
     for (i, nodes) in &l.waves {
@@ -144,10 +200,20 @@ pub fn dot(fleet: &Fleet, graph: &Graph, sel: &BTreeSet<KsId>) -> String {
 }
 
 /// Mermaid flowchart (left to right).
-pub fn mermaid(fleet: &Fleet, graph: &Graph, sel: &BTreeSet<KsId>) -> String {
-    let l = layout(fleet, graph, sel);
-    // Mermaid ids: the node's position in the selection.
-    let idx: BTreeMap<&KsId, usize> = sel.iter().enumerate().map(|(i, k)| (k, i)).collect();
+pub fn mermaid(
+    fleet: &Fleet,
+    graph: &Graph,
+    sel: &BTreeSet<KsId>,
+    helm: &BTreeMap<KsId, crate::helm::Release>,
+) -> String {
+    let l = layout(fleet, graph, sel, helm);
+    // Mermaid ids: the node's position in the selection (Kustomizations, then HelmReleases).
+    let idx: BTreeMap<&KsId, usize> = sel
+        .iter()
+        .chain(helm.keys())
+        .enumerate()
+        .map(|(i, k)| (k, i))
+        .collect();
     let mut s = String::from("flowchart LR\n");
     for (i, nodes) in &l.waves {
         let _ = writeln!(s, "  subgraph wave{i}[\"wave {i}\"]");

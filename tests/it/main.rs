@@ -10,6 +10,7 @@ mod diff;
 mod errors;
 mod graph;
 mod health;
+mod helm;
 mod inventory;
 mod plan;
 mod retry;

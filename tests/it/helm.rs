@@ -1,0 +1,241 @@
+//! HelmReleases offline: plan, graph and build render them with the real Helm 4 (on PATH under
+//! the test command), post-rendered as helm-controller does; their graph edges and cycles; chart
+//! overrides; what happens without helm. Installing them is in `tiers.rs`, on both API servers.
+
+use serde_json::Value;
+
+use crate::util::*;
+
+/// A fleet: Kustomization `apps` holds namespace `web`, a Secret of values and HelmReleases of
+/// the fixture charts kept in the repo.
+fn fleet(releases: &str) -> Fleet {
+    let f = Fleet::new()
+        .file(
+            "clusters/c/apps.yaml",
+            &kustomization("apps", "./apps", "wait: true"),
+        )
+        .file("apps/ns.yaml", &namespace("web"))
+        .file(
+            "apps/values.yaml",
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: web-values\n  namespace: web\nstringData:\n  values.yaml: |\n    message: top-s3cret\n",
+        )
+        .file("apps/releases.yaml", releases);
+    copy_dir(&fixtures("charts/plain"), &f.root().join("charts/plain"));
+    copy_dir(&fixtures("charts/hooks"), &f.root().join("charts/hooks"));
+    f
+}
+
+fn release(name: &str, chart: &str, extra: &str) -> String {
+    let extra: String = extra.lines().map(|l| format!("  {l}\n")).collect();
+    format!(
+        "---\napiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: {name}\n  namespace: web\nspec:\n  interval: 10m\n  chart:\n    spec:\n      chart: ./charts/{chart}\n      sourceRef:\n        kind: GitRepository\n        name: flux-system\n        namespace: flux-system\n{extra}"
+    )
+}
+
+fn helm_entries(plan: &Value) -> Vec<Value> {
+    plan["waves"]
+        .as_array()
+        .expect("waves")
+        .iter()
+        .flat_map(|w| w["helmReleases"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+#[test]
+fn plan_renders_each_helm_release_with_chart_release_objects_and_edges() {
+    let f = fleet(
+        &(release(
+            "web",
+            "plain",
+            "valuesFrom:\n  - kind: Secret\n    name: web-values\nvalues:\n  extraConfig: true\n  replicas: 2",
+        ) + &release(
+            "jobs",
+            "hooks",
+            "targetNamespace: batch\ndependsOn:\n  - name: web",
+        )),
+    );
+    let plan = f.plan(&[]);
+    assert_eq!(plan["helmReleases"], 2, "{}", pretty(&plan));
+    let hrs = helm_entries(&plan);
+    let web = hrs
+        .iter()
+        .find(|h| h["id"] == "HelmRelease/web/web")
+        .expect("web");
+    assert_eq!(web["chart"], "plain-1.2.3");
+    assert_eq!(web["kustomization"], "flux-system/apps");
+    assert_eq!(web["releaseName"], "web");
+    assert_eq!(web["objectCount"], 4, "{}", pretty(web));
+    assert_eq!(web["kinds"]["ConfigMap"], 2);
+    let jobs = hrs
+        .iter()
+        .find(|h| h["id"] == "HelmRelease/web/jobs")
+        .expect("jobs");
+    assert_eq!(jobs["releaseName"], "batch-jobs", "targetNamespace-name");
+    assert_eq!(jobs["releaseNamespace"], "batch");
+    assert_eq!(jobs["storageNamespace"], "web");
+    assert_eq!(
+        jobs["dependsOn"],
+        serde_json::json!(["HelmRelease/web/web"])
+    );
+    assert_eq!(
+        jobs["hooks"].as_array().map(Vec::len),
+        Some(3),
+        "{}",
+        pretty(jobs)
+    );
+    // Waves: apps, then web (after apps applied it), then jobs (after web).
+    let wave_of = |id: &str| {
+        plan["waves"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| {
+                w["helmReleases"]
+                    .as_array()
+                    .is_some_and(|h| h.iter().any(|h| h["id"] == id))
+            })
+            .map(|w| w["wave"].as_u64().unwrap())
+            .unwrap_or_else(|| panic!("{id} in no wave"))
+    };
+    assert_eq!(wave_of("HelmRelease/web/web"), 1);
+    assert_eq!(wave_of("HelmRelease/web/jobs"), 2);
+    // The text plan says the same, and never prints the Secret's value.
+    let out = f.cmd("plan").assert().success().get_output().clone();
+    let (stdout, _) = text(&out);
+    assert!(stdout.contains("HelmRelease/web/web"), "{stdout}");
+    assert!(stdout.contains("chart      plain-1.2.3"), "{stdout}");
+    assert!(!stdout.contains("top-s3cret"), "{stdout}");
+}
+
+#[test]
+fn build_prints_a_helm_release_as_helm_template_after_flux_post_renderers() {
+    let f = fleet(&release(
+        "web",
+        "plain",
+        "valuesFrom:\n  - kind: Secret\n    name: web-values\ncommonMetadata:\n  labels:\n    team: a\npostRenderers:\n  - kustomize:\n      images:\n        - name: nginx\n          newTag: \"1.29\"",
+    ));
+    let docs = f.build("web/web", &[]);
+    let cm = find(&docs, "ConfigMap", "web-config");
+    assert_eq!(
+        cm["data"]["message"], "***",
+        "values from Secrets are masked"
+    );
+    assert_eq!(
+        cm["metadata"]["labels"]["helm.toolkit.fluxcd.io/name"],
+        "web"
+    );
+    assert_eq!(
+        cm["metadata"]["labels"]["helm.toolkit.fluxcd.io/namespace"],
+        "web"
+    );
+    assert_eq!(cm["metadata"]["labels"]["team"], "a");
+    let d = find(&docs, "Deployment", "web-web");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:1.29",
+        "the kustomize post-renderer ran"
+    );
+    // The same with HelmRelease/ spelled out, and the secret shown on request.
+    let docs = f.build("HelmRelease/web/web", &["--show-secrets"]);
+    assert_eq!(
+        find(&docs, "ConfigMap", "web-config")["data"]["message"],
+        "top-s3cret"
+    );
+}
+
+#[test]
+fn a_chart_override_takes_a_packaged_chart() {
+    let f = fleet(
+        "---\napiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: remote\n  namespace: web\nspec:\n  interval: 10m\n  chartRef:\n    kind: OCIRepository\n    name: remote\n",
+    );
+    let pkg = tempfile::tempdir().expect("tmp");
+    let out = std::process::Command::new("helm")
+        .args(["package", "-d"])
+        .arg(pkg.path())
+        .arg(fixtures("charts/plain"))
+        .output()
+        .expect("helm package");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tgz = pkg.path().join("plain-1.2.3.tgz");
+    let flag = format!("web/remote={}", tgz.display());
+    let plan = f.plan(&["--chart", &flag]);
+    let hr = &helm_entries(&plan)[0];
+    assert_eq!(hr["chart"], "plain-1.2.3", "{}", pretty(hr));
+    assert_eq!(hr["source"], "OCIRepository/web/remote");
+    // Without it, plan still plans and says what would help.
+    let plan = f.plan(&[]);
+    let hr = &helm_entries(&plan)[0];
+    assert!(
+        hr["notes"][0]
+            .as_str()
+            .unwrap()
+            .contains("--chart web/remote=PATH"),
+        "{}",
+        pretty(hr)
+    );
+    // An override for a HelmRelease the fleet lacks is bad input.
+    let err = f.fails("plan", &["--chart", &format!("web/nope={}", tgz.display())]);
+    assert!(
+        err.contains("--chart web/nope: no such HelmRelease"),
+        "{err}"
+    );
+}
+
+#[test]
+fn cycles_through_helm_releases_are_errors_naming_the_loop() {
+    let f = fleet(
+        &(release("a", "plain", "dependsOn:\n  - name: b")
+            + &release("b", "plain", "dependsOn:\n  - name: a")),
+    );
+    let err = f.fails("plan", &[]);
+    assert!(err.contains("circular dependency"), "{err}");
+    assert!(
+        err.contains("HelmRelease/web/a") && err.contains("HelmRelease/web/b"),
+        "{err}"
+    );
+    let f = fleet(&release("a", "plain", "dependsOn:\n  - name: missing"));
+    let err = f.fails("plan", &[]);
+    assert!(
+        err.contains("HelmRelease web/a: dependency 'HelmRelease/web/missing' not found"),
+        "{err}"
+    );
+}
+
+#[test]
+fn graph_draws_helm_releases_with_their_edges() {
+    let f = fleet(
+        &(release("web", "plain", "") + &release("jobs", "hooks", "dependsOn:\n  - name: web")),
+    );
+    let out = f.cmd("graph").assert().success().get_output().clone();
+    let (dot, _) = text(&out);
+    assert!(
+        dot.contains(
+            "\"flux-system/apps\" -> \"HelmRelease/web/web\" [style=dashed, label=\"applies\"]"
+        ),
+        "{dot}"
+    );
+    assert!(
+        dot.contains("\"HelmRelease/web/web\" -> \"HelmRelease/web/jobs\";"),
+        "{dot}"
+    );
+}
+
+#[test]
+fn without_helm_plan_still_plans_and_apply_refuses_before_any_write() {
+    let f = fleet(&release("web", "plain", ""));
+    let plan = f.plan(&["--helm-bin", "/nonexistent/helm"]);
+    let hr = &helm_entries(&plan)[0];
+    assert!(
+        hr["notes"][0].as_str().unwrap().contains("not rendered"),
+        "{}",
+        pretty(hr)
+    );
+    let cluster = Cluster::start();
+    let run = f.run("apply", &cluster, &["--helm-bin", "/nonexistent/helm"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("HelmRelease(s) selected"), "{run}");
+    assert!(cluster.writes().is_empty(), "{}", cluster.log_text());
+}
