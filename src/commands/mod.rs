@@ -100,7 +100,15 @@ pub async fn load_fleet(settings: &FleetSettings) -> Result<Loaded, AppError> {
     }
     let (helm_selection, selection): (BTreeSet<KsId>, BTreeSet<KsId>) =
         all.into_iter().partition(|id| id.is_helm_release());
-    let releases = releases.into_iter().map(|r| (r.id.clone(), r)).collect();
+    let mut releases: BTreeMap<KsId, crate::helm::Release> =
+        releases.into_iter().map(|r| (r.id.clone(), r)).collect();
+    crate::helm::fetch_charts(
+        &fleet.fetcher,
+        releases
+            .values_mut()
+            .filter(|r| helm_selection.contains(&r.id)),
+    )
+    .await;
     tracing::debug!(
         "loaded {} Kustomizations in {:?}",
         fleet.nodes.len(),

@@ -78,9 +78,9 @@ pub async fn run(
             counts,
         );
     }
-    let chart = match &rel.chart {
-        super::Chart::Local { path, .. } => path.clone(),
-        super::Chart::Unavailable(why) => return (failed(format!("chart: {why}")), counts),
+    let (_chart_copy, chart) = match super::prepared(&rel.chart) {
+        Ok(c) => c,
+        Err(e) => return (failed(e), counts),
     };
     let emit = |e: Event| {
         let _ = events.send(e);
@@ -746,10 +746,7 @@ pub async fn render_offline(
     fleet_values: &BTreeMap<(String, String, String), Value>,
     rel: &Release,
 ) -> Result<(Rendered, Vec<String>, Vec<String>), String> {
-    let chart = match &rel.chart {
-        super::Chart::Local { path, .. } => path.clone(),
-        super::Chart::Unavailable(why) => return Err(format!("chart: {why}")),
-    };
+    let (_chart_copy, chart) = super::prepared(&rel.chart)?;
     let ns = &rel.id.namespace;
     let lookup = |kind: &str, name: &str| {
         fleet_values

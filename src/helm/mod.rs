@@ -38,12 +38,15 @@ pub fn is_helm_release(obj: &Value) -> bool {
 /// Where a chart comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Chart {
-    /// A local chart directory or `.tgz` (`--chart`, or a path in a mapped source).
+    /// A local chart directory or `.tgz` (`--chart`, a path in a mapped source, or fetched).
     Local {
         /// The chart.
         path: PathBuf,
         /// How it was found, for the plan.
         how: String,
+        /// The version helm-controller renders it with when it differs from Chart.yaml's (OCI
+        /// charts: `<version>+<12 hex of the manifest digest>`).
+        version: Option<String>,
     },
     /// Not available here; why, and what would help.
     Unavailable(String),
@@ -214,6 +217,7 @@ fn resolve_chart(
             Chart::Local {
                 path: p.clone(),
                 how: "--chart".into(),
+                version: None,
             },
             source,
             version,
@@ -237,6 +241,7 @@ fn resolve_chart(
                             src_key.0,
                             crate::load::display_path(&n.source_dir)
                         ),
+                        version: None,
                     },
                     source,
                     version,
@@ -281,6 +286,88 @@ pub fn gates<'a>(
         })
         .map(|r| r.id.clone())
         .collect()
+}
+
+/// Fetches the charts of `selected` HelmReleases that are not local, through the sources stage
+/// (OCIRepository, HelmRepository, GitRepository as source-controller resolves them). A chart
+/// that cannot be had stays unavailable with the fetch error (plan notes it; apply refuses).
+pub async fn fetch_charts<'a>(
+    fetcher: &crate::sources::Fetcher,
+    selected: impl IntoIterator<Item = &'a mut Release>,
+) {
+    for r in selected {
+        if matches!(r.chart, Chart::Local { .. }) || r.spec.suspend {
+            continue;
+        }
+        let spec = r.object.get("spec").cloned().unwrap_or(Value::Null);
+        let hr = format!("{}/{}", r.id.namespace, r.id.name);
+        r.chart = match fetcher.resolve_chart(&hr, &r.id.namespace, &spec).await {
+            Ok(c) => Chart::Local {
+                how: format!("{} {}", c.source, c.revision),
+                version: c.manifest_digest.is_some().then(|| c.flux_version()),
+                path: c.path,
+            },
+            Err(e) => Chart::Unavailable(format!(
+                "{e}; or pass --chart {}/{}=PATH (a chart directory or .tgz)",
+                r.id.namespace, r.id.name
+            )),
+        };
+    }
+}
+
+/// The chart to hand helm: as it is, or — when helm-controller renders it with another version
+/// — a copy with that version in its Chart.yaml (kept alive by the returned directory).
+pub fn prepared(chart: &Chart) -> Result<(Option<tempfile::TempDir>, PathBuf), String> {
+    let (path, version) = match chart {
+        Chart::Local { path, version, .. } => (path, version),
+        Chart::Unavailable(why) => return Err(format!("chart: {why}")),
+    };
+    let Some(version) = version else {
+        return Ok((None, path.clone()));
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix("flux-order-chart-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    let dir = if path.is_dir() {
+        let to = tmp.path().join("chart");
+        copy_tree(path, &to).map_err(|e| format!("copying {}: {e}", path.display()))?;
+        to
+    } else {
+        let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        crate::sources::archive::unpack_tar_gz(&data, tmp.path())?;
+        std::fs::read_dir(tmp.path())
+            .map_err(|e| e.to_string())?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| p.join("Chart.yaml").is_file())
+            .ok_or_else(|| format!("{}: no Chart.yaml in the archive", path.display()))?
+    };
+    let file = dir.join("Chart.yaml");
+    let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut meta: Value =
+        crate::yaml::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    meta["version"] = Value::String(version.clone());
+    std::fs::write(
+        &file,
+        crate::yaml::to_string(&meta).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok((Some(tmp), dir))
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let t = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_tree(&e.path(), &t)?;
+        } else {
+            std::fs::copy(e.path(), t)?;
+        }
+    }
+    Ok(())
 }
 
 /// Parses `--chart NAMESPACE/NAME=PATH` flags.

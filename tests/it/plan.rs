@@ -62,7 +62,18 @@ fn kustomize_helm_example_orders_controllers_configs_apps_on_every_cluster() {
         let out = flux_order()
             .arg("plan")
             .arg(repo.join("clusters").join(cluster))
-            .args(["--source", &bootstrap_source(&repo), "-o", "json"])
+            // --offline: the HelmReleases' charts live on the internet; nothing is fetched here.
+            .args([
+                "--source",
+                &bootstrap_source(&repo),
+                "-o",
+                "json",
+                "--offline",
+            ])
+            .env(
+                "FLUX_ORDER_CACHE_DIR",
+                tempfile::tempdir().expect("tmp").path(),
+            )
             .assert()
             .success()
             .get_output()

@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::util::{Fleet, assert_no_panic, plan_entry, text};
 
 /// A tool of the test-deps bin dir (`FLUX_ORDER_TEST_BIN`, else the default location).
-fn tool(name: &str) -> PathBuf {
+pub fn tool(name: &str) -> PathBuf {
     let dir = std::env::var_os("FLUX_ORDER_TEST_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -51,7 +51,7 @@ fn wait_for_port(port: u16, what: &str) {
     }
 }
 
-fn run(cmd: &mut Command) -> String {
+pub fn run(cmd: &mut Command) -> String {
     let out = cmd.output().expect("runs");
     assert!(
         out.status.success(),
@@ -73,7 +73,7 @@ impl Drop for Proc {
 }
 
 /// The distribution registry on 127.0.0.1, filesystem storage in a temp dir.
-struct Registry {
+pub struct Registry {
     port: u16,
     log: PathBuf,
     auth: Option<(String, String)>,
@@ -82,7 +82,7 @@ struct Registry {
 }
 
 impl Registry {
-    fn start(auth: Option<(&str, &str)>) -> Registry {
+    pub fn start(auth: Option<(&str, &str)>) -> Registry {
         let dir = tempfile::tempdir().expect("tmp");
         let port = free_port();
         let mut config = format!(
@@ -127,7 +127,7 @@ impl Registry {
             .count()
     }
 
-    fn host(&self) -> String {
+    pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
@@ -159,11 +159,16 @@ impl Registry {
     fn push_chart(&self, prefix: &str, name: &str, version: &str) {
         let work = tempfile::tempdir().expect("tmp");
         let pkg = package_chart(work.path(), name, version);
+        self.push_package(prefix, &pkg, work.path());
+    }
+
+    /// Pushes a packaged chart (`helm push`) under `oci://host/<prefix>`.
+    pub fn push_package(&self, prefix: &str, pkg: &Path, work: &Path) {
         let mut cmd = Command::new(tool("helm"));
-        cmd.env("HELM_CONFIG_HOME", work.path().join("cfg"))
-            .env("HELM_CACHE_HOME", work.path().join("cache"))
+        cmd.env("HELM_CONFIG_HOME", work.join("cfg"))
+            .env("HELM_CACHE_HOME", work.join("cache"))
             .args(["push", "--plain-http"])
-            .arg(&pkg)
+            .arg(pkg)
             .arg(format!("oci://{}/{prefix}", self.host()));
         self.creds(&mut cmd, "--username", "--password");
         run(&mut cmd);

@@ -1291,3 +1291,61 @@ fn a_secret_value_echoed_by_the_server_is_masked_in_output_inventory_and_events(
         );
     }
 }
+
+/// A chart from an OCI registry (the real distribution registry on 127.0.0.1, pushed with
+/// `helm push`), through an OCIRepository `chartRef`: fetched as source-controller would and
+/// rendered with helm-controller's version `<version>+<12 hex of the manifest digest>`.
+fn a_helm_release_from_an_oci_registry_renders_with_the_digest_version(t: Tier) {
+    let reg = crate::sources::Registry::start(None);
+    let work = tempfile::tempdir().expect("tmp");
+    let out = std::process::Command::new(crate::sources::tool("helm"))
+        .env("HELM_CONFIG_HOME", work.path().join("cfg"))
+        .args(["package", "-d"])
+        .arg(work.path())
+        .arg(fixtures("charts/plain"))
+        .output()
+        .expect("helm package");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    reg.push_package("charts", &work.path().join("plain-1.2.3.tgz"), work.path());
+    let (ks_ns, app) = (t.ns("fleet"), t.ns("oapp"));
+    let f = fleet(&ks_ns, &[("infra", "wait: true")])
+        .file("apps/infra/ns.yaml", &namespace(&app))
+        .file(
+            "apps/infra/source.yaml",
+            &format!("apiVersion: source.toolkit.fluxcd.io/v1\nkind: OCIRepository\nmetadata:\n  name: plain\n  namespace: {app}\nspec:\n  interval: 10m\n  insecure: true\n  url: oci://{}/charts/plain\n  ref:\n    tag: 1.2.3\n  layerSelector:\n    mediaType: application/vnd.cncf.helm.chart.content.v1.tar+gzip\n    operation: copy\n", reg.host()),
+        )
+        .file(
+            "apps/infra/hr.yaml",
+            &format!("apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: web\n  namespace: {app}\nspec:\n  interval: 10m\n  chartRef:\n    kind: OCIRepository\n    name: plain\n"),
+        );
+    let cache = tempfile::tempdir().expect("cache");
+    let out = f
+        .cmd("apply")
+        .arg("--kubeconfig")
+        .arg(t.kubeconfig())
+        .args(["-o", "json"])
+        .env("FLUX_ORDER_CACHE_DIR", cache.path())
+        .timeout(Duration::from_secs(90))
+        .output()
+        .expect("run");
+    let run = Run::from_output(&out);
+    run.expect_code(0);
+    let cm = t.get("configmap", &app, "web-config").expect("web-config");
+    let chart = cm["metadata"]["labels"]["helm.sh/chart"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        chart.starts_with("plain-1.2.3_") && chart.len() == "plain-1.2.3_".len() + 12,
+        "the chart version carries the manifest digest: {chart}\n{run}"
+    );
+    let list: Value =
+        serde_json::from_str(&helm(&t, &["list", "-n", &app, "-o", "json"])).expect("json");
+    assert_eq!(list[0]["chart"], chart.replace('_', "+").as_str(), "{list}");
+}
+
+both!(a_helm_release_from_an_oci_registry_renders_with_the_digest_version);
