@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use futures::StreamExt;
+
 use serde_json::Value;
 
 use crate::build::postbuild::{self, Manifest, PostBuildError, PostBuildOptions, VarIndex, Vars};
@@ -702,13 +704,20 @@ impl Loader<'_> {
             return false;
         }
         let fetcher = self.fetcher.clone();
-        let results = futures::future::join_all(keys.iter().map(|k| {
-            let fetcher = fetcher.clone();
-            async move { fetcher.fetch_source(k).await }
-        }))
-        .await;
-        for (k, r) in keys.into_iter().zip(results) {
-            self.sources.set_fetched(k, r.map(|f| f.dir));
+        // A handful at a time: registries rate-limit, and each git fetch is a process.
+        let results: Vec<(SourceKey, Result<PathBuf, crate::sources::FetchError>)> =
+            futures::stream::iter(keys.into_iter().map(|k| {
+                let fetcher = fetcher.clone();
+                async move {
+                    let r = fetcher.fetch_source(&k).await.map(|f| f.dir);
+                    (k, r)
+                }
+            }))
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        for (k, r) in results {
+            self.sources.set_fetched(k, r);
         }
         for f in std::mem::take(&mut self.deferred) {
             self.add_found(f, None);
