@@ -113,7 +113,29 @@ pub async fn run(args: &DeleteArgs) -> Result<(), AppError> {
         }
     }
     let mut failures = Vec::new();
+    let watchers = crate::health::watch::Watchers::new(
+        cluster.client().clone(),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let cancel = tokio_util::sync::CancellationToken::new();
     for (id, policy, del, inv) in plan {
+        // Its HelmReleases go first, uninstalled as `helm uninstall` does, when deleting it
+        // deletes its objects (Flux would delete the HelmRelease objects, and helm-controller
+        // uninstall them).
+        if del {
+            for rel in loaded.releases.values().filter(|r| r.owner == id) {
+                match crate::helm::install::uninstall(&cluster, &watchers, rel, &cancel).await {
+                    Ok(Some(gone)) => {
+                        for s in gone {
+                            println!("{}: {s} deleted", rel.id);
+                        }
+                        println!("{}: release {} uninstalled", rel.id, rel.release_name);
+                    }
+                    Ok(None) => {}
+                    Err(e) => failures.push(format!("{}: {e}", rel.id.label())),
+                }
+            }
+        }
         if del {
             let (kept, err) = stages::prune(&cluster, &id, &inv.entries, |s, a| {
                 let verb = if a == Action::Deleted {

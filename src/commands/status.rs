@@ -60,6 +60,83 @@ async fn not_ready(
     Ok(pending)
 }
 
+/// One row per HelmRelease flux-order installed (its newest revision in Helm's storage): chart
+/// and revision, when, and whether its objects are there and healthy now.
+async fn release_rows(
+    cluster: &crate::cluster::Cluster,
+    namespace: Option<&str>,
+) -> Result<Vec<Row>, AppError> {
+    let selector = format!("owner=helm,{}", crate::helm::install::SPEC_DIGEST_LABEL);
+    let secrets = cluster
+        .list("v1", "Secret", namespace, &selector)
+        .await
+        .map_err(|e| AppError::Cluster(e.to_string()))?;
+    let mut newest: std::collections::BTreeMap<(String, String), Value> = Default::default();
+    for s in &secrets {
+        let label = |k: &str| {
+            s.pointer(&format!("/metadata/labels/{}", k.replace('/', "~1")))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let key = (
+            label("helm.toolkit.fluxcd.io/namespace"),
+            label("helm.toolkit.fluxcd.io/name"),
+        );
+        let Some(rel) = crate::helm::storage::decode_secret(s) else {
+            continue;
+        };
+        let newer = newest
+            .get(&key)
+            .is_none_or(|r| r["version"].as_u64() < rel["version"].as_u64());
+        if newer {
+            newest.insert(key, rel);
+        }
+    }
+    let mut rows = Vec::new();
+    for ((ns, name), rel) in newest {
+        let objects = crate::helm::install::manifest_objects(cluster, &rel);
+        let inv = inventory::Inventory {
+            entries: objects.iter().map(inventory::Entry::of).collect(),
+            ..Default::default()
+        };
+        let pending = not_ready(cluster, &inv).await?;
+        let n = objects.len();
+        let status = crate::helm::storage::status(&rel).to_string();
+        let chart = format!(
+            "{}-{}",
+            rel.pointer("/chart/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+            rel.pointer("/chart/metadata/version")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+        );
+        let mut message = format!(
+            "release {} revision {} {status}; {}/{n} objects ready",
+            rel["name"].as_str().unwrap_or(""),
+            rel["version"],
+            n - pending.len()
+        );
+        if !pending.is_empty() {
+            message.push_str(&format!("; {}", pending.join(", ")));
+        }
+        rows.push(Row {
+            id: KsId::helm_release(ns, name).to_string(),
+            revision: chart,
+            applied_at: rel
+                .pointer("/info/last_deployed")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            objects: n,
+            ready: pending.is_empty() && status == "deployed",
+            message,
+        });
+    }
+    Ok(rows)
+}
+
 /// Runs `status`.
 pub async fn run(args: &StatusArgs) -> Result<(), AppError> {
     let cluster = super::apply::connect(&args.cluster).await?;
@@ -91,6 +168,7 @@ pub async fn run(args: &StatusArgs) -> Result<(), AppError> {
             message,
         });
     }
+    rows.extend(release_rows(&cluster, args.namespace.as_deref()).await?);
     match args.output {
         StatusFormat::Json => println!(
             "{}",

@@ -580,8 +580,119 @@ fn spec_digest(rel: &Release) -> String {
 /// The release Secret of `record`, with the spec digest label.
 fn record_secret(record: &Value, rel: &Release, now_unix: u64, created: bool) -> Value {
     let mut s = storage::secret(record, &rel.storage_namespace, now_unix, created);
-    s["metadata"]["labels"][SPEC_DIGEST_LABEL] = json!(spec_digest(rel));
+    let labels = &mut s["metadata"]["labels"];
+    labels[SPEC_DIGEST_LABEL] = json!(spec_digest(rel));
+    // Which HelmRelease installed it (for status and delete); Helm ignores them.
+    labels["helm.toolkit.fluxcd.io/name"] = json!(rel.id.name);
+    labels["helm.toolkit.fluxcd.io/namespace"] = json!(rel.id.namespace);
     s
+}
+
+/// The objects of a stored release's manifest, with the release namespace on namespaced objects
+/// that have none (as Helm applied them).
+pub fn manifest_objects(cluster: &Cluster, release: &Value) -> Vec<Value> {
+    let ns = release["namespace"].as_str().unwrap_or("");
+    crate::yaml::from_multi(release["manifest"].as_str().unwrap_or(""))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|o| o.is_object())
+        .map(|mut o| {
+            let (api, kind, has_ns, _) = object_meta(&o);
+            let namespaced = cluster
+                .kind(api, kind)
+                .map(|k| k.namespaced)
+                .unwrap_or(true);
+            if namespaced && has_ns.is_empty() {
+                o["metadata"]["namespace"] = json!(ns);
+            }
+            o
+        })
+        .collect()
+}
+
+/// Uninstalls `rel` as `helm uninstall` does: `pre-delete` hooks, the objects of the last
+/// revision's manifest, the release Secrets, `post-delete` hooks. Returns what was deleted; Ok(None)
+/// when there is no release.
+pub async fn uninstall(
+    cluster: &Cluster,
+    watchers: &Arc<Watchers>,
+    rel: &Release,
+    cancel: &CancellationToken,
+) -> Result<Option<Vec<String>>, String> {
+    let secrets = cluster
+        .list(
+            "v1",
+            "Secret",
+            Some(&rel.storage_namespace),
+            &storage::selector(&rel.release_name),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let history = storage::revisions(&secrets);
+    let Some(last) = history.first() else {
+        return Ok(None);
+    };
+    let hooks: Vec<Hook> = last["hooks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|h| {
+            let object = crate::yaml::from_multi(h["manifest"].as_str().unwrap_or(""))
+                .ok()?
+                .into_iter()
+                .find(|v| v.is_object())?;
+            Some(Hook { record: h, object })
+        })
+        .collect();
+    let timeout = rel.spec.timeout(true);
+    let mut record = last.clone();
+    run_hooks(
+        cluster,
+        watchers,
+        rel,
+        &hooks,
+        "pre-delete",
+        timeout,
+        cancel,
+        &mut record,
+    )
+    .await?;
+    let mut deleted = Vec::new();
+    let mut objects = manifest_objects(cluster, last);
+    crate::execute::stages::sort_for_apply(&mut objects);
+    for o in objects.iter().rev() {
+        let (api, kind, ns, name) = object_meta(o);
+        if cluster
+            .delete(api, kind, ns, name)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            deleted.push(subject(o));
+        }
+    }
+    for s in &secrets {
+        let name = s
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        cluster
+            .delete("v1", "Secret", &rel.storage_namespace, name)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    run_hooks(
+        cluster,
+        watchers,
+        rel,
+        &hooks,
+        "post-delete",
+        timeout,
+        cancel,
+        &mut record,
+    )
+    .await?;
+    Ok(Some(deleted))
 }
 
 /// Runs the hooks of `event` in Helm's order, recording `last_run` in `record`.

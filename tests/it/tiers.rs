@@ -1098,6 +1098,40 @@ fn a_changed_helm_release_is_upgraded_and_objects_that_left_the_chart_are_delete
         .map(|h| h["status"].as_str().unwrap_or(""))
         .collect();
     assert_eq!(statuses, vec!["superseded", "deployed"], "{history}");
+
+    // status lists the release with its chart, revision and readiness.
+    let status = t.run("status", &["-n", &app, "-o", "json"]);
+    status.expect_code(0);
+    let rows: Value =
+        serde_json::from_str(&status.stdout).unwrap_or_else(|e| panic!("{e}\n{status}"));
+    let row = rows
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["id"] == hr.as_str()).cloned())
+        .unwrap_or_else(|| panic!("no {hr} row\n{status}"));
+    assert_eq!(row["ready"], true, "{}", pretty(&row));
+    assert_eq!(row["revision"], "plain-1.2.3", "{}", pretty(&row));
+    assert!(
+        row["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("revision 2 deployed"),
+        "{}",
+        pretty(&row)
+    );
+
+    // delete uninstalls it: its objects and Helm's storage go, before its Kustomization's own.
+    let run = f.run("delete", &t, &["--yes"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("release web uninstalled"), "{run}");
+    assert!(
+        t.eventually(Duration::from_secs(30), |t| t
+            .get("configmap", &app, "web-config")
+            .is_none()),
+        "{run}"
+    );
+    let list: Value =
+        serde_json::from_str(&helm(&t, &["list", "-n", &app, "-o", "json"])).unwrap_or(Value::Null);
+    assert!(list.as_array().is_none_or(|l| l.is_empty()), "{list}");
 }
 
 both!(
