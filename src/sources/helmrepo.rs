@@ -15,8 +15,8 @@ pub struct ChartSpec {
     url: String,
     chart: String,
     version: String,
-    auth: Option<(String, String)>,
-    secret_missing: Option<String>,
+    /// `namespace/name` of the secretRef Secret (basic auth), if any.
+    secret: Option<String>,
 }
 
 impl ChartSpec {
@@ -54,8 +54,7 @@ impl ChartSpec {
             } else {
                 version.into()
             },
-            auth: None,
-            secret_missing: secret.map(|(ns, n)| format!("{ns}/{n}")),
+            secret: secret.map(|(ns, n)| format!("{ns}/{n}")),
         })
     }
 
@@ -79,10 +78,7 @@ async fn auth_for(
     what: &str,
     s: &ChartSpec,
 ) -> Result<Option<(String, String)>, FetchError> {
-    if s.auth.is_some() {
-        return Ok(s.auth.clone());
-    }
-    let Some(secret) = &s.secret_missing else {
+    let Some(secret) = &s.secret else {
         return Ok(None);
     };
     let (ns, name) = secret.split_once('/').unwrap_or(("", secret));
@@ -165,7 +161,7 @@ pub(crate) async fn resolve(f: &Fetcher, what: &str, s: &ChartSpec) -> Result<Re
         &index_url,
         &auth,
         "index.yaml",
-        s.secret_missing.as_deref(),
+        s.secret.as_deref(),
     )
     .await?;
     let text = String::from_utf8_lossy(&data);

@@ -437,6 +437,14 @@ impl Fetcher {
         self.objects.lock().expect("objects lock").get(key).cloned()
     }
 
+    /// The `spec` of the source object `key`; an error when the fleet does not define it.
+    fn source_spec(&self, key: &SourceKey) -> Result<Value, FetchError> {
+        let obj = self.object(key).ok_or_else(|| FetchError::NotDefined {
+            what: key.to_string(),
+        })?;
+        Ok(obj.get("spec").cloned().unwrap_or(Value::Null))
+    }
+
     /// Maps a source to a local directory (`--source`, the fleet's own checkout): charts from it
     /// are read there.
     pub fn map_local(&self, key: &SourceKey, dir: &Path) {
@@ -516,10 +524,7 @@ impl Fetcher {
                 message: "Bucket sources are not fetched (S3-compatible storage)".into(),
             });
         }
-        let obj = self
-            .object(key)
-            .ok_or_else(|| FetchError::NotDefined { what: what.clone() })?;
-        let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
+        let spec = self.source_spec(key)?;
         let request = match key.kind.as_str() {
             "OCIRepository" => {
                 Request::Oci(oci::OciSpec::from_source(&what, &key.namespace, &spec)?)
@@ -559,10 +564,7 @@ impl Fetcher {
                     message: format!("{what_hr}: chartRef kind {} is not fetched", key.kind),
                 });
             }
-            let obj = self.object(&key).ok_or_else(|| FetchError::NotDefined {
-                what: key.to_string(),
-            })?;
-            let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
+            let spec = self.source_spec(&key)?;
             if key.kind == "HelmChart" {
                 // A HelmChart written by hand: its chart, version and sourceRef, resolved as
                 // helm-controller's own HelmChart for `spec.chart` would be.
@@ -645,10 +647,7 @@ impl Fetcher {
                 message: format!("{what_hr}: a {} is not a chart source", key.kind),
             });
         }
-        let obj = self.object(&key).ok_or_else(|| FetchError::NotDefined {
-            what: key.to_string(),
-        })?;
-        let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
+        let spec = self.source_spec(&key)?;
         let request = if spec.get("type").and_then(Value::as_str) == Some("oci") {
             Request::Oci(oci::OciSpec::from_helm_repository(
                 &what,
