@@ -240,6 +240,19 @@ pub enum DryRun {
     Server,
 }
 
+/// What `apply` and `diff` leave out. By default they refuse a selection with any invalid
+/// Kustomization.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ExcludeArgs {
+    /// Leave this Kustomization out; its dependents and children are then blocked (repeatable)
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub exclude: Vec<String>,
+    /// Leave out every Kustomization that fails to load, build or validate (blocking what
+    /// depends on it) instead of refusing the whole selection
+    #[arg(long)]
+    pub skip_invalid: bool,
+}
+
 /// `apply` flags.
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
@@ -249,6 +262,9 @@ pub struct ApplyArgs {
     /// Cluster to apply to.
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    /// Kustomizations left out.
+    #[command(flatten)]
+    pub exclude: ExcludeArgs,
     /// Kustomizations in flight at most.
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub concurrency: usize,
@@ -300,6 +316,9 @@ pub struct DiffArgs {
     /// Cluster to compare with.
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    /// Kustomizations left out.
+    #[command(flatten)]
+    pub exclude: ExcludeArgs,
     /// Print Secret values in clear.
     #[arg(long)]
     pub show_secrets: bool,

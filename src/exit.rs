@@ -10,6 +10,9 @@ pub const FAILED: i32 = 1;
 pub const INVALID_INPUT: i32 = 2;
 /// The cluster could not be reached (kubeconfig, connection, discovery). Nothing was written.
 pub const CLUSTER_UNREACHABLE: i32 = 3;
+/// `plan`, `graph`, `build`: some selected Kustomizations failed to load, build or validate (each
+/// listed on stderr and marked in the output); the rest was planned.
+pub const PLANNED_WITH_FAILURES: i32 = 4;
 /// Interrupted by SIGINT/SIGTERM.
 pub const INTERRUPTED: i32 = 130;
 
@@ -37,6 +40,14 @@ pub enum AppError {
     /// SIGINT or SIGTERM.
     #[error("interrupted")]
     Interrupted,
+    /// Planned with failures: every problem, and how many Kustomizations they make fail.
+    #[error("{}\n{failed} Kustomization(s) failed to load, build or validate; the rest is planned", .messages.join("\n"))]
+    Partial {
+        /// Every problem of the selection.
+        messages: Vec<String>,
+        /// Failed Kustomizations of the selection.
+        failed: usize,
+    },
 }
 
 impl AppError {
@@ -47,6 +58,7 @@ impl AppError {
             AppError::Cluster(_) => CLUSTER_UNREACHABLE,
             AppError::Failed(_) | AppError::Changes(_) | AppError::Operation(_) => FAILED,
             AppError::Interrupted => INTERRUPTED,
+            AppError::Partial { .. } => PLANNED_WITH_FAILURES,
         }
     }
 }
@@ -70,6 +82,7 @@ mod tests {
             (FAILED, "FAILED"),
             (INVALID_INPUT, "INVALID_INPUT"),
             (CLUSTER_UNREACHABLE, "CLUSTER_UNREACHABLE"),
+            (PLANNED_WITH_FAILURES, "PLANNED_WITH_FAILURES"),
             (INTERRUPTED, "INTERRUPTED"),
         ] {
             let row = format!("| {code} | `{name}` |");
@@ -86,7 +99,7 @@ mod tests {
             })
             .count();
         assert_eq!(
-            rows, 5,
+            rows, 6,
             "README.md has exit-code rows for constants that do not exist"
         );
     }

@@ -57,6 +57,22 @@ pub enum GraphError {
     UnknownSelection(KsId),
 }
 
+impl GraphError {
+    /// The Kustomizations it makes fail.
+    pub fn nodes(&self) -> Vec<KsId> {
+        match self {
+            GraphError::Missing { ks, .. } | GraphError::SelfDependency { ks, .. } => {
+                vec![ks.clone()]
+            }
+            GraphError::Cycle { cycle, .. } => {
+                let set: BTreeSet<KsId> = cycle.iter().cloned().collect();
+                set.into_iter().collect()
+            }
+            GraphError::UnknownSelection(_) => Vec::new(),
+        }
+    }
+}
+
 fn fmt_cycle(c: &[KsId]) -> String {
     c.iter()
         .map(|k| k.to_string())
@@ -73,11 +89,15 @@ pub struct Graph {
     /// Topological levels.
     pub waves: Vec<Vec<KsId>>,
     wave_of: BTreeMap<KsId, usize>,
+    /// Missing dependencies, self-dependencies and cycles, each naming its Kustomizations.
+    pub errors: Vec<GraphError>,
 }
 
 impl Graph {
-    /// Validates and levels the graph. Returns every error found.
-    pub fn new(nodes: Vec<NodeInput>) -> Result<Graph, Vec<GraphError>> {
+    /// Validates and levels the graph. Every problem is in [`Graph::errors`]; the graph is made
+    /// of what remains (edges to missing dependencies, self-dependencies and the edges of cycles
+    /// left out), so the rest of the fleet is still levelled.
+    pub fn new(nodes: Vec<NodeInput>) -> Graph {
         let inputs: BTreeMap<KsId, NodeInput> =
             nodes.into_iter().map(|n| (n.id.clone(), n)).collect();
         let mut errors = Vec::new();
@@ -108,9 +128,22 @@ impl Graph {
                 p.insert(parent.clone());
             }
         }
-        errors.extend(find_cycles(&preds, &inputs));
-        if !errors.is_empty() {
-            return Err(errors);
+        // Each round reports the cycles left and drops the edges inside them, until none is left.
+        loop {
+            let cycles = find_cycles(&preds, &inputs);
+            if cycles.is_empty() {
+                break;
+            }
+            for c in &cycles {
+                if let GraphError::Cycle { cycle, .. } = c {
+                    for pair in cycle.windows(2) {
+                        if let Some(p) = preds.get_mut(&pair[0]) {
+                            p.remove(&pair[1]);
+                        }
+                    }
+                }
+            }
+            errors.extend(cycles);
         }
         let mut wave_of = BTreeMap::new();
         for id in inputs.keys() {
@@ -121,12 +154,13 @@ impl Graph {
         for (id, w) in &wave_of {
             waves[*w].push(id.clone());
         }
-        Ok(Graph {
+        Graph {
             inputs,
             preds,
             waves,
             wave_of,
-        })
+            errors,
+        }
     }
 
     /// The wave of a node.
@@ -198,12 +232,24 @@ impl Graph {
     /// For each node blocked by a suspended Kustomization (directly or transitively), the
     /// suspended one(s) it waits on.
     pub fn blocked_by_suspension(&self) -> BTreeMap<KsId, BTreeSet<KsId>> {
+        let suspended: BTreeSet<KsId> = self
+            .inputs
+            .values()
+            .filter(|n| n.suspended)
+            .map(|n| n.id.clone())
+            .collect();
+        self.blocked_by(&suspended)
+    }
+
+    /// For each node that waits, directly or transitively (dependsOn or parent), on one of
+    /// `roots`: those roots.
+    pub fn blocked_by(&self, roots: &BTreeSet<KsId>) -> BTreeMap<KsId, BTreeSet<KsId>> {
         let mut blocked: BTreeMap<KsId, BTreeSet<KsId>> = BTreeMap::new();
         for wave in &self.waves {
             for id in wave {
                 let mut by = BTreeSet::new();
                 for p in self.predecessors(id) {
-                    if self.inputs[p].suspended {
+                    if roots.contains(p) {
                         by.insert(p.clone());
                     }
                     if let Some(b) = blocked.get(p) {
@@ -314,8 +360,8 @@ mod tests {
             n("a/y", &["a/x"]),
             n("a/z", &["a/y", "a/x"]),
             n("a/w", &[]),
-        ])
-        .unwrap();
+        ]);
+        assert!(g.errors.is_empty());
         assert_eq!(g.waves.len(), 3);
         assert_eq!(
             g.waves[0],
@@ -332,8 +378,22 @@ mod tests {
 
     #[test]
     fn cycles_print_the_full_loop() {
-        let errs = Graph::new(vec![n("f/a", &["f/b"]), n("f/b", &["f/a"])]).unwrap_err();
+        let g = Graph::new(vec![
+            n("f/a", &["f/b"]),
+            n("f/b", &["f/a"]),
+            n("f/c", &["f/a"]),
+            n("f/d", &[]),
+        ]);
+        let errs = &g.errors;
         assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].nodes().len(), 2);
+        // The rest is still levelled; what the loop blocks is known.
+        assert_eq!(g.waves.iter().flatten().count(), 4);
+        let roots: BTreeSet<KsId> = errs[0].nodes().into_iter().collect();
+        assert!(
+            g.blocked_by(&roots)
+                .contains_key(&KsId::parse("f/c").unwrap())
+        );
         let msg = errs[0].to_string();
         assert!(
             msg.starts_with("circular dependency detected: f/a -> f/b -> f/a"),
@@ -343,13 +403,14 @@ mod tests {
 
     #[test]
     fn missing_and_self_dependencies() {
-        let errs = Graph::new(vec![n("f/a", &["f/a", "f/zz"])]).unwrap_err();
-        assert_eq!(errs.len(), 2);
+        let g = Graph::new(vec![n("f/a", &["f/a", "f/zz"])]);
+        assert_eq!(g.errors.len(), 2);
+        assert_eq!(g.waves, vec![vec![KsId::parse("f/a").unwrap()]]);
     }
 
     #[test]
     fn only_selects_transitive_dependencies() {
-        let g = Graph::new(vec![n("a/x", &[]), n("a/y", &["a/x"]), n("a/z", &[])]).unwrap();
+        let g = Graph::new(vec![n("a/x", &[]), n("a/y", &["a/x"]), n("a/z", &[])]);
         let s = g.select(&[KsId::parse("a/y").unwrap()]).unwrap();
         assert_eq!(s.len(), 2);
         assert!(g.select(&[KsId::parse("a/q").unwrap()]).is_err());

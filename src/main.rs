@@ -14,6 +14,7 @@ mod inventory;
 mod load;
 mod model;
 mod options;
+mod problems;
 mod recorder;
 mod redact;
 mod report;

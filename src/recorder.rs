@@ -171,7 +171,10 @@ impl Story {
                         ),
                     )],
                     // Nothing happened to the cluster: no write (an unchanged run writes nothing).
-                    Outcome::Unchanged | Outcome::Suspended | Outcome::NotStarted { .. } => vec![],
+                    Outcome::Unchanged
+                    | Outcome::Suspended
+                    | Outcome::NotStarted { .. }
+                    | Outcome::Excluded { .. } => vec![],
                 }
             }
             _ => vec![],

@@ -12,7 +12,7 @@ use anyhow::Context;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::Loaded;
+use super::{Exclusions, Loaded};
 use crate::build::postbuild::VarIndex;
 use crate::cli::{ApplyArgs, ClusterArgs, DryRun, ProgressFormat};
 use crate::cluster::{Cluster, ConnectOptions};
@@ -93,7 +93,7 @@ async fn with_cluster_vars(
 }
 
 /// Why an object cannot be applied, found before the first write.
-pub fn validate_objects(loaded: &Loaded, cluster: &Cluster) -> Vec<String> {
+pub fn validate_objects(loaded: &Loaded, cluster: &Cluster) -> Vec<(KsId, String)> {
     // Kinds defined by CRDs of the selection: (apiVersion, kind) → namespaced.
     let mut crd_kinds: BTreeMap<(String, String), bool> = BTreeMap::new();
     for id in &loaded.selection {
@@ -108,7 +108,7 @@ pub fn validate_objects(loaded: &Loaded, cluster: &Cluster) -> Vec<String> {
     let mut errors = Vec::new();
     for id in &loaded.selection {
         let n = &loaded.fleet.nodes[id];
-        if n.spec.suspend || n.spec.kube_config.is_some() {
+        if n.spec.suspend || n.spec.kube_config.is_some() || n.failed {
             continue;
         }
         for m in &n.objects {
@@ -119,30 +119,56 @@ pub fn validate_objects(loaded: &Loaded, cluster: &Cluster) -> Vec<String> {
                 None => match crd_kinds.get(&(api.to_string(), kind.to_string())) {
                     Some(ns) => *ns,
                     None => {
-                        errors.push(format!(
+                        errors.push((id.clone(), format!(
                             "{}: Kustomization {id}: {}: kind {kind} ({api}) is not served by the cluster and no CustomResourceDefinition in the selection defines it",
                             n.file,
                             subject(o)
-                        ));
+                        )));
                         continue;
                     }
                 },
             };
             if namespaced && ns.is_empty() {
-                errors.push(format!("{}: Kustomization {id}: {} namespace not specified (Flux never defaults one; set metadata.namespace or spec.targetNamespace)", n.file, subject(o)));
+                errors.push((id.clone(), format!("{}: Kustomization {id}: {} namespace not specified (Flux never defaults one; set metadata.namespace or spec.targetNamespace)", n.file, subject(o))));
             }
         }
     }
     errors
 }
 
-/// Turns the selection into executor units, compiling health expressions.
-fn units(loaded: &Loaded) -> Result<Vec<Unit>, AppError> {
+/// Turns the selection into executor units, compiling health expressions; left-out ones become
+/// units the executor settles at once (and so skips their dependents).
+fn units(loaded: &Loaded, exclusions: &Exclusions) -> Result<Vec<Unit>, AppError> {
     let mut out = Vec::new();
     let mut errors = Vec::new();
     let mut revisions: BTreeMap<std::path::PathBuf, Option<String>> = BTreeMap::new();
     for id in &loaded.selection {
         let n = &loaded.fleet.nodes[id];
+        if let Some((reason, invalid)) = exclusions.excluded.get(id) {
+            out.push(Unit {
+                revision: String::new(),
+                id: id.clone(),
+                spec: n.spec.clone(),
+                objects: Vec::new(),
+                file: n.file.clone(),
+                deps: Vec::new(),
+                parent: None,
+                owner: n.parent.clone(),
+                wave: loaded.graph.wave(id),
+                exprs: None,
+                refuse: None,
+                object: n.object.clone(),
+                ready_exprs: BTreeMap::new(),
+                secrets: Vec::new(),
+                helm: None,
+                gated_by: Vec::new(),
+                excluded: Some(Outcome::Excluded {
+                    reason: reason.clone(),
+                    invalid: *invalid,
+                }),
+            });
+            continue;
+        }
         let exprs = if n.spec.health_check_exprs.is_empty() {
             None
         } else {
@@ -225,6 +251,7 @@ fn units(loaded: &Loaded) -> Result<Vec<Unit>, AppError> {
             refuse,
             object: n.object.clone(),
             ready_exprs,
+            excluded: None,
         });
     }
     for id in &loaded.helm_selection {
@@ -278,6 +305,13 @@ fn units(loaded: &Loaded) -> Result<Vec<Unit>, AppError> {
             wave: loaded.graph.wave(id),
             exprs: None,
             refuse: None,
+            excluded: exclusions
+                .excluded
+                .get(id)
+                .map(|(reason, invalid)| Outcome::Excluded {
+                    reason: reason.clone(),
+                    invalid: *invalid,
+                }),
         });
     }
     if errors.is_empty() {
@@ -370,7 +404,14 @@ pub fn paint(no_color: bool) -> Paint {
 /// Runs `apply`.
 pub async fn run(args: &ApplyArgs) -> Result<(), AppError> {
     if args.dry_run == DryRun::Server {
-        return super::diff::run_with(&args.fleet, &args.cluster, false, args.no_color).await;
+        return super::diff::run_with(
+            &args.fleet,
+            &args.cluster,
+            &args.exclude,
+            false,
+            args.no_color,
+        )
+        .await;
     }
     let mut settings = FleetSettings::resolve(&args.fleet)?;
     let timeout = match &args.timeout {
@@ -396,14 +437,11 @@ pub async fn run(args: &ApplyArgs) -> Result<(), AppError> {
         )));
     }
     let (cluster, loaded) = connect_and_load(&args.cluster, &mut settings).await?;
-    let errors = validate_objects(&loaded, &cluster);
-    if !errors.is_empty() {
-        return Err(AppError::Invalid(errors));
-    }
-    let units = units(&loaded)?;
+    let exclusions = loaded.exclusions(&args.exclude, validate_objects(&loaded, &cluster))?;
+    let units = units(&loaded, &exclusions)?;
     let helm = helm_env(&loaded, &settings, &args.cluster)?;
     let paint = paint(args.no_color);
-    for w in &loaded.fleet.warnings {
+    for w in loaded.fleet.warnings.iter().chain(&exclusions.notes) {
         eprintln!("{} {w}", paint.warn("warning:"));
     }
     let mode = match args.output {
@@ -481,18 +519,11 @@ pub async fn run(args: &ApplyArgs) -> Result<(), AppError> {
     if !orphan_errors.is_empty() {
         return Err(AppError::Operation(orphan_errors));
     }
-    let ok = results
-        .iter()
-        .all(|r| r.outcome.is_ready() || r.outcome == Outcome::Suspended);
-    if ok {
+    let failed = results.iter().filter(|r| r.outcome.is_failure()).count();
+    if failed == 0 {
         Ok(())
     } else {
-        Err(AppError::Failed(
-            results
-                .iter()
-                .filter(|r| !(r.outcome.is_ready() || r.outcome == Outcome::Suspended))
-                .count(),
-        ))
+        Err(AppError::Failed(failed))
     }
 }
 

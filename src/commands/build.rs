@@ -42,6 +42,11 @@ pub async fn run(args: &BuildArgs) -> Result<(), AppError> {
             args.fleet.path.display()
         )
     })?;
+    if loaded.problems.failed.contains(&id) {
+        return Err(AppError::Invalid(
+            loaded.problems.messages(&loaded.selection),
+        ));
+    }
     let mut objects: Vec<serde_json::Value> =
         node.objects.iter().map(|m| m.object.clone()).collect();
     objects.extend(node.flux_objects.iter().map(|m| m.object.clone()));
@@ -74,7 +79,7 @@ pub async fn run(args: &BuildArgs) -> Result<(), AppError> {
         "{}",
         crate::yaml::to_multi(&objects).map_err(anyhow::Error::from)?
     );
-    Ok(())
+    loaded.partial()
 }
 
 /// The manifest a HelmRelease renders to (hooks after the manifest), post-rendered as

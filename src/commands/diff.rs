@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::cli::{ClusterArgs, DiffArgs, FleetArgs};
+use crate::cli::{ClusterArgs, DiffArgs, ExcludeArgs, FleetArgs};
 use crate::cluster::Cluster;
 use crate::execute::stages::sort_for_apply;
 use crate::exit::AppError;
@@ -18,7 +18,14 @@ use crate::report::progress::Paint;
 
 /// Runs `diff`.
 pub async fn run(args: &DiffArgs) -> Result<(), AppError> {
-    run_with(&args.fleet, &args.cluster, args.show_secrets, args.no_color).await
+    run_with(
+        &args.fleet,
+        &args.cluster,
+        &args.exclude,
+        args.show_secrets,
+        args.no_color,
+    )
+    .await
 }
 
 /// Server-set or bookkeeping fields removed before comparing and printing.
@@ -79,16 +86,18 @@ fn yaml(v: &Value) -> String {
 pub async fn run_with(
     fleet: &FleetArgs,
     cluster_args: &ClusterArgs,
+    exclude: &ExcludeArgs,
     show_secrets: bool,
     no_color: bool,
 ) -> Result<(), AppError> {
     let mut settings = FleetSettings::resolve(fleet)?;
     let (cluster, loaded) = super::apply::connect_and_load(cluster_args, &mut settings).await?;
-    let errors = super::apply::validate_objects(&loaded, &cluster);
-    if !errors.is_empty() {
-        return Err(AppError::Invalid(errors));
-    }
+    let exclusions =
+        loaded.exclusions(exclude, super::apply::validate_objects(&loaded, &cluster))?;
     let paint = super::apply::paint(no_color);
+    for w in &exclusions.notes {
+        eprintln!("{} {w}", paint.warn("warning:"));
+    }
     let mut namespaces_in_selection = BTreeSet::new();
     for id in &loaded.selection {
         for m in &loaded.fleet.nodes[id].objects {
@@ -104,6 +113,19 @@ pub async fn run_with(
     order.sort_by_key(|id| (loaded.graph.wave(id), (*id).clone()));
     for id in order {
         let n = &loaded.fleet.nodes[id];
+        if let Some((reason, _)) = exclusions.excluded.get(id) {
+            println!("{} Kustomization {id} excluded: {reason}", paint.dim("►"));
+            continue;
+        }
+        if let Some(by) = exclusions.blocked.get(id) {
+            let by: Vec<String> = by.iter().map(|b| b.to_string()).collect();
+            println!(
+                "{} Kustomization {id} skipped: blocked by excluded {}",
+                paint.dim("►"),
+                by.join(", ")
+            );
+            continue;
+        }
         if n.spec.suspend || n.spec.kube_config.is_some() {
             println!(
                 "{} Kustomization {id} skipped: {}",

@@ -17,11 +17,21 @@ pub async fn run(args: &GraphArgs) -> Result<(), AppError> {
         .map(|(id, r)| (id.clone(), r.clone()))
         .collect();
     let out = match args.output {
-        GraphFormat::Dot => graph::dot(&loaded.fleet, &loaded.graph, &loaded.selection, &helm),
-        GraphFormat::Mermaid => {
-            graph::mermaid(&loaded.fleet, &loaded.graph, &loaded.selection, &helm)
-        }
+        GraphFormat::Dot => graph::dot(
+            &loaded.fleet,
+            &loaded.graph,
+            &loaded.selection,
+            &helm,
+            &loaded.problems,
+        ),
+        GraphFormat::Mermaid => graph::mermaid(
+            &loaded.fleet,
+            &loaded.graph,
+            &loaded.selection,
+            &helm,
+            &loaded.problems,
+        ),
     };
     print!("{out}");
-    Ok(())
+    loaded.partial()
 }

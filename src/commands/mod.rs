@@ -13,13 +13,15 @@ pub mod status;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::cli::ExcludeArgs;
 use crate::exit::AppError;
 use crate::graph::{Graph, NodeInput};
 use crate::load::{self, Fleet};
 use crate::model::KsId;
 use crate::options::FleetSettings;
+use crate::problems::Problems;
 
-/// A loaded, validated fleet with its graph and the selected Kustomizations.
+/// A loaded fleet with its graph, the selected Kustomizations and every problem found.
 pub struct Loaded {
     /// The fleet.
     pub fleet: Fleet,
@@ -31,9 +33,118 @@ pub struct Loaded {
     pub releases: BTreeMap<KsId, crate::helm::Release>,
     /// The HelmReleases of selected Kustomizations, and the HelmReleases they depend on.
     pub helm_selection: BTreeSet<KsId>,
+    /// Every problem; the Kustomizations they make fail.
+    pub problems: Problems,
 }
 
-/// Load, build, graph and select: every error of the fleet at once, as exit code 2.
+impl Loaded {
+    /// The selected Kustomizations and HelmReleases.
+    fn selected(&self) -> BTreeSet<KsId> {
+        self.selection
+            .iter()
+            .chain(&self.helm_selection)
+            .cloned()
+            .collect()
+    }
+
+    /// For `plan`, `graph` and `build`, after printing: every problem of the selection on
+    /// stderr and exit code [`crate::exit::PLANNED_WITH_FAILURES`], when there is one.
+    pub fn partial(&self) -> Result<(), AppError> {
+        let selected = self.selected();
+        let messages = self.problems.messages(&selected);
+        if messages.is_empty() {
+            Ok(())
+        } else {
+            let failed = selected
+                .iter()
+                .filter(|k| self.problems.failed.contains(*k))
+                .count();
+            Err(AppError::Partial { messages, failed })
+        }
+    }
+
+    /// For `apply` and `diff`, before anything is written: what `--exclude` and
+    /// `--skip-invalid` leave out, and what that blocks. Any other problem of the selection
+    /// (`object_errors` included: why an object cannot be applied) refuses the whole run, every
+    /// problem listed, as invalid input.
+    pub fn exclusions(
+        &self,
+        args: &ExcludeArgs,
+        object_errors: Vec<(KsId, String)>,
+    ) -> Result<Exclusions, AppError> {
+        let mut out = Exclusions::default();
+        let mut unknown = Vec::new();
+        for e in &args.exclude {
+            match KsId::parse(e).filter(|id| self.fleet.nodes.contains_key(id)) {
+                Some(id) => {
+                    out.excluded.insert(id, ("--exclude".to_string(), false));
+                }
+                None => unknown.push(format!(
+                    "--exclude {e}: no such Kustomization in the fleet (expected NAMESPACE/NAME)"
+                )),
+            }
+        }
+        if !unknown.is_empty() {
+            return Err(AppError::Invalid(unknown));
+        }
+        let mut seen = BTreeSet::new();
+        let mut refused = Vec::new();
+        let mut invalid: BTreeMap<KsId, Vec<String>> = BTreeMap::new();
+        let selected = self.selected();
+        let problems = self
+            .problems
+            .within(&selected)
+            .map(|p| (p.kustomization.clone(), p.message.clone()))
+            .chain(object_errors.into_iter().map(|(k, m)| (Some(k), m)));
+        for (ks, message) in problems {
+            if ks.as_ref().is_some_and(|k| out.excluded.contains_key(k))
+                || !seen.insert(message.clone())
+            {
+                continue;
+            }
+            match ks {
+                Some(k) => invalid.entry(k).or_default().push(message.clone()),
+                None => out.notes.push(message.clone()),
+            }
+            refused.push(message);
+        }
+        if !args.skip_invalid && !refused.is_empty() {
+            refused.push(
+                "nothing was written; fix these, or leave them out with --exclude NAMESPACE/NAME or --skip-invalid"
+                    .to_string(),
+            );
+            return Err(AppError::Invalid(refused));
+        }
+        for (k, messages) in invalid {
+            out.excluded
+                .insert(k, (format!("invalid: {}", messages.join("; ")), true));
+        }
+        let roots: BTreeSet<KsId> = out.excluded.keys().cloned().collect();
+        out.blocked = self
+            .graph
+            .blocked_by(&roots)
+            .into_iter()
+            .filter(|(k, _)| self.selection.contains(k) && !roots.contains(k))
+            .collect();
+        Ok(out)
+    }
+}
+
+/// What `apply` and `diff` leave out of the selection.
+#[derive(Debug, Default)]
+pub struct Exclusions {
+    /// Each left-out Kustomization: why, and whether that is a failure (invalid) rather than
+    /// the user's `--exclude`.
+    pub excluded: BTreeMap<KsId, (String, bool)>,
+    /// Kustomizations that wait on left-out ones: never started.
+    pub blocked: BTreeMap<KsId, BTreeSet<KsId>>,
+    /// Problems of no Kustomization, skipped under `--skip-invalid`.
+    pub notes: Vec<String>,
+}
+
+/// Load, build, graph and select. A fleet that cannot be read at all (PATH, its own build,
+/// `--only` naming nothing) is exit code 2; problems of single Kustomizations are collected in
+/// [`Loaded::problems`] and the rest is loaded.
 pub async fn load_fleet(settings: &FleetSettings) -> Result<Loaded, AppError> {
     let started = std::time::Instant::now();
     let mut fleet = load::load(&settings.load, &settings.builder)
@@ -77,8 +188,7 @@ pub async fn load_fleet(settings: &FleetSettings) -> Result<Loaded, AppError> {
         suspended: r.spec.suspend,
         file: r.file.clone(),
     }));
-    let graph = Graph::new(inputs)
-        .map_err(|errs| AppError::Invalid(errs.iter().map(|e| e.to_string()).collect()))?;
+    let graph = Graph::new(inputs);
     let closure = graph
         .select(&settings.only)
         .map_err(|errs| AppError::Invalid(errs.iter().map(|e| e.to_string()).collect()))?;
@@ -114,12 +224,14 @@ pub async fn load_fleet(settings: &FleetSettings) -> Result<Loaded, AppError> {
         fleet.nodes.len(),
         started.elapsed()
     );
+    let problems = Problems::collect(&fleet, &graph);
     Ok(Loaded {
         fleet,
         graph,
         selection,
         releases,
         helm_selection,
+        problems,
     })
 }
 

@@ -10,7 +10,13 @@ pub async fn run(args: &PlanArgs) -> Result<(), AppError> {
     let settings = FleetSettings::resolve(&args.fleet)?;
     let loaded = super::load_fleet(&settings).await?;
     let helm = super::helm_reports(&loaded, &settings).await;
-    let mut report = plan::plan(&loaded.fleet, &loaded.graph, &loaded.selection, helm);
+    let mut report = plan::plan(
+        &loaded.fleet,
+        &loaded.graph,
+        &loaded.selection,
+        helm,
+        &loaded.problems,
+    );
     if args.cluster.kubeconfig.is_some() || args.cluster.context.is_some() {
         let cluster = super::apply::connect(&args.cluster).await?;
         for k in report
@@ -22,7 +28,7 @@ pub async fn run(args: &PlanArgs) -> Result<(), AppError> {
                 continue;
             };
             let node = &loaded.fleet.nodes[&id];
-            if !node.spec.prune {
+            if !node.spec.prune || node.failed {
                 continue;
             }
             let objects: Vec<serde_json::Value> =
@@ -41,5 +47,5 @@ pub async fn run(args: &PlanArgs) -> Result<(), AppError> {
         super::print_warnings(&loaded.fleet);
     }
     print!("{out}");
-    Ok(())
+    loaded.partial()
 }

@@ -79,12 +79,28 @@ pub enum Outcome {
         /// Why.
         reason: String,
     },
+    /// Left out before the rollout: `--exclude`, or invalid under `--skip-invalid`.
+    Excluded {
+        /// Why.
+        reason: String,
+        /// Invalid (a failure), not the user's `--exclude`.
+        invalid: bool,
+    },
 }
 
 impl Outcome {
     /// Ready, or unchanged since a ready run.
     pub fn is_ready(&self) -> bool {
         matches!(self, Outcome::Ready | Outcome::Unchanged)
+    }
+
+    /// Counts against the exit code: not ready, not suspended, not left out by `--exclude`.
+    pub fn is_failure(&self) -> bool {
+        !(self.is_ready()
+            || matches!(
+                self,
+                Outcome::Suspended | Outcome::Excluded { invalid: false, .. }
+            ))
     }
 
     /// Short label for tables.
@@ -96,6 +112,7 @@ impl Outcome {
             Outcome::Skipped { .. } => "skipped",
             Outcome::Suspended => "suspended",
             Outcome::NotStarted { .. } => "not started",
+            Outcome::Excluded { .. } => "excluded",
         }
     }
 }

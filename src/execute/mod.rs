@@ -64,6 +64,8 @@ pub struct Unit {
     /// HelmReleases that must be Ready before this Kustomization is (its `wait: true`, or its
     /// `healthChecks` naming them), as helm-controller's readiness would gate it.
     pub gated_by: Vec<KsId>,
+    /// Left out before the rollout ([`Outcome::Excluded`]): settled at once, never applied.
+    pub excluded: Option<Outcome>,
 }
 
 /// Whether a dependency lets its dependent start.
@@ -104,7 +106,9 @@ fn dep_object(unit: &Unit, outcome: &Outcome) -> Value {
             format!("dependencies not ready: {}", blocked_by.join(", ")),
         ),
         Outcome::Suspended => ("False", "Suspended", "suspended".into()),
-        Outcome::NotStarted { reason } => ("False", "Progressing", reason.clone()),
+        Outcome::NotStarted { reason } | Outcome::Excluded { reason, .. } => {
+            ("False", "Progressing", reason.clone())
+        }
     };
     let mut st = serde_json::json!({
         "observedGeneration": generation,
@@ -283,7 +287,9 @@ pub async fn run(
     let mut applied: BTreeSet<KsId> = BTreeSet::new();
     let mut blocked_shown: BTreeMap<KsId, Vec<String>> = BTreeMap::new();
     for u in &order {
-        if u.spec.suspend {
+        if let Some(outcome) = &u.excluded {
+            settle(&u.id, outcome.clone(), &events, &mut results, &mut states);
+        } else if u.spec.suspend {
             settle(
                 &u.id,
                 Outcome::Suspended,

@@ -120,6 +120,61 @@ pub enum LoadError {
     },
 }
 
+impl LoadError {
+    /// The Kustomization it belongs to, when it has an identity.
+    pub fn ks(&self) -> Option<KsId> {
+        match self {
+            LoadError::Build { ks, .. }
+            | LoadError::PostBuild { ks, .. }
+            | LoadError::MissingVarSource { ks, .. }
+            | LoadError::Invalid { ks, .. }
+            | LoadError::Duplicate { ks, .. }
+            | LoadError::Source { ks, .. } => KsId::parse(ks),
+            LoadError::PathNotFound(_) | LoadError::Scan { .. } => None,
+        }
+    }
+
+    /// The file it is about.
+    pub fn file(&self) -> String {
+        match self {
+            LoadError::Build { file, .. }
+            | LoadError::PostBuild { file, .. }
+            | LoadError::MissingVarSource { file, .. }
+            | LoadError::Invalid { file, .. }
+            | LoadError::Source { file, .. } => file.clone(),
+            LoadError::Duplicate { second, .. } => second.clone(),
+            LoadError::PathNotFound(p) => p.display().to_string(),
+            LoadError::Scan { path, .. } => path.clone(),
+        }
+    }
+}
+
+/// A stand-in spec for a Kustomization whose spec does not decode: its `dependsOn` (when that
+/// part decodes) and `suspend`, so the graph still places it and blocks its dependents.
+fn placeholder_spec(spec: &Value) -> KustomizationSpec {
+    let mut v = serde_json::json!({
+        "interval": "10m",
+        "prune": false,
+        "sourceRef": {"kind": "GitRepository", "name": "unknown"},
+    });
+    if let Some(deps) = spec
+        .get("dependsOn")
+        .filter(|d| serde_json::from_value::<Vec<crate::model::DependsOn>>((*d).clone()).is_ok())
+    {
+        v["dependsOn"] = deps.clone();
+    }
+    if let Some(s) = spec.get("suspend").filter(|s| s.is_boolean()) {
+        v["suspend"] = s.clone();
+    }
+    if let Some(r) = spec
+        .get("sourceRef")
+        .filter(|r| serde_json::from_value::<crate::model::SourceRef>((*r).clone()).is_ok())
+    {
+        v["sourceRef"] = r.clone();
+    }
+    serde_json::from_value(v).expect("the placeholder spec decodes")
+}
+
 /// A fleet: every Kustomization reached from PATH, built.
 #[derive(Debug)]
 pub struct Fleet {
@@ -133,6 +188,9 @@ pub struct Fleet {
     pub warnings: Vec<String>,
     /// The sources stage of this run: what was fetched, and charts on demand.
     pub fetcher: Arc<crate::sources::Fetcher>,
+    /// Every problem found: each failed Kustomization is a node marked `failed`, the rest of the
+    /// fleet is loaded as usual.
+    pub failures: Vec<LoadError>,
     _tmp: tempfile::TempDir,
 }
 
@@ -154,8 +212,8 @@ pub struct Node {
     pub source: SourceKey,
     /// Local directory of the source.
     pub source_dir: PathBuf,
-    /// How the source was mapped.
-    pub mapping: Mapping,
+    /// How the source was mapped (None: it could not be).
+    pub mapping: Option<Mapping>,
     /// spec.path inside the source (normalised, relative).
     pub rel_path: PathBuf,
     /// kustomize output.
@@ -168,6 +226,8 @@ pub struct Node {
     pub flux_objects: Vec<Manifest>,
     /// Child Kustomizations found in the build.
     pub children: Vec<KsId>,
+    /// It failed to load, build or validate ([`Fleet::failures`] says why): never applied.
+    pub failed: bool,
 }
 
 impl Node {
@@ -251,11 +311,13 @@ pub async fn load(opts: &LoadOptions, builder: &Builder) -> Result<Fleet, Vec<Lo
         loader.fetcher.map_local(&k, &d);
     }
     loader.finish(&path);
-    if !loader.errors.is_empty() {
-        // A Kustomization that fails is found again by every later pass of its parent's build.
-        let mut seen = BTreeSet::new();
-        loader.errors.retain(|e| seen.insert(e.to_string()));
-        return Err(loader.errors);
+    // A Kustomization that fails is found again by every later pass of its parent's build.
+    let mut seen = BTreeSet::new();
+    loader.errors.retain(|e| seen.insert(e.to_string()));
+    for e in &loader.errors {
+        if let Some(n) = e.ks().and_then(|k| loader.nodes.get_mut(&k)) {
+            n.failed = true;
+        }
     }
     let claimed = loader.nodes.values().any(|n| n.dir() == path);
     let unowned = if claimed || opts.scan {
@@ -281,6 +343,7 @@ pub async fn load(opts: &LoadOptions, builder: &Builder) -> Result<Fleet, Vec<Lo
         unowned,
         warnings: loader.warnings,
         fetcher: loader.fetcher,
+        failures: loader.errors,
         _tmp: tmp,
     })
 }
@@ -425,7 +488,9 @@ impl Loader<'_> {
         Ok(())
     }
 
-    /// Turns a found Kustomization object into a node (or reconciles it with a known one).
+    /// Turns a found Kustomization object into a node (or reconciles it with a known one). A
+    /// Kustomization that cannot be used still becomes a node, marked failed, so the graph shows
+    /// it and what it blocks; only one without a namespace (no identity) stays outside.
     fn add_found(&mut self, f: Found, claimer_spec_changed: Option<&mut bool>) {
         let (api, _, ns, name) = object_meta(&f.object);
         let shown_id = format!("{}/{}", if ns.is_empty() { "?" } else { ns }, name);
@@ -434,18 +499,6 @@ impl Loader<'_> {
             file: f.file.clone(),
             message,
         };
-        let version = api.rsplit('/').next().unwrap_or("");
-        match version {
-            "v1" => {}
-            "v1beta2" => self.warnings.push(format!(
-                "{}: Kustomization {shown_id} uses the deprecated {api}; read as kustomize.toolkit.fluxcd.io/v1",
-                f.file
-            )),
-            other => {
-                self.errors.push(invalid(format!("unsupported apiVersion {api} ({other}); use kustomize.toolkit.fluxcd.io/v1")));
-                return;
-            }
-        }
         if ns.is_empty() {
             self.errors.push(invalid(
                 "metadata.namespace is not set (Flux never defaults a namespace)".into(),
@@ -454,16 +507,34 @@ impl Loader<'_> {
         }
         let id = KsId::new(ns, name);
         let spec_value = f.object.get("spec").cloned().unwrap_or(Value::Null);
-        let spec: KustomizationSpec = match serde_path_to_error::deserialize(spec_value) {
+        let version = api.rsplit('/').next().unwrap_or("");
+        let parsed = match version {
+            "v1" | "v1beta2" => {
+                if version == "v1beta2" {
+                    self.warnings.push(format!(
+                        "{}: Kustomization {shown_id} uses the deprecated {api}; read as kustomize.toolkit.fluxcd.io/v1",
+                        f.file
+                    ));
+                }
+                serde_path_to_error::deserialize(spec_value.clone()).map_err(|e| {
+                    let path = e.path().to_string();
+                    let field = if path == "." {
+                        "spec".to_string()
+                    } else {
+                        format!("spec.{path}")
+                    };
+                    invalid(format!("{field}: {}", e.inner()))
+                })
+            }
+            other => Err(invalid(format!(
+                "unsupported apiVersion {api} ({other}); use kustomize.toolkit.fluxcd.io/v1"
+            ))),
+        };
+        let spec: KustomizationSpec = match parsed {
             Ok(s) => s,
             Err(e) => {
-                let path = e.path().to_string();
-                let field = if path == "." {
-                    "spec".to_string()
-                } else {
-                    format!("spec.{path}")
-                };
-                self.errors.push(invalid(format!("{field}: {}", e.inner())));
+                let spec = placeholder_spec(&spec_value);
+                self.add_failed(&id, spec, &f, e);
                 return;
             }
         };
@@ -481,6 +552,7 @@ impl Loader<'_> {
                     }
                 }
             } else if existing.spec != spec {
+                existing.failed = true;
                 self.errors.push(LoadError::Duplicate {
                     ks: id.to_string(),
                     first: existing.file.clone(),
@@ -507,47 +579,59 @@ impl Loader<'_> {
                     }
                     return;
                 }
-                Err(source) => {
-                    self.errors.push(LoadError::Source {
+                Err(e) => {
+                    let err = LoadError::Source {
                         ks: id.to_string(),
-                        file: f.file,
-                        source,
-                    });
+                        file: f.file.clone(),
+                        source: e,
+                    };
+                    self.add_failed(&id, spec, &f, err);
                     return;
                 }
             };
         let path_str = spec.path.clone().unwrap_or_default();
-        let Some(rel_path) = sources::safe_rel(&path_str) else {
-            self.errors.push(invalid(format!(
+        let problem = match sources::safe_rel(&path_str) {
+            None => Err(format!(
                 "spec.path '{path_str}' escapes the source root of {source}"
-            )));
-            return;
+            )),
+            Some(rel_path) => {
+                let full = source_dir.join(&rel_path);
+                match full.canonicalize() {
+                    Ok(c) if !c.starts_with(&source_dir) => Err(format!(
+                        "spec.path '{path_str}' escapes the source root of {source} through a symlink"
+                    )),
+                    Ok(c) if c.is_dir() => Ok(rel_path),
+                    _ => {
+                        let hint = if mapping == Mapping::GitRoot
+                            && !source_dir.join(".git").exists()
+                        {
+                            format!(
+                                "; {} is not in a git work tree, so {source} maps to it: pass --source {source}=REPO_ROOT",
+                                display_path(&source_dir)
+                            )
+                        } else {
+                            String::new()
+                        };
+                        Err(format!(
+                            "kustomization path not found: spec.path '{path_str}' is not a directory in {source} ({}){hint}",
+                            display_path(&full)
+                        ))
+                    }
+                }
+            }
         };
-        let full = source_dir.join(&rel_path);
-        match full.canonicalize() {
-            Ok(c) if !c.starts_with(&source_dir) => {
-                self.errors.push(invalid(format!(
-                    "spec.path '{path_str}' escapes the source root of {source} through a symlink"
-                )));
+        let rel_path = match problem {
+            Ok(r) => r,
+            Err(message) => {
+                let err = invalid(message);
+                self.add_failed(&id, spec, &f, err);
+                if let Some(n) = self.nodes.get_mut(&id) {
+                    n.source_dir = source_dir;
+                    n.mapping = Some(mapping);
+                }
                 return;
             }
-            Ok(c) if c.is_dir() => {}
-            _ => {
-                let hint = if mapping == Mapping::GitRoot && !source_dir.join(".git").exists() {
-                    format!(
-                        "; {} is not in a git work tree, so {source} maps to it: pass --source {source}=REPO_ROOT",
-                        display_path(&source_dir)
-                    )
-                } else {
-                    String::new()
-                };
-                self.errors.push(invalid(format!(
-                    "kustomization path not found: spec.path '{path_str}' is not a directory in {source} ({}){hint}",
-                    display_path(&full)
-                )));
-                return;
-            }
-        }
+        };
         self.nodes.insert(
             id.clone(),
             Node {
@@ -558,13 +642,50 @@ impl Loader<'_> {
                 parent: f.parent,
                 source,
                 source_dir,
-                mapping,
+                mapping: Some(mapping),
                 rel_path,
                 raw: None,
                 vars: Vars::default(),
                 objects: Vec::new(),
                 flux_objects: Vec::new(),
                 children: Vec::new(),
+                failed: false,
+            },
+        );
+    }
+
+    /// Records `error` and keeps the Kustomization as a failed node (never built), unless one of
+    /// that name is known already (then that one is marked failed).
+    fn add_failed(&mut self, id: &KsId, spec: KustomizationSpec, f: &Found, error: LoadError) {
+        if let Some(existing) = self.nodes.get_mut(id) {
+            // Found again on a later discovery round: reported once.
+            if !existing.failed {
+                existing.failed = true;
+                self.errors.push(error);
+            }
+            return;
+        }
+        self.errors.push(error);
+        let source = spec.source_key(&id.namespace);
+        let rel_path = PathBuf::from(spec.path.as_deref().unwrap_or("").trim_start_matches("./"));
+        self.nodes.insert(
+            id.clone(),
+            Node {
+                id: id.clone(),
+                spec,
+                object: f.object.clone(),
+                file: f.file.clone(),
+                parent: f.parent.clone(),
+                source,
+                source_dir: PathBuf::new(),
+                mapping: None,
+                rel_path,
+                raw: None,
+                vars: Vars::default(),
+                objects: Vec::new(),
+                flux_objects: Vec::new(),
+                children: Vec::new(),
+                failed: true,
             },
         );
     }
@@ -580,7 +701,7 @@ impl Loader<'_> {
             let pending: Vec<KsId> = self
                 .nodes
                 .values()
-                .filter(|n| n.raw.is_none() && !failed.contains(&n.id))
+                .filter(|n| n.raw.is_none() && !n.failed && !failed.contains(&n.id))
                 .map(|n| n.id.clone())
                 .collect();
             for id in &pending {
@@ -611,6 +732,7 @@ impl Loader<'_> {
                     Ok(raw) => n.raw = Some(raw),
                     Err(source) => {
                         failed.insert(id.clone());
+                        n.failed = true;
                         self.errors.push(LoadError::Build {
                             ks: id.to_string(),
                             file: n.file.clone(),

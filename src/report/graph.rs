@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use crate::graph::Graph;
 use crate::load::Fleet;
 use crate::model::KsId;
+use crate::problems::Problems;
 
 /// How a node is drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +19,10 @@ enum State {
     Suspended,
     /// Waits on a suspended Kustomization.
     Blocked,
+    /// Fails to load, build or validate.
+    Failed,
+    /// Waits on a failing Kustomization.
+    BlockedByFailure,
 }
 
 /// One node: its identity, state and object count.
@@ -46,8 +51,10 @@ fn layout<'a>(
     graph: &'a Graph,
     sel: &'a BTreeSet<KsId>,
     helm: &'a BTreeMap<KsId, crate::helm::Release>,
+    problems: &Problems,
 ) -> Layout<'a> {
     let blocked = graph.blocked_by_suspension();
+    let blocked_by_failure = graph.blocked_by(&problems.failed);
     let waves = graph
         .waves
         .iter()
@@ -72,7 +79,11 @@ fn layout<'a>(
                         };
                     }
                     let n = &fleet.nodes[id];
-                    let state = if n.spec.suspend {
+                    let state = if problems.failed.contains(id) {
+                        State::Failed
+                    } else if blocked_by_failure.contains_key(id) {
+                        State::BlockedByFailure
+                    } else if n.spec.suspend {
                         State::Suspended
                     } else if blocked.contains_key(id) {
                         State::Blocked
@@ -158,8 +169,9 @@ pub fn dot(
     graph: &Graph,
     sel: &BTreeSet<KsId>,
     helm: &BTreeMap<KsId, crate::helm::Release>,
+    problems: &Problems,
 ) -> String {
-    let l = layout(fleet, graph, sel, helm);
+    let l = layout(fleet, graph, sel, helm, problems);
     let mut s =
         String::from("digraph fleet {\n  rankdir=LR;\n  node [shape=box, style=rounded];\n");
     for (i, nodes) in &l.waves {
@@ -173,6 +185,10 @@ pub fn dot(
                     ", style=\"rounded,dashed\", color=gray, fontcolor=gray, xlabel=\"suspended\""
                 }
                 State::Blocked => ", color=orange, xlabel=\"blocked\"",
+                State::Failed => ", color=red, fontcolor=red, penwidth=2, xlabel=\"failed\"",
+                State::BlockedByFailure => {
+                    ", style=\"rounded,dashed\", color=red, xlabel=\"blocked by failure\""
+                }
                 State::Normal => "",
             };
             // `\n` is DOT's line break inside a label: added inside the quotes, after escaping.
@@ -205,8 +221,9 @@ pub fn mermaid(
     graph: &Graph,
     sel: &BTreeSet<KsId>,
     helm: &BTreeMap<KsId, crate::helm::Release>,
+    problems: &Problems,
 ) -> String {
-    let l = layout(fleet, graph, sel, helm);
+    let l = layout(fleet, graph, sel, helm, problems);
     // Mermaid ids: the node's position in the selection (Kustomizations, then HelmReleases).
     let idx: BTreeMap<&KsId, usize> = sel
         .iter()
@@ -221,6 +238,8 @@ pub fn mermaid(
             let note = match n.state {
                 State::Suspended => " (suspended)",
                 State::Blocked => " (blocked)",
+                State::Failed => " (failed)",
+                State::BlockedByFailure => " (blocked by failure)",
                 State::Normal => "",
             };
             let _ = writeln!(s, "    k{}[\"{}{note}\"]", idx[n.id], n.id);

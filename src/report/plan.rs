@@ -11,6 +11,7 @@ use crate::build::postbuild::MASK;
 use crate::graph::Graph;
 use crate::load::{Fleet, Node, display_path};
 use crate::model::{KsId, object_meta, subject};
+use crate::problems::{Problem, Problems};
 
 /// The whole plan (`-o json|yaml` prints exactly this).
 #[derive(Debug, Serialize)]
@@ -32,6 +33,9 @@ pub struct PlanReport {
     pub unowned_objects: Vec<String>,
     /// Every source of the selection: how it maps, what it resolved to, where it came from.
     pub sources: Vec<SourceReport>,
+    /// Every problem of the selection (file, Kustomization, cause): those Kustomizations are
+    /// marked `failures` and what waits on them `blockedByFailure`.
+    pub failures: Vec<Problem>,
     /// Things the user should know.
     pub warnings: Vec<String>,
 }
@@ -126,8 +130,8 @@ pub struct KsReport {
     pub dir: String,
     /// `Kind/namespace/name` of the source.
     pub source: String,
-    /// How the source maps to a directory.
-    pub source_mapping: crate::load::Mapping,
+    /// How the source maps to a directory (null: it could not be mapped).
+    pub source_mapping: Option<crate::load::Mapping>,
     /// dependsOn (namespaces defaulted).
     pub depends_on: Vec<String>,
     /// The Kustomization whose build contains this one.
@@ -138,6 +142,11 @@ pub struct KsReport {
     pub suspended: bool,
     /// Suspended Kustomizations this one waits on (it will not be applied).
     pub blocked_by: Vec<String>,
+    /// Why this Kustomization fails to load, build or validate (empty: it does not).
+    pub failures: Vec<String>,
+    /// Failing Kustomizations this one waits on (dependsOn or parent): it cannot be applied
+    /// until they are fixed.
+    pub blocked_by_failure: Vec<String>,
     /// spec.kubeConfig is set: another cluster, refused by apply.
     pub remote_cluster: bool,
     /// spec.prune.
@@ -178,7 +187,18 @@ pub struct HealthReport {
     pub timeout_source: String,
 }
 
-fn ks_report(n: &Node, blocked: &BTreeMap<KsId, BTreeSet<KsId>>) -> KsReport {
+/// What blocks a Kustomization: suspended and failing ones upstream, and its own failures.
+struct Blocks {
+    suspended: BTreeMap<KsId, BTreeSet<KsId>>,
+    failing: BTreeMap<KsId, BTreeSet<KsId>>,
+    causes: BTreeMap<KsId, Vec<String>>,
+}
+
+fn names(set: Option<&BTreeSet<KsId>>) -> Vec<String> {
+    set.into_iter().flatten().map(|b| b.to_string()).collect()
+}
+
+fn ks_report(n: &Node, blocks: &Blocks) -> KsReport {
     let mut kinds = BTreeMap::new();
     for m in &n.objects {
         *kinds
@@ -224,12 +244,9 @@ fn ks_report(n: &Node, blocked: &BTreeMap<KsId, BTreeSet<KsId>>) -> KsReport {
         parent: n.parent.as_ref().map(|p| p.to_string()),
         children: n.children.iter().map(|c| c.to_string()).collect(),
         suspended: n.spec.suspend,
-        blocked_by: blocked
-            .get(&n.id)
-            .into_iter()
-            .flatten()
-            .map(|b| b.to_string())
-            .collect(),
+        blocked_by: names(blocks.suspended.get(&n.id)),
+        failures: blocks.causes.get(&n.id).cloned().unwrap_or_default(),
+        blocked_by_failure: names(blocks.failing.get(&n.id)),
         remote_cluster: n.spec.kube_config.is_some(),
         prune: n.spec.prune,
         interval: n.spec.interval.to_string(),
@@ -272,15 +289,20 @@ fn ks_report(n: &Node, blocked: &BTreeMap<KsId, BTreeSet<KsId>>) -> KsReport {
     }
 }
 
-/// Builds the plan of the `selection` of `fleet`; `helm` holds the selected HelmReleases'
-/// reports by identity.
+/// Builds the plan of the `selection` of `fleet`, failing Kustomizations marked; `helm`
+/// holds the selected HelmReleases' reports by identity.
 pub fn plan(
     fleet: &Fleet,
     graph: &Graph,
     selection: &BTreeSet<KsId>,
     mut helm: BTreeMap<KsId, HelmReport>,
+    problems: &Problems,
 ) -> PlanReport {
-    let blocked = graph.blocked_by_suspension();
+    let blocks = Blocks {
+        suspended: graph.blocked_by_suspension(),
+        failing: graph.blocked_by(&problems.failed),
+        causes: problems.by_kustomization(),
+    };
     let helm_count = helm.len();
     let helm_ids: BTreeSet<KsId> = helm.keys().cloned().collect();
     let waves: Vec<WaveReport> = graph
@@ -298,7 +320,7 @@ pub fn plan(
             kustomizations: w
                 .iter()
                 .filter(|id| !id.is_helm_release())
-                .map(|id| ks_report(&fleet.nodes[*id], &blocked))
+                .map(|id| ks_report(&fleet.nodes[*id], &blocks))
                 .collect(),
             helm_releases: w.iter().filter_map(|id| helm.remove(*id)).collect(),
         })
@@ -323,6 +345,7 @@ pub fn plan(
         critical_path: critical.iter().map(|k| k.to_string()).collect(),
         unowned_objects: fleet.unowned.iter().map(|m| subject(&m.object)).collect(),
         sources: source_reports(fleet, selection),
+        failures: problems.within(selection).cloned().collect(),
         warnings: fleet.warnings.clone(),
     }
 }
@@ -380,6 +403,10 @@ fn source_reports(fleet: &Fleet, selection: &BTreeSet<KsId>) -> Vec<SourceReport
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for n in selection.iter().filter_map(|id| fleet.nodes.get(id)) {
+        // A source that could not be mapped is listed with its Kustomization's failure.
+        let Some(mapping) = n.mapping.clone() else {
+            continue;
+        };
         let key = n.source.to_string();
         if !seen.insert(key.clone()) {
             continue;
@@ -387,7 +414,7 @@ fn source_reports(fleet: &Fleet, selection: &BTreeSet<KsId>) -> Vec<SourceReport
         let record = records.iter().find(|r| r.used_by.contains(&key));
         out.push(SourceReport {
             source: key,
-            mapping: n.mapping.clone(),
+            mapping,
             url: record.map(|r| r.url.clone()),
             resolution: record.map(|r| r.resolution.clone()),
             revision: record.map(|r| r.revision.clone()),
@@ -415,11 +442,22 @@ pub fn render_text(p: &PlanReport) -> String {
     } else {
         String::new()
     };
+    let failed = p
+        .waves
+        .iter()
+        .flat_map(|w| &w.kustomizations)
+        .filter(|k| !k.failures.is_empty())
+        .count();
     let _ = writeln!(
         s,
-        "Plan for {}: {}{releases}, {}, {}",
+        "Plan for {}: {}{}{releases}, {}, {}",
         p.path,
         plural(p.kustomizations, "Kustomization"),
+        if failed > 0 {
+            format!(" ({failed} failed)")
+        } else {
+            String::new()
+        },
         plural(p.objects, "object"),
         plural(p.waves.len(), "wave")
     );
@@ -440,6 +478,15 @@ pub fn render_text(p: &PlanReport) -> String {
         }
         for k in &w.kustomizations {
             let mut flags = Vec::new();
+            if !k.failures.is_empty() {
+                flags.push("FAILED: not planned, see below".to_string());
+            }
+            if !k.blocked_by_failure.is_empty() {
+                flags.push(format!(
+                    "BLOCKED by failing {}",
+                    k.blocked_by_failure.join(", ")
+                ));
+            }
             if k.suspended {
                 flags.push("SUSPENDED: not applied".to_string());
             }
@@ -548,6 +595,26 @@ pub fn render_text(p: &PlanReport) -> String {
                 x.revision.as_deref().unwrap_or(""),
                 x.origin
             );
+        }
+    }
+    if !p.failures.is_empty() {
+        let failed: BTreeSet<&KsId> = p
+            .failures
+            .iter()
+            .filter_map(|f| f.kustomization.as_ref())
+            .collect();
+        let _ = writeln!(
+            s,
+            "\nFailures ({} in {}; everything else is planned):",
+            p.failures.len(),
+            plural(failed.len(), "Kustomization")
+        );
+        for f in &p.failures {
+            let ks = f
+                .kustomization
+                .as_ref()
+                .map_or("(no identity)".to_string(), |k| k.to_string());
+            let _ = writeln!(s, "  ✗ {ks}  {}\n      {}", f.file, f.cause);
         }
     }
     if !p.warnings.is_empty() {

@@ -139,6 +139,14 @@ pub fn finished_line(r: &KsResult, paint: Paint) -> String {
         Outcome::NotStarted { reason } => {
             format!("{} {} not started: {reason}", paint.warn("-"), r.id)
         }
+        Outcome::Excluded { reason, invalid } => {
+            let mark = if *invalid {
+                paint.bad("✗")
+            } else {
+                paint.dim("-")
+            };
+            format!("{mark} {} excluded: {reason}", r.id)
+        }
     }
 }
 

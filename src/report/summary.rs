@@ -32,6 +32,7 @@ pub fn table(results: &[KsResult], retries: u64, paint: Paint) -> String {
             Outcome::Failed { reason, .. } => reason.clone(),
             Outcome::Skipped { blocked_by } => format!("blocked by {}", blocked_by.join(", ")),
             Outcome::NotStarted { reason } => reason.clone(),
+            Outcome::Excluded { reason, .. } => reason.clone(),
             Outcome::Suspended => "spec.suspend: true".into(),
             Outcome::Ready => String::new(),
             Outcome::Unchanged => {

@@ -2,8 +2,9 @@
 //! is `clusters/c`. It is copied into a temp git work tree and planned. `expect.txt` lists
 //! substrings stderr must hold (one a line), `args.txt` extra arguments (one a line), `exit.txt`
 //! the exit code when it is not 2 (invalid input), `README.md` why the case is there. Adding a
-//! case is adding a folder. Every case also checks: no panic or backtrace, and on exit 2 an empty
-//! stdout (nothing is printed as success before validation ends).
+//! case is adding a folder. Every case also checks: no panic or backtrace, on exit 2 an empty
+//! stdout (nothing is printed as success before validation ends), and on exit 4 (planned with
+//! failures) a plan that lists the failures.
 
 use std::path::{Path, PathBuf};
 
@@ -83,6 +84,10 @@ fn run(case: &Case, subcommand: &str, extra: &[&str]) -> Vec<String> {
     if case.exit == 2 && !stdout.is_empty() {
         problems.push("stdout is not empty".into());
     }
+    // Planned with failures: the rest of the fleet is still printed, the failing one marked.
+    if case.exit == 4 && subcommand == "plan" && !stdout.contains("\nFailures (") {
+        problems.push("stdout does not list the failures".into());
+    }
     for e in &case.expect {
         if !stderr.contains(e.as_str()) {
             problems.push(format!("stderr lacks {e:?}"));
@@ -141,18 +146,21 @@ fn every_bad_fixture_fails_as_its_expect_txt_says() {
 }
 
 #[test]
-fn graph_and_build_reject_a_bad_fleet_like_plan() {
-    let case = cases()
+fn graph_and_build_report_a_bad_fleet_like_plan() {
+    let mut case = cases()
         .into_iter()
         .find(|c| c.name == "cycle")
         .expect("the cycle case");
+    // The graph is drawn with the loop marked (exit 4); building a Kustomization of the loop
+    // prints nothing (exit 2).
     let mut failures = run(&case, "graph", &[]);
+    case.exit = 2;
     failures.extend(run(&case, "build", &["--name", "flux-system/a"]));
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
 #[test]
-fn every_error_of_a_fleet_is_reported_at_once() {
+fn every_error_of_a_fleet_is_reported_at_once_and_the_rest_is_planned() {
     let fleet = Fleet::new()
         .file("clusters/c/a.yaml", &kustomization("a", "./apps/a", ""))
         .file(
@@ -163,17 +171,65 @@ fn every_error_of_a_fleet_is_reported_at_once() {
             "clusters/c/c.yaml",
             &kustomization("c", "../../outside", ""),
         )
+        .file(
+            "clusters/c/d.yaml",
+            &kustomization("d", "./apps/a", &depends_on(&["b"])),
+        )
         .file("apps/a/cm.yaml", &config_map("default", "a", &[]));
-    let stderr = fleet.fails("plan", &[]);
+    let out = fleet
+        .cmd("plan")
+        .args(["-o", "json"])
+        .output()
+        .expect("runs");
+    let (stdout, stderr) = text(&out);
+    assert_no_panic(&stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
     for needle in [
         "clusters/c/b.yaml: Kustomization flux-system/b: kustomization path not found",
         "clusters/c/c.yaml: Kustomization flux-system/c: spec.path '../../outside' escapes",
+        "2 Kustomization(s) failed to load, build or validate; the rest is planned",
     ] {
         assert!(
             stderr.contains(needle),
             "stderr lacks {needle:?}:\n{stderr}"
         );
     }
+    let plan: serde_json::Value = serde_json::from_str(&stdout).expect("JSON plan");
+    let a = plan_entry(&plan, "flux-system/a");
+    assert_eq!(a["objectCount"], 1, "{}", pretty(&plan));
+    assert_eq!(a["failures"], serde_json::json!([]));
+    let b = plan_entry(&plan, "flux-system/b");
+    assert!(
+        b["failures"][0]
+            .as_str()
+            .is_some_and(|f| f.starts_with("kustomization path not found")),
+        "{}",
+        pretty(b)
+    );
+    let d = plan_entry(&plan, "flux-system/d");
+    assert_eq!(d["blockedByFailure"], serde_json::json!(["flux-system/b"]));
+    assert_eq!(d["objectCount"], 1);
+    let failures = plan["failures"].as_array().expect("failures");
+    assert_eq!(failures.len(), 2, "{}", pretty(&plan));
+    assert_eq!(failures[0]["file"], "clusters/c/b.yaml");
+    assert_eq!(failures[0]["kustomization"], "flux-system/b");
+
+    // The text plan marks them too, and the graph draws them.
+    let out = fleet.cmd("plan").output().expect("runs");
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains("flux-system/b  [FAILED")
+            && stdout.contains("flux-system/d  [BLOCKED by failing flux-system/b]")
+            && stdout.contains("Plan for clusters/c: 4 Kustomizations (2 failed)"),
+        "{stdout}"
+    );
+    let out = fleet.cmd("graph").output().expect("runs");
+    assert_eq!(out.status.code(), Some(4));
+    let (dot, _) = text(&out);
+    assert!(
+        dot.contains("xlabel=\"failed\"") && dot.contains("xlabel=\"blocked by failure\""),
+        "{dot}"
+    );
 }
 
 #[test]

@@ -240,7 +240,7 @@ fn multi_tenancy_orders_kyverno_policies_tenants_then_the_tenant_on_every_cluste
 }
 
 #[test]
-fn multi_tenancy_without_its_sources_names_the_flags_to_add_and_the_files() {
+fn multi_tenancy_without_its_sources_is_planned_with_the_flags_to_add_and_the_files() {
     let repo = corpora().join("flux2-multi-tenancy");
     // --offline with an empty cache: the same answer with or without network access.
     let cache = tempfile::tempdir().expect("tmp");
@@ -251,11 +251,21 @@ fn multi_tenancy_without_its_sources_names_the_flags_to_add_and_the_files() {
             .arg(repo.join("clusters").join(cluster))
             .args(["--source", &bootstrap_source(&repo), "--offline"])
             .assert()
-            .code(2)
+            .code(4)
             .get_output()
             .clone();
         let (stdout, stderr) = text(&out);
-        assert!(stdout.is_empty(), "{stdout}");
+        // The rest of the fleet is planned; the two Kustomizations without a source are marked.
+        for needle in [
+            "flux-system/kyverno-controller  [FAILED",
+            "apps/dev-team  [FAILED",
+            "flux-system/tenants",
+        ] {
+            assert!(
+                stdout.contains(needle),
+                "{cluster}: plan lacks {needle:?}\n{stdout}"
+            );
+        }
         assert_no_panic(&stderr);
         for needle in [
             "--source OCIRepository/flux-system/kyverno-controller=DIR",

@@ -547,7 +547,8 @@ fn oci_repository_by_tag_and_semver_then_cache_and_offline() {
         "the fleet's URL is kept; only the fetch goes to the mirror"
     );
 
-    // Unknown tag: the error names the source, the Kustomization and the tag; exit 2.
+    // Unknown tag: the error names the source, the Kustomization and the tag; that Kustomization
+    // fails, the rest is planned (exit 4).
     let bad = Fleet::new().file(
         "clusters/c/apps.yaml",
         &format!(
@@ -557,7 +558,7 @@ fn oci_repository_by_tag_and_semver_then_cache_and_offline() {
         ),
     );
     let (code, _, err) = flux(&bad, cache.path(), "plan", &[]);
-    assert_eq!(code, 2, "{err}");
+    assert_eq!(code, 4, "{err}");
     assert!(
         err.contains("Kustomization flux-system/broken")
             && err.contains("OCIRepository/flux-system/missing")
@@ -573,7 +574,7 @@ fn oci_repository_by_tag_and_semver_then_cache_and_offline() {
         ),
     );
     let (code, _, err) = flux(&nomatch, cache.path(), "plan", &[]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 4);
     assert!(
         err.contains("no version matching semver '>=3'") && err.contains("v1.2.0"),
         "{err}"
@@ -587,14 +588,14 @@ fn oci_repository_by_tag_and_semver_then_cache_and_offline() {
         "cache"
     );
     let (code, _, err) = flux(&nomatch, cache.path(), "plan", &["--offline"]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 4);
     assert!(
         err.contains("is not in the cache") && err.contains("flux-system/later"),
         "{err}"
     );
     // Without --offline, the unreachable host is named with the flags that help.
     let (code, _, err) = flux(&fleet, tempfile::tempdir().unwrap().path(), "plan", &[]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 4);
     assert!(
         err.contains("cannot reach") && err.contains("--offline"),
         "{err}"
@@ -651,7 +652,7 @@ fn registry_with_basic_auth_reads_a_dockerconfigjson_secret() {
         ),
     );
     let (code, _, err) = flux(&without, tempfile::tempdir().unwrap().path(), "plan", &[]);
-    assert_eq!(code, 2, "{err}");
+    assert_eq!(code, 4, "{err}");
     assert!(
         err.contains("authentication to") && err.contains("OCIRepository/flux-system/private"),
         "{err}"
@@ -876,7 +877,7 @@ fn pull_charts_and_sources_then_plan_from_the_bundle_with_servers_stopped() {
         "plan",
         &["--from", bundle_dir.to_str().unwrap()],
     );
-    assert_eq!(code, 2);
+    assert_eq!(code, 4);
     assert!(
         err.contains("checksum mismatch") && err.contains("flux-system/infra"),
         "{err}"
@@ -935,7 +936,7 @@ fn buckets_and_undefined_sources_say_to_map_them() {
     );
     let cache = tempfile::tempdir().expect("tmp");
     let (code, _, err) = flux(&fleet, cache.path(), "plan", &[]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 4);
     assert!(
         err.contains("Bucket/flux-system/minio")
             && err.contains("--source Bucket/flux-system/minio=DIR"),
@@ -996,7 +997,7 @@ fn git_repositories_over_file_urls_by_branch_tag_and_commit() {
         .concat(),
     );
     let (code, _, err) = flux(&broken, cache.path(), "plan", &[]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 4);
     assert!(
         err.contains("Kustomization flux-system/gone") && err.contains("branch 'nope' not found"),
         "{err}"

@@ -209,6 +209,7 @@ both!(
     a_health_check_that_times_out_is_retried_and_passes,
     an_invalid_object_fails_at_once_without_retry,
     a_secret_value_echoed_by_the_server_is_masked_in_output_inventory_and_events,
+    a_partly_broken_fleet_is_refused_whole_then_applied_around_its_failures,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1383,3 +1384,114 @@ fn a_helm_release_from_an_oci_registry_renders_with_the_digest_version(t: Tier) 
 }
 
 both!(a_helm_release_from_an_oci_registry_renders_with_the_digest_version);
+
+/// A partly broken fleet: a child whose path is missing (and its dependent), a remote kustomize
+/// resource (a URL nothing serves, on 127.0.0.1), a source only the network has. `apply` and
+/// `diff` refuse the whole selection, listing every problem, and write nothing; `--skip-invalid`
+/// applies the rest and names each left-out one; `--exclude` leaves out what it names.
+fn a_partly_broken_fleet_is_refused_whole_then_applied_around_its_failures(t: Tier) {
+    let (ks_ns, app) = (t.ns("fleet"), t.ns("app"));
+    let remote = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - http://127.0.0.1:9/remote.yaml\n";
+    let f = fleet(
+        &ks_ns,
+        &[
+            ("base", ""),
+            ("broken", &depends_on(&["base"])),
+            ("after-broken", &depends_on(&["broken"])),
+            ("remote", ""),
+            ("fine", &depends_on(&["base"])),
+        ],
+    )
+    .file("apps/base/ns.yaml", &namespace(&app))
+    .file(
+        "apps/fine/cm.yaml",
+        &config_map(&app, "fine-cfg", &[("k", "v")]),
+    )
+    .file(
+        "apps/after-broken/cm.yaml",
+        &config_map(&app, "after-cfg", &[("k", "v")]),
+    )
+    .file("apps/remote/kustomization.yaml", remote)
+    .file(
+        "clusters/c/oci.yaml",
+        &ks(&ks_ns, "oci", "").replace(
+            "kind: GitRepository\n    name: flux-system\n    namespace: flux-system",
+            "kind: OCIRepository\n    name: podinfo",
+        ),
+    );
+    // broken's path does not exist.
+    std::fs::write(
+        f.root().join("clusters/c/broken.yaml"),
+        ks(&ks_ns, "broken", &depends_on(&["base"])).replace("./apps/broken", "./apps/gone"),
+    )
+    .expect("write");
+    let id = |n: &str| format!("{ks_ns}/{n}");
+    t.mark();
+    for sub in ["apply", "diff"] {
+        let run = f.run(sub, &t, &[]);
+        run.expect_code(2);
+        for needle in [
+            format!(
+                "clusters/c/broken.yaml: Kustomization {}: kustomization path not found",
+                id("broken")
+            ),
+            format!(
+                "clusters/c/remote.yaml: Kustomization {}: building",
+                id("remote")
+            ),
+            format!(
+                "clusters/c/oci.yaml: Kustomization {}: OCIRepository/{ks_ns}/podinfo is not defined in the fleet",
+                id("oci")
+            ),
+            "nothing was written".to_string(),
+        ] {
+            assert!(
+                run.stderr.contains(&needle),
+                "{sub}: stderr lacks {needle:?}\n{run}"
+            );
+        }
+        assert!(t.writes().is_empty(), "{sub} wrote: {:?}", t.writes());
+    }
+
+    let run = f.apply(&t, &["--skip-invalid"]);
+    run.expect_code(1);
+    for n in ["broken", "remote", "oci"] {
+        assert_eq!(outcome(&run, &id(n)), "excluded", "{n}\n{run}");
+        assert_eq!(run.result(&id(n))["invalid"], true, "{run}");
+    }
+    assert!(
+        reason(&run, &id("broken")).contains("kustomization path not found"),
+        "{run}"
+    );
+    assert_eq!(outcome(&run, &id("after-broken")), "skipped", "{run}");
+    assert_eq!(outcome(&run, &id("fine")), "ready", "{run}");
+    assert!(t.get("configmap", &app, "fine-cfg").is_some());
+    assert!(t.get("configmap", &app, "after-cfg").is_none());
+
+    // Leaving them out by name is not a failure; what waits on them is still skipped.
+    let run = f.apply(
+        &t,
+        &[
+            "--exclude",
+            &id("broken"),
+            "--exclude",
+            &id("remote"),
+            "--exclude",
+            &id("oci"),
+            "--exclude",
+            &id("after-broken"),
+        ],
+    );
+    run.expect_code(0);
+    assert_eq!(outcome(&run, &id("after-broken")), "excluded", "{run}");
+    assert_eq!(run.result(&id("oci"))["invalid"], false, "{run}");
+    let run = f.run("diff", &t, &["--exclude", &id("broken"), "--skip-invalid"]);
+    assert!(
+        run.stdout.contains(&format!(
+            "Kustomization {} skipped: blocked by excluded {}",
+            id("after-broken"),
+            id("broken")
+        )),
+        "{run}"
+    );
+}
