@@ -98,6 +98,10 @@ pub struct FleetArgs {
     /// kustomize binary (default: `kustomize` on PATH, else `kubectl kustomize`).
     #[arg(long, value_name = "PATH", env = "FLUX_ORDER_KUSTOMIZE_BIN")]
     pub kustomize_bin: Option<PathBuf>,
+    /// Age key file for SOPS decryption (besides spec.decryption.secretRef, SOPS_AGE_KEY_FILE and
+    /// SOPS_AGE_KEY), repeatable
+    #[arg(long, value_name = "FILE")]
+    pub age_key_file: Vec<PathBuf>,
 
     /// Fail on a `${var}` without value or default (kustomize-controller is strict by default; plan and build only warn without this flag).
     #[arg(long)]

@@ -5,6 +5,7 @@ mod build;
 mod cli;
 mod cluster;
 mod commands;
+mod decrypt;
 mod execute;
 mod exit;
 mod graph;

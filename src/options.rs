@@ -74,12 +74,33 @@ impl FleetSettings {
             None => Builder::default_jobs(),
         };
         let charts = crate::helm::parse_chart_flags(&args.charts).map_err(anyhow::Error::msg)?;
+        // SOPS age keys, as sops itself finds them: the files given, SOPS_AGE_KEY_FILE, SOPS_AGE_KEY.
+        let mut age_keys = crate::decrypt::Keyring::default();
+        let mut files: Vec<(PathBuf, String)> = args
+            .age_key_file
+            .iter()
+            .map(|f| (f.clone(), format!("--age-key-file {}", f.display())))
+            .collect();
+        if let Some(f) = std::env::var_os("SOPS_AGE_KEY_FILE").filter(|f| !f.is_empty()) {
+            files.push((PathBuf::from(&f), "SOPS_AGE_KEY_FILE".to_string()));
+        }
+        for (f, source) in files {
+            let text = std::fs::read_to_string(&f)
+                .with_context(|| format!("{source}: cannot read {}", f.display()))?;
+            age_keys.add_text(&text, &source)?;
+        }
+        if let Ok(k) = std::env::var("SOPS_AGE_KEY")
+            && !k.trim().is_empty()
+        {
+            age_keys.add_text(&k, "SOPS_AGE_KEY")?;
+        }
         Ok(FleetSettings {
             helm: crate::helm::HelmSettings {
                 charts,
                 helm_bin: args.helm_bin.clone(),
             },
             load: LoadOptions {
+                age_keys,
                 path: args.path.clone(),
                 scan: args.scan,
                 sources,

@@ -48,6 +48,16 @@ pub enum PostBuildError {
         /// Parser message.
         message: String,
     },
+    /// SOPS decryption failed for one object.
+    #[error("decryption failed for '{subject}'{origin}: {source}")]
+    Decrypt {
+        /// `Kind/ns/name` of the object.
+        subject: String,
+        /// ` (from FILE)` when kustomize reported the file.
+        origin: String,
+        /// Why.
+        source: crate::decrypt::SopsError,
+    },
     /// A variable name Flux rejects.
     #[error(
         "'{name}' var name is invalid, must match '^[_[:alpha:]][_[:alpha:][:digit:]]*$' (from {from})"
@@ -261,6 +271,9 @@ pub struct PostBuildOptions<'a> {
     pub strip_origin: bool,
     /// For batched builds: how origin paths map back to the Kustomization's path.
     pub origin_map: Option<&'a OriginMap>,
+    /// SOPS keys, when the Kustomization has `spec.decryption`: encrypted objects and Secret
+    /// values are decrypted before substitution, as kustomize-controller does.
+    pub decrypt: Option<crate::decrypt::DecryptWith<'a>>,
 }
 
 /// Maps origin paths of a batched build (relative to the aggregate directory, naming the build's
@@ -318,6 +331,55 @@ pub fn post_build(
         if api.is_empty() || kind.is_empty() || (name.is_empty() && !is_list) {
             return Err(PostBuildError::Incomplete(doc.chars().take(200).collect()));
         }
+        let mut decrypted_doc = None;
+        if let Some(with) = opts.decrypt {
+            let keys = with.keys;
+            let subject = crate::model::subject(&obj);
+            let secret = api == "v1" && kind == "Secret";
+            let origin = read_origin(&mut obj.clone(), false).map(|o| match opts.origin_map {
+                Some(m) => m.rebase(&o),
+                None => o,
+            });
+            let fail = |source| PostBuildError::Decrypt {
+                subject: subject.clone(),
+                origin: origin
+                    .as_ref()
+                    .map(|p| format!(" (from {p})"))
+                    .unwrap_or_default(),
+                source,
+            };
+            let mut changed = false;
+            if crate::decrypt::is_encrypted(&obj) {
+                // The MAC covers every value as written: flux-order's own bookkeeping (the origin
+                // annotation, the batch label) is set aside while decrypting.
+                let kept = [
+                    ("annotations", ORIGIN_ANNOTATION),
+                    ("labels", super::overlay::BUILD_LABEL),
+                ]
+                .map(|(field, key)| (field, key, take_meta(&mut obj, field, key)));
+                let file = origin.as_ref().map(|o| {
+                    std::path::PathBuf::from(lexical_join(&with.dir.to_string_lossy(), o))
+                });
+                let result = crate::decrypt::decrypt_built_object(&mut obj, file.as_deref(), keys);
+                for (field, key, v) in kept {
+                    if let Some(Value::String(v)) = v {
+                        set_meta(&mut obj, field, key, &v);
+                    }
+                }
+                result.map_err(fail)?;
+                changed = true;
+            }
+            if secret {
+                changed |= crate::decrypt::decrypt_secret_data(&mut obj, keys).map_err(fail)? > 0;
+            }
+            if changed {
+                decrypted_doc = Some(
+                    crate::yaml::to_string(&obj)
+                        .map_err(|e| PostBuildError::Parse(e.to_string()))?,
+                );
+            }
+        }
+        let doc = decrypted_doc.as_deref().unwrap_or(doc);
         if substitute && !has_key_value(&obj, SUBSTITUTE_KEY, "disabled") {
             let text =
                 envsubst::substitute(doc, &opts.vars.values, opts.strict).map_err(|source| {
@@ -416,6 +478,17 @@ pub fn lexical_join(base: &str, path: &str) -> String {
 }
 
 /// Removes the label that marked the object's build (see `overlay::BUILD_LABEL`).
+/// Removes `metadata.<field>.<key>` (and the map when it is left empty); returns its value.
+fn take_meta(obj: &mut Value, field: &str, key: &str) -> Option<Value> {
+    let meta = obj.get_mut("metadata")?.as_object_mut()?;
+    let map = meta.get_mut(field)?.as_object_mut()?;
+    let v = map.remove(key);
+    if map.is_empty() {
+        meta.remove(field);
+    }
+    v
+}
+
 fn remove_build_label(obj: &mut Value) {
     let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
         return;

@@ -71,6 +71,27 @@ async fn with_cluster_vars(
             }
         }
     }
+    // spec.decryption.secretRef Secrets the fleet does not define are read from the cluster.
+    for n in loaded.fleet.nodes.values() {
+        let Some(name) = n
+            .spec
+            .decryption
+            .as_ref()
+            .and_then(|d| d.pointer("/secretRef/name"))
+            .and_then(Value::as_str)
+        else {
+            continue;
+        };
+        let in_fleet = loaded.fleet.nodes.values().any(|m| {
+            m.objects.iter().any(|o| {
+                let (api, kind, ns, nm) = object_meta(&o.object);
+                api == "v1" && kind == "Secret" && ns == n.id.namespace && nm == name
+            })
+        });
+        if !in_fleet {
+            missing.insert((n.id.namespace.clone(), "Secret".into(), name.to_string()));
+        }
+    }
     if missing.is_empty() {
         return Ok(loaded);
     }
@@ -210,8 +231,6 @@ fn units(loaded: &Loaded, exclusions: &Exclusions) -> Result<Vec<Unit>, AppError
         }
         let refuse = if n.spec.kube_config.is_some() {
             Some("spec.kubeConfig targets another cluster; flux-order applies to the current cluster only".to_string())
-        } else if n.spec.decryption.is_some() {
-            Some("spec.decryption (SOPS) is not supported yet; refusing to apply possibly encrypted data".to_string())
         } else {
             None
         };

@@ -52,6 +52,7 @@ pub async fn run(args: &BuildArgs) -> Result<(), AppError> {
     objects.extend(node.flux_objects.iter().map(|m| m.object.clone()));
     if !args.show_secrets {
         let masked = node.vars.masked();
+        let node_dir = node.dir();
         if let Some(raw) = node.raw.as_ref().filter(|_| !node.vars.secret.is_empty()) {
             let rebuilt = postbuild::post_build(
                 &raw.output,
@@ -62,6 +63,13 @@ pub async fn run(args: &BuildArgs) -> Result<(), AppError> {
                     strict: false,
                     strip_origin: raw.strip_origin,
                     origin_map: raw.origin_map.as_ref(),
+                    decrypt: node
+                        .decrypt_keys
+                        .as_ref()
+                        .map(|keys| crate::decrypt::DecryptWith {
+                            keys,
+                            dir: &node_dir,
+                        }),
                 },
             )
             .map_err(anyhow::Error::from)?;

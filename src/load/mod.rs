@@ -32,10 +32,13 @@ pub struct LoadOptions {
     pub sources: BTreeMap<SourceKey, PathBuf>,
     /// Fail on undefined variables without default (apply/diff, `--strict-substitute`).
     pub strict: bool,
-    /// Extra substituteFrom sources (read from a cluster).
+    /// Extra substituteFrom sources and decryption Secrets (read from a cluster).
     pub cluster_vars: Option<VarIndex>,
     /// How sources are fetched (`--offline`, `--from`, `--registry-mirror`).
     pub fetch: crate::sources::FetchOptions,
+    /// Age keys of `--age-key-file`, `SOPS_AGE_KEY_FILE` and `SOPS_AGE_KEY`, used for every
+    /// Kustomization with `spec.decryption`, besides its own secretRef's.
+    pub age_keys: crate::decrypt::Keyring,
 }
 
 /// A load error; each names the file and, where there is one, the Kustomization.
@@ -228,6 +231,8 @@ pub struct Node {
     pub children: Vec<KsId>,
     /// It failed to load, build or validate ([`Fleet::failures`] says why): never applied.
     pub failed: bool,
+    /// Its SOPS keys (with `spec.decryption`), as its build was decrypted with.
+    pub decrypt_keys: Option<crate::decrypt::Keyring>,
 }
 
 impl Node {
@@ -404,6 +409,7 @@ impl Loader<'_> {
                 strict: false,
                 strip_origin: raw.strip_origin,
                 origin_map: raw.origin_map.as_ref(),
+                decrypt: None,
             },
         )
         .map_err(|source| {
@@ -650,6 +656,7 @@ impl Loader<'_> {
                 flux_objects: Vec::new(),
                 children: Vec::new(),
                 failed: false,
+                decrypt_keys: None,
             },
         );
     }
@@ -686,6 +693,7 @@ impl Loader<'_> {
                 flux_objects: Vec::new(),
                 children: Vec::new(),
                 failed: true,
+                decrypt_keys: None,
             },
         );
     }
@@ -960,6 +968,49 @@ impl Loader<'_> {
         index
     }
 
+    /// The age keys for a Kustomization with `spec.decryption`: the global ones and those of its
+    /// `secretRef` (keys ending in `.agekey`), from the fleet or, when connected, the cluster.
+    /// None without `spec.decryption`.
+    fn keyring(
+        &self,
+        id: &KsId,
+        index: &VarIndex,
+    ) -> Result<Option<crate::decrypt::Keyring>, String> {
+        let n = &self.nodes[id];
+        let Some(dec) = n.spec.decryption.as_ref() else {
+            return Ok(None);
+        };
+        let provider = dec.get("provider").and_then(Value::as_str).unwrap_or("");
+        if provider != "sops" {
+            return Err(format!(
+                "spec.decryption.provider '{provider}' is not supported (Flux supports sops)"
+            ));
+        }
+        let mut keys = self.opts.age_keys.clone();
+        if let Some(name) = dec
+            .pointer("/secretRef/name")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+        {
+            match index.get(&id.namespace, "Secret", name) {
+                Some(data) => {
+                    for (k, v) in data.iter().filter(|(k, _)| k.ends_with(".agekey")) {
+                        keys.add_text(v, &format!("Secret/{}/{name}[{k}]", id.namespace))
+                            .map_err(|e| format!("spec.decryption.secretRef: {e}"))?;
+                    }
+                }
+                None if self.opts.cluster_vars.is_some() => {
+                    return Err(format!(
+                        "spec.decryption.secretRef: Secret {}/{name} not found in the fleet nor in the cluster",
+                        id.namespace
+                    ));
+                }
+                None => {}
+            }
+        }
+        Ok(Some(keys))
+    }
+
     fn post_build_all(&mut self, strict: bool, done: &mut BTreeSet<KsId>) {
         let index = self.var_index();
         let ids: Vec<KsId> = self.nodes.keys().cloned().collect();
@@ -991,7 +1042,24 @@ impl Loader<'_> {
                 continue;
             }
             let spec = n.spec.clone();
+            let keys = match self.keyring(&id, &index) {
+                Ok(k) => k,
+                Err(message) => {
+                    if strict {
+                        self.errors.push(LoadError::Invalid {
+                            ks: id.to_string(),
+                            file: n.file.clone(),
+                            message,
+                        });
+                    }
+                    continue;
+                }
+            };
+            let dir = n.dir();
             let opts = |strict_subst: bool| PostBuildOptions {
+                decrypt: keys
+                    .as_ref()
+                    .map(|keys| crate::decrypt::DecryptWith { keys, dir: &dir }),
                 owner: Some(&id),
                 spec: Some(&spec),
                 vars: &vars,
@@ -1023,6 +1091,7 @@ impl Loader<'_> {
                     n.objects = payload;
                     n.flux_objects = flux;
                     n.vars = vars;
+                    n.decrypt_keys = keys;
                     done.insert(id.clone());
                 }
                 Err(source) => {
@@ -1080,12 +1149,6 @@ impl Loader<'_> {
                         message: format!("spec.dependsOn[{}].readyExpr: {e}", d.name),
                     });
                 }
-            }
-            if n.spec.decryption.is_some() {
-                self.warnings.push(format!(
-                    "{}: Kustomization {id}: spec.decryption (SOPS) is not supported yet; apply refuses this Kustomization",
-                    n.file
-                ));
             }
             if n.spec.kube_config.is_some() {
                 self.warnings.push(format!(

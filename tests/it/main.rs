@@ -14,5 +14,6 @@ mod helm;
 mod inventory;
 mod plan;
 mod retry;
+mod sops;
 mod sources;
 mod tiers;

@@ -1056,7 +1056,7 @@ fn apply_reads_a_sources_credentials_from_the_cluster_when_the_fleet_lacks_them(
         .concat(),
     );
     let (code, _, err) = flux(&fleet, cache.path(), "plan", &[]);
-    assert_eq!(code, 2, "without the cluster the Secret is unknown: {err}");
+    assert_eq!(code, 4, "without the cluster the Secret is unknown: {err}");
     assert!(err.contains("authentication to"), "{err}");
     let (code, out, err) = flux(
         &fleet,

@@ -210,6 +210,7 @@ both!(
     an_invalid_object_fails_at_once_without_retry,
     a_secret_value_echoed_by_the_server_is_masked_in_output_inventory_and_events,
     a_partly_broken_fleet_is_refused_whole_then_applied_around_its_failures,
+    a_sops_encrypted_secret_is_applied_decrypted_with_the_key_from_the_cluster,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1494,4 +1495,107 @@ fn a_partly_broken_fleet_is_refused_whole_then_applied_around_its_failures(t: Ti
         )),
         "{run}"
     );
+}
+
+/// Encrypts `plain` (YAML) with the real `sops` CLI for the tests' age key, Flux-style
+/// (`--encrypted-regex '^(data|stringData)$'`).
+fn sops_encrypt(dir: &Path, plain: &str) -> String {
+    let key = fixtures("sops/test.agekey");
+    let recipient = std::fs::read_to_string(&key)
+        .expect("key")
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: ").map(str::to_string))
+        .expect("recipient");
+    let file = dir.join("plain.sops-input.yaml");
+    std::fs::write(&file, plain).expect("write");
+    let out = std::process::Command::new("sops")
+        .args([
+            "-e",
+            "--age",
+            &recipient,
+            "--encrypted-regex",
+            "^(data|stringData)$",
+        ])
+        .arg(&file)
+        .output()
+        .expect("run sops (scripts/test-deps builds it)");
+    std::fs::remove_file(&file).expect("remove");
+    assert!(
+        out.status.success(),
+        "sops: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// A Kustomization with `spec.decryption` whose age key is a Secret in the cluster: refused
+/// (nothing written) while the Secret is missing; once it exists, the Secret encrypted by the
+/// real `sops` is applied decrypted, a Kustomization with `spec.decryption` and nothing
+/// encrypted applies normally, and no output shows a decrypted value.
+fn a_sops_encrypted_secret_is_applied_decrypted_with_the_key_from_the_cluster(t: Tier) {
+    let (ks_ns, app) = (t.ns("fleet"), t.ns("app"));
+    let dec = "decryption:\n  provider: sops\n  secretRef:\n    name: sops-age";
+    let f = fleet(
+        &ks_ns,
+        &[
+            ("base", ""),
+            ("secrets", &format!("{dec}\n{}", depends_on(&["base"]))),
+            ("plaindec", &format!("{dec}\n{}", depends_on(&["base"]))),
+        ],
+    )
+    .file("apps/base/ns.yaml", &namespace(&app))
+    .file(
+        "apps/plaindec/cm.yaml",
+        &config_map(&app, "plain-cfg", &[("k", "v")]),
+    );
+    let plain = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: {app}\ntype: Opaque\nstringData:\n  password: s3cr3t-Pa55-tier\n"
+    );
+    std::fs::create_dir_all(f.root().join("apps/secrets")).expect("mkdir");
+    let enc = sops_encrypt(f.root(), &plain);
+    std::fs::write(f.root().join("apps/secrets/secret.yaml"), enc).expect("write");
+    t.mark();
+    let run = f.apply(&t, &[]);
+    run.expect_code(2);
+    let want = format!("Secret {ks_ns}/sops-age not found in the fleet nor in the cluster");
+    assert!(run.stderr.contains(&want), "{run}");
+    assert!(t.writes().is_empty(), "wrote: {:?}", t.writes());
+
+    let _ = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(t.kubeconfig())
+        .args(["create", "namespace", &ks_ns])
+        .output();
+    let key = fixtures("sops/test.agekey").display().to_string();
+    t.kubectl(&[
+        "-n",
+        &ks_ns,
+        "create",
+        "secret",
+        "generic",
+        "sops-age",
+        &format!("--from-file=age.agekey={key}"),
+    ]);
+    let run = f.apply(&t, &[]);
+    run.expect_code(0);
+    assert_eq!(
+        outcome(&run, &format!("{ks_ns}/plaindec")),
+        "ready",
+        "{run}"
+    );
+    let live = t.get("secret", &app, "db").expect("the Secret");
+    assert_eq!(
+        live["data"]["password"],
+        "czNjcjN0LVBhNTUtdGllcg==",
+        "{}",
+        pretty(&live)
+    );
+    assert!(live.get("sops").is_none(), "{}", pretty(&live));
+    assert!(
+        !run.stdout.contains("s3cr3t") && !run.stderr.contains("s3cr3t"),
+        "{run}"
+    );
+    let diff = f.diff(&t, &[]);
+    diff.expect_code(0);
+    assert!(!diff.stdout.contains("s3cr3t"), "{diff}");
 }
