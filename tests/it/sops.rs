@@ -201,3 +201,110 @@ fn secret_generator_files_encrypted_as_dotenv_and_binary_decrypt() {
         .expect("base64");
     assert_eq!(bin, std::fs::read(fixtures("sops/plain/blob.bin")).unwrap());
 }
+
+/// The shapes that stop real fleets, at once: a child (found in its parent's build) whose path
+/// is missing, a remote kustomize resource (a URL nothing serves), a Secret encrypted by the real
+/// `sops` with no key given, and a source only the network has (a registry nothing answers on).
+/// `plan` lists all four with file, Kustomization and cause, marks them and what they block, plans
+/// the rest and exits 4; `apply` refuses the whole selection and writes nothing; with the key,
+/// the encrypted Secret's Kustomization is planned.
+#[test]
+fn a_real_fleet_shape_partly_broken_is_planned_around_its_failures_and_apply_refuses() {
+    let dec = "decryption:\n  provider: sops";
+    let f = Fleet::new()
+        .file("clusters/c/infra.yaml", &kustomization("infra", "./infra", ""))
+        .file(
+            "infra/children.yaml",
+            &format!(
+                "{}---\n{}",
+                kustomization("child-ok", "./apps/ok", ""),
+                kustomization("child-gone", "./apps/gone", "")
+            ),
+        )
+        .file(
+            "clusters/c/after.yaml",
+            &kustomization("after", "./apps/ok", &depends_on(&["child-gone"])),
+        )
+        .file("apps/ok/cm.yaml", &config_map("app", "ok", &[("k", "v")]))
+        .file(
+            "clusters/c/remote.yaml",
+            &kustomization("remote", "./apps/remote", ""),
+        )
+        .file(
+            "apps/remote/kustomization.yaml",
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - http://127.0.0.1:9/remote.yaml\n",
+        )
+        .file(
+            "clusters/c/secrets.yaml",
+            &kustomization("secrets", "./apps/secrets", dec),
+        )
+        .file("apps/secrets/secret.yaml", &fixture("secret.enc.yaml"))
+        .file(
+            "clusters/c/podinfo.yaml",
+            "apiVersion: source.toolkit.fluxcd.io/v1\nkind: OCIRepository\nmetadata:\n  name: podinfo\n  namespace: flux-system\nspec:\n  interval: 10m\n  url: oci://127.0.0.1:9/podinfo\n  ref:\n    tag: latest\n---\napiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: podinfo\n  namespace: flux-system\nspec:\n  interval: 10m\n  prune: true\n  path: ./\n  sourceRef:\n    kind: OCIRepository\n    name: podinfo\n",
+        );
+    let cache = tempfile::tempdir().expect("cache");
+    let with_cache = |sub: &str, args: &[&str]| {
+        let mut cmd = f.cmd(sub);
+        cmd.env("FLUX_ORDER_CACHE_DIR", cache.path())
+            .env_remove("SOPS_AGE_KEY_FILE")
+            .env_remove("SOPS_AGE_KEY");
+        Run::from_output(&cmd.args(args).output().expect("runs"))
+    };
+    let r = with_cache("plan", &["-o", "json"]);
+    r.expect_code(4);
+    for needle in [
+        "infra/children.yaml: Kustomization flux-system/child-gone: kustomization path not found",
+        "clusters/c/remote.yaml: Kustomization flux-system/remote: building",
+        "clusters/c/secrets.yaml: Kustomization flux-system/secrets: decryption failed for 'Secret/app/db-credentials'",
+        "Kustomization flux-system/podinfo",
+        "4 Kustomization(s) failed to load, build or validate; the rest is planned",
+    ] {
+        assert!(r.stderr.contains(needle), "stderr lacks {needle:?}\n{r}");
+    }
+    let plan: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON plan");
+    for failed in ["child-gone", "remote", "secrets", "podinfo"] {
+        let e = plan_entry(&plan, &format!("flux-system/{failed}"));
+        assert!(
+            !e["failures"].as_array().expect("failures").is_empty(),
+            "{failed}: {}",
+            pretty(e)
+        );
+    }
+    assert_eq!(
+        plan_entry(&plan, "flux-system/after")["blockedByFailure"],
+        serde_json::json!(["flux-system/child-gone"])
+    );
+    assert_eq!(plan_entry(&plan, "flux-system/child-ok")["objectCount"], 1);
+    assert_eq!(
+        plan_entry(&plan, "flux-system/child-ok")["parent"],
+        "flux-system/infra"
+    );
+
+    // apply refuses the whole selection, listing every problem, and writes nothing.
+    let cluster = Cluster::start();
+    let kc = cluster.kubeconfig().display().to_string();
+    let r = with_cache("apply", &["--kubeconfig", &kc]);
+    r.expect_code(2);
+    assert!(r.stderr.contains("nothing was written"), "{r}");
+    assert!(
+        r.stderr.contains("flux-system/child-gone") && r.stderr.contains("flux-system/podinfo"),
+        "{r}"
+    );
+    assert!(
+        cluster.writes().is_empty(),
+        "apply wrote: {:?}",
+        cluster.writes()
+    );
+
+    // The key makes the encrypted Secret's Kustomization plannable; the others still fail.
+    let kf = key_file();
+    let r = with_cache("plan", &["-o", "json", "--age-key-file", &kf]);
+    r.expect_code(4);
+    assert!(r.stderr.contains("3 Kustomization(s) failed"), "{r}");
+    let plan: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON plan");
+    assert_eq!(
+        plan_entry(&plan, "flux-system/secrets")["failures"],
+        serde_json::json!([])
+    );
+}
