@@ -84,25 +84,7 @@ impl Metadata {
                 .is_some_and(|v| v == &Value::Bool(true) || v == "true"),
             ..Metadata::default()
         };
-        for e in stanza
-            .get("age")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(enc) = e.get("enc").and_then(Value::as_str) {
-                m.age.push(enc.to_string());
-            }
-        }
-        for g in OTHER_GROUPS {
-            if stanza
-                .get(g)
-                .and_then(Value::as_array)
-                .is_some_and(|a| !a.is_empty())
-            {
-                m.others.push(g.to_string());
-            }
-        }
+        m.add_keys(stanza);
         // Key groups (shamir) hold the same kinds of keys one level down.
         for group in stanza
             .get("key_groups")
@@ -110,31 +92,34 @@ impl Metadata {
             .into_iter()
             .flatten()
         {
-            for e in group
-                .get("age")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(enc) = e.get("enc").and_then(Value::as_str) {
-                    m.age.push(enc.to_string());
-                }
-            }
-            for g in OTHER_GROUPS {
-                if group
-                    .get(g)
-                    .and_then(Value::as_array)
-                    .is_some_and(|a| !a.is_empty())
-                    && !m.others.iter().any(|o| o == g)
-                {
-                    m.others.push(g.to_string());
-                }
-            }
+            m.add_keys(group);
         }
         if m.mac.is_empty() {
             return Err(SopsError::Format("the sops stanza has no mac".into()));
         }
         Ok(m)
+    }
+
+    /// The age payloads of `holder` (the stanza or one key group), and which other key types it
+    /// has.
+    fn add_keys(&mut self, holder: &Value) {
+        let list = |k: &str| {
+            holder
+                .get(k)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
+        for e in list("age") {
+            if let Some(enc) = e.get("enc").and_then(Value::as_str) {
+                self.age.push(enc.to_string());
+            }
+        }
+        for g in OTHER_GROUPS {
+            if !list(g).is_empty() && !self.others.iter().any(|o| o == g) {
+                self.others.push(g.to_string());
+            }
+        }
     }
 
     /// `pgp, kms` — the other key types, named for messages.
