@@ -13,6 +13,8 @@ pub mod status;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use futures::StreamExt;
+
 use crate::cli::ExcludeArgs;
 use crate::exit::AppError;
 use crate::graph::{Graph, NodeInput};
@@ -247,35 +249,54 @@ pub async fn helm_reports(
     }
     let helm = crate::helm::render::Helm::detect(settings.helm.helm_bin.as_deref());
     let values = crate::helm::fleet_value_sources(&loaded.fleet);
-    for id in &loaded.helm_selection {
-        let r = &loaded.releases[id];
-        let mut rep = crate::report::plan::HelmReport {
-            id: r.id.to_string(),
-            file: r.file.clone(),
-            kustomization: r.owner.to_string(),
-            source: r.source.clone(),
-            version: r.version.clone(),
-            release_name: r.release_name.clone(),
-            release_namespace: r.release_namespace.clone(),
-            storage_namespace: r.storage_namespace.clone(),
-            depends_on: r
-                .spec
-                .dependencies(&id.namespace)
-                .iter()
-                .map(|d| d.to_string())
-                .collect(),
-            suspended: r.spec.suspend,
-            ..Default::default()
-        };
-        match &helm {
-            Err(e) => rep.notes.push(format!("not rendered: {e}")),
-            Ok(h) => match crate::helm::install::render_offline(
-                h,
-                settings.builder.kustomize(),
-                &values,
-                r,
-            )
-            .await
+    // Renders run in parallel (a helm process each), as many at once as kustomize builds.
+    let jobs = crate::build::Builder::default_jobs().max(1);
+    let reports = futures::stream::iter(loaded.helm_selection.iter())
+        .map(|id| {
+            let helm = &helm;
+            let values = &values;
+            async move {
+                let r = &loaded.releases[id];
+                (id.clone(), helm_report(r, helm, values, settings).await)
+            }
+        })
+        .buffer_unordered(jobs)
+        .collect::<Vec<_>>()
+        .await;
+    out.extend(reports);
+    out
+}
+
+async fn helm_report(
+    r: &crate::helm::Release,
+    helm: &Result<crate::helm::render::Helm, crate::helm::render::RenderError>,
+    values: &BTreeMap<(String, String, String), serde_json::Value>,
+    settings: &FleetSettings,
+) -> crate::report::plan::HelmReport {
+    let id = &r.id;
+    let mut rep = crate::report::plan::HelmReport {
+        id: r.id.to_string(),
+        file: r.file.clone(),
+        kustomization: r.owner.to_string(),
+        source: r.source.clone(),
+        version: r.version.clone(),
+        release_name: r.release_name.clone(),
+        release_namespace: r.release_namespace.clone(),
+        storage_namespace: r.storage_namespace.clone(),
+        depends_on: r
+            .spec
+            .dependencies(&id.namespace)
+            .iter()
+            .map(|d| d.to_string())
+            .collect(),
+        suspended: r.spec.suspend,
+        ..Default::default()
+    };
+    match helm {
+        Err(e) => rep.notes.push(format!("not rendered: {e}")),
+        Ok(h) => {
+            match crate::helm::install::render_offline(h, settings.builder.kustomize(), values, r)
+                .await
             {
                 Ok((rendered, notes, _)) => {
                     rep.chart = format!("{}-{}", rendered.chart.0, rendered.chart.1);
@@ -301,11 +322,10 @@ pub async fn helm_reports(
                     rep.notes.extend(notes);
                 }
                 Err(e) => rep.notes.push(format!("not rendered: {e}")),
-            },
+            }
         }
-        out.insert(id.clone(), rep);
     }
-    out
+    rep
 }
 
 /// Prints warnings to stderr, one per line.

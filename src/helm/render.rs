@@ -36,11 +36,13 @@ pub enum RenderError {
     PostRender(String),
 }
 
-/// The helm binary, checked once.
+/// The helm binary, checked once; identical renders (same chart, release, namespace, values,
+/// cluster or not, upgrade or not) are done once per run.
 #[derive(Debug)]
 pub struct Helm {
     program: PathBuf,
     home: tempfile::TempDir,
+    memo: std::sync::Mutex<std::collections::HashMap<String, Value>>,
 }
 
 impl Helm {
@@ -85,7 +87,11 @@ impl Helm {
                 program.display()
             )));
         }
-        Ok(Helm { program, home })
+        Ok(Helm {
+            program,
+            home,
+            memo: Default::default(),
+        })
     }
 
     fn command(&self) -> tokio::process::Command {
@@ -147,10 +153,43 @@ impl Helm {
 
     /// Renders the release; returns Helm's Release JSON.
     pub async fn render(&self, req: &RenderRequest<'_>) -> Result<Value, RenderError> {
-        let values = self
-            .home
-            .path()
-            .join(format!("values-{}-{}.json", req.namespace, req.release));
+        // Offline renders depend only on the request; against a cluster `lookup` may read live
+        // state, so those are never shared.
+        let key = req.cluster.is_none().then(|| {
+            serde_json::json!([
+                req.release,
+                req.namespace,
+                req.chart,
+                req.values,
+                req.upgrade,
+                req.skip_schema_validation,
+                req.disable_openapi_validation
+            ])
+            .to_string()
+        });
+        if let Some(k) = &key
+            && let Some(v) = self.memo.lock().unwrap_or_else(|e| e.into_inner()).get(k)
+        {
+            return Ok(v.clone());
+        }
+        let out = self.render_uncached(req).await?;
+        if let Some(k) = key {
+            self.memo
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(k, out.clone());
+        }
+        Ok(out)
+    }
+
+    async fn render_uncached(&self, req: &RenderRequest<'_>) -> Result<Value, RenderError> {
+        // One values file per render (renders run concurrently).
+        let values = tempfile::Builder::new()
+            .prefix("values-")
+            .suffix(".json")
+            .tempfile_in(self.home.path())
+            .map_err(|e| RenderError::Helm(format!("writing values: {e}")))?
+            .into_temp_path();
         std::fs::write(&values, serde_json::to_vec(req.values).unwrap_or_default())
             .map_err(|e| RenderError::Helm(format!("writing values: {e}")))?;
         let mut cmd = self.command();
@@ -188,7 +227,7 @@ impl Helm {
             cmd.arg("--disable-openapi-validation");
         }
         let text = self.run(action, cmd).await;
-        let _ = std::fs::remove_file(&values);
+        drop(values);
         let text = text?;
         serde_json::from_str(&text).map_err(|e| RenderError::Failed {
             action: action.into(),
