@@ -171,6 +171,48 @@ pub async fn run_with(
             }
         }
     }
+    // HelmReleases: what installing each now would change, object by object.
+    let helm = super::apply::helm_env(&loaded, &settings, cluster_args)?;
+    for id in &loaded.helm_selection {
+        let r = &loaded.releases[id];
+        if r.spec.suspend || exclusions.excluded.contains_key(&r.owner) {
+            println!("{} {} skipped", paint.dim("►"), r.id.label());
+            continue;
+        }
+        let Some(env) = &helm else { continue };
+        println!("{} {}", paint.dim("►"), r.id.label());
+        match crate::helm::install::objects_for_diff(&cluster, env, r).await {
+            Ok((mut objects, secrets)) => {
+                sort_for_apply(&mut objects);
+                for o in &objects {
+                    match diff_one(
+                        &cluster,
+                        o,
+                        false,
+                        &namespaces_in_selection,
+                        show_secrets,
+                        paint,
+                    )
+                    .await
+                    {
+                        Ok((changed, text)) => {
+                            if changed {
+                                changes += 1;
+                            }
+                            let text = if show_secrets {
+                                text
+                            } else {
+                                crate::helm::install::mask(&text, &secrets)
+                            };
+                            print!("{text}");
+                        }
+                        Err(e) => failures.push(format!("{} ({}): {e}", r.id.label(), r.file)),
+                    }
+                }
+            }
+            Err(e) => failures.push(format!("{} ({}): {e}", r.id.label(), r.file)),
+        }
+    }
     if !failures.is_empty() {
         return Err(AppError::Invalid(failures));
     }

@@ -126,24 +126,12 @@ pub async fn run(
 
     // In sync, as helm-controller sees it: the deployed revision has this chart version, these
     // values and these post-render settings, and its objects are there and healthy.
-    let digest = spec_digest(rel);
     if let Some(d) = &deployed {
-        let meta = match env.helm.chart_metadata(&chart).await {
-            Ok(m) => m,
-            Err(e) => return (failed(e.to_string()), counts),
+        let synced = match in_sync(env, rel, &chart, d, &secrets, &values.values).await {
+            Ok(s) => s,
+            Err(e) => return (failed(e), counts),
         };
-        let same_chart = ["name", "version", "appVersion"]
-            .iter()
-            .all(|k| d.pointer(&format!("/chart/metadata/{k}")) == meta.get(*k));
-        let same_values = d.get("config").cloned().unwrap_or(json!({})) == values.values;
-        let label = format!("/metadata/labels/{}", SPEC_DIGEST_LABEL.replace('/', "~1"));
-        let same_spec = secrets.iter().any(|s| {
-            s.pointer("/metadata/labels/version")
-                .and_then(Value::as_str)
-                == d["version"].as_u64().map(|v| v.to_string()).as_deref()
-                && s.pointer(&label).and_then(Value::as_str) == Some(digest.as_str())
-        });
-        if same_chart && same_values && same_spec && !force {
+        if synced && !force {
             let objects: Vec<Value> = crate::yaml::from_multi(d["manifest"].as_str().unwrap_or(""))
                 .unwrap_or_default()
                 .into_iter()
@@ -204,38 +192,10 @@ pub async fn run(
     }
 
     // 4–5. Render against the cluster, post-render.
-    let same_ns = rel.storage_namespace == rel.release_namespace;
-    let req = RenderRequest {
-        release: &rel.release_name,
-        namespace: &rel.release_namespace,
-        chart: &chart,
-        values: &values.values,
-        cluster: Some(&env.target),
-        upgrade: upgrade && same_ns,
-        skip_schema_validation: skip_schema(rel, upgrade),
-        disable_openapi_validation: disable_openapi(rel, upgrade),
-    };
-    let rendered = match env.helm.render(&req).await {
+    let (rendered, objects) = match render_live(cluster, env, rel, &chart, &values, upgrade).await {
         Ok(r) => r,
-        Err(e) => return (failed(mask(&e.to_string(), &values.secret_strings)), counts),
+        Err(e) => return (failed(e), counts),
     };
-    let rendered = match super::render::post_render(
-        rendered,
-        &rel.spec,
-        &rel.id.name,
-        &rel.id.namespace,
-        &env.kustomize,
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(e) => return (failed(e.to_string()), counts),
-    };
-    let objects: Vec<Value> = rendered
-        .objects
-        .iter()
-        .map(|o| owned(o, rel, cluster))
-        .collect();
     let timeout = timeout_override.unwrap_or_else(|| rel.spec.timeout(upgrade));
     let gate = Gate {
         targets: wait_targets(rel, upgrade, &objects),
@@ -398,6 +358,113 @@ pub async fn run(
         (Ok(()), Some(e)) => (failed(e), counts),
         (Err(e), _) => (failed(mask(&e, &values.secret_strings)), counts),
     }
+}
+
+/// Renders `rel` against the cluster (`--dry-run=server`, as an upgrade when a deployed release
+/// lives in the same namespace) and post-renders it; returns the render and its objects as they
+/// would be applied (Helm's ownership metadata, namespaces defaulted).
+async fn render_live(
+    cluster: &Cluster,
+    env: &Env,
+    rel: &Release,
+    chart: &std::path::Path,
+    values: &super::values::Composed,
+    upgrade: bool,
+) -> Result<(Rendered, Vec<Value>), String> {
+    let req = RenderRequest {
+        release: &rel.release_name,
+        namespace: &rel.release_namespace,
+        chart,
+        values: &values.values,
+        cluster: Some(&env.target),
+        upgrade: upgrade && rel.storage_namespace == rel.release_namespace,
+        skip_schema_validation: skip_schema(rel, upgrade),
+        disable_openapi_validation: disable_openapi(rel, upgrade),
+    };
+    let rendered = env
+        .helm
+        .render(&req)
+        .await
+        .map_err(|e| mask(&e.to_string(), &values.secret_strings))?;
+    let rendered = super::render::post_render(
+        rendered,
+        &rel.spec,
+        &rel.id.name,
+        &rel.id.namespace,
+        &env.kustomize,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let objects = rendered
+        .objects
+        .iter()
+        .map(|o| owned(o, rel, cluster))
+        .collect();
+    Ok((rendered, objects))
+}
+
+/// Whether the deployed revision `d` is in sync, as helm-controller sees it: same chart name,
+/// version and appVersion, same values, same post-render settings (the digest label).
+async fn in_sync(
+    env: &Env,
+    rel: &Release,
+    chart: &std::path::Path,
+    d: &Value,
+    secrets: &[Value],
+    values: &Value,
+) -> Result<bool, String> {
+    let meta = env
+        .helm
+        .chart_metadata(chart)
+        .await
+        .map_err(|e| e.to_string())?;
+    let same_chart = ["name", "version", "appVersion"]
+        .iter()
+        .all(|k| d.pointer(&format!("/chart/metadata/{k}")) == meta.get(*k));
+    let same_values = d.get("config").cloned().unwrap_or(json!({})) == *values;
+    let label = format!("/metadata/labels/{}", SPEC_DIGEST_LABEL.replace('/', "~1"));
+    let digest = spec_digest(rel);
+    let same_spec = secrets.iter().any(|s| {
+        s.pointer("/metadata/labels/version")
+            .and_then(Value::as_str)
+            == d["version"].as_u64().map(|v| v.to_string()).as_deref()
+            && s.pointer(&label).and_then(Value::as_str) == Some(digest.as_str())
+    });
+    Ok(same_chart && same_values && same_spec)
+}
+
+/// What installing `rel` now would apply (for `diff`): the deployed revision's objects when it is
+/// in sync (apply would write nothing), else a render against the cluster; with the strings that
+/// came from Secrets (to mask).
+pub async fn objects_for_diff(
+    cluster: &Cluster,
+    env: &Env,
+    rel: &Release,
+) -> Result<(Vec<Value>, Vec<String>), String> {
+    let (_copy, chart) = super::prepared(&rel.chart)?;
+    let secrets = cluster
+        .list(
+            "v1",
+            "Secret",
+            Some(&rel.storage_namespace),
+            &storage::selector(&rel.release_name),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let history = storage::revisions(&secrets);
+    let deployed = history.iter().find(|r| storage::status(r) == "deployed");
+    let values = compose_values(cluster, env, rel).await?;
+    if let Some(d) = deployed
+        && in_sync(env, rel, &chart, d, &secrets, &values.values).await?
+    {
+        let objects = manifest_objects(cluster, d)
+            .iter()
+            .map(|o| owned(o, rel, cluster))
+            .collect();
+        return Ok((objects, values.secret_strings));
+    }
+    let (_, objects) = render_live(cluster, env, rel, &chart, &values, deployed.is_some()).await?;
+    Ok((objects, values.secret_strings))
 }
 
 fn skip_schema(rel: &Release, upgrade: bool) -> bool {

@@ -1071,7 +1071,21 @@ fn a_changed_helm_release_is_upgraded_and_objects_that_left_the_chart_are_delete
     let (f, _, app) = helm_fleet(&t, "extraConfig: true");
     f.apply(&t, &[]).expect_code(0);
     assert!(t.get("configmap", &app, "web-extra").is_some());
+    // diff shows what the upgrade would change, object by object, and writes nothing.
+    let run = f.diff(&t, &[]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains(&format!("HelmRelease {app}/web")),
+        "{run}"
+    );
+    assert!(run.stdout.contains("web-config unchanged"), "{run}");
     write_release(&f, &app, "extraConfig: false\nmessage: second");
+    t.mark();
+    let run = f.diff(&t, &[]);
+    run.expect_code(1);
+    assert!(run.stdout.contains("web-config configured"), "{run}");
+    assert!(run.stdout.contains("second"), "{run}");
+    assert!(t.writes().is_empty(), "diff wrote: {:?}", t.writes());
     let run = f.apply(&t, &[]);
     run.expect_code(0);
     let hr = format!("HelmRelease/{app}/web");
