@@ -378,8 +378,8 @@ async fn render_live(
         values: &values.values,
         cluster: Some(&env.target),
         upgrade: upgrade && rel.storage_namespace == rel.release_namespace,
-        skip_schema_validation: skip_schema(rel, upgrade),
-        disable_openapi_validation: disable_openapi(rel, upgrade),
+        skip_schema_validation: rel.spec.skip_schema_validation(upgrade),
+        disable_openapi_validation: rel.spec.disable_openapi_validation(upgrade),
     };
     let rendered = env
         .helm
@@ -465,34 +465,6 @@ pub async fn objects_for_diff(
     }
     let (_, objects) = render_live(cluster, env, rel, &chart, &values, deployed.is_some()).await?;
     Ok((objects, values.secret_strings))
-}
-
-fn skip_schema(rel: &Release, upgrade: bool) -> bool {
-    if upgrade {
-        rel.spec
-            .upgrade
-            .as_ref()
-            .is_some_and(|u| u.disable_schema_validation)
-    } else {
-        rel.spec
-            .install
-            .as_ref()
-            .is_some_and(|i| i.disable_schema_validation)
-    }
-}
-
-fn disable_openapi(rel: &Release, upgrade: bool) -> bool {
-    if upgrade {
-        rel.spec
-            .upgrade
-            .as_ref()
-            .is_some_and(|u| u.disable_openapi_validation)
-    } else {
-        rel.spec
-            .install
-            .as_ref()
-            .is_some_and(|i| i.disable_openapi_validation)
-    }
 }
 
 /// Replaces every value that came from a Secret by `***`.
@@ -958,8 +930,8 @@ pub async fn render_offline(
         values: &values.values,
         cluster: None,
         upgrade: false,
-        skip_schema_validation: skip_schema(rel, false),
-        disable_openapi_validation: disable_openapi(rel, false),
+        skip_schema_validation: rel.spec.skip_schema_validation(false),
+        disable_openapi_validation: rel.spec.disable_openapi_validation(false),
     };
     let release = helm
         .render(&req)

@@ -53,10 +53,10 @@ pub struct HelmReleaseSpec {
     pub values_from: Vec<ValuesReference>,
     /// `install`.
     #[serde(default)]
-    pub install: Option<Install>,
+    pub install: Option<Action>,
     /// `upgrade`.
     #[serde(default)]
-    pub upgrade: Option<Upgrade>,
+    pub upgrade: Option<Action>,
     /// `postRenderers`.
     #[serde(default)]
     pub post_renderers: Vec<PostRenderer>,
@@ -134,43 +134,16 @@ pub struct ValuesReference {
     pub optional: bool,
 }
 
-/// `spec.install`.
+/// `spec.install` or `spec.upgrade` (the fields flux-order acts on are the same).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Install {
-    /// `crds`: Create (default), CreateReplace, Skip.
+pub struct Action {
+    /// `crds`: Create (the default for installs and, in the code, upgrades), CreateReplace, Skip.
     #[serde(default)]
     pub crds: Option<String>,
-    /// `createNamespace` (only with targetNamespace, as helm-controller).
+    /// `createNamespace` (install only; only with targetNamespace, as helm-controller).
     #[serde(default)]
     pub create_namespace: bool,
-    /// `disableWait`.
-    #[serde(default)]
-    pub disable_wait: bool,
-    /// `disableWaitForJobs`.
-    #[serde(default)]
-    pub disable_wait_for_jobs: bool,
-    /// `disableHooks`.
-    #[serde(default)]
-    pub disable_hooks: bool,
-    /// `disableSchemaValidation`.
-    #[serde(default)]
-    pub disable_schema_validation: bool,
-    /// `disableOpenAPIValidation`.
-    #[serde(default, rename = "disableOpenAPIValidation")]
-    pub disable_openapi_validation: bool,
-    /// `timeout`.
-    #[serde(default)]
-    pub timeout: Option<GoDuration>,
-}
-
-/// `spec.upgrade`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Upgrade {
-    /// `crds` (the code defaults to Create, as for installs).
-    #[serde(default)]
-    pub crds: Option<String>,
     /// `disableWait`.
     #[serde(default)]
     pub disable_wait: bool,
@@ -249,14 +222,23 @@ impl HelmReleaseSpec {
             .unwrap_or_else(|| own.to_string())
     }
 
+    /// `spec.upgrade` for an upgrade, else `spec.install`.
+    pub fn action(&self, upgrade: bool) -> Option<&Action> {
+        if upgrade {
+            self.upgrade.as_ref()
+        } else {
+            self.install.as_ref()
+        }
+    }
+
+    fn flag(&self, upgrade: bool, f: impl Fn(&Action) -> bool) -> bool {
+        self.action(upgrade).is_some_and(f)
+    }
+
     /// The action timeout: install/upgrade.timeout, else spec.timeout, else 5m.
     pub fn timeout(&self, upgrade: bool) -> Duration {
-        let action = if upgrade {
-            self.upgrade.as_ref().and_then(|u| u.timeout.as_ref())
-        } else {
-            self.install.as_ref().and_then(|i| i.timeout.as_ref())
-        };
-        action
+        self.action(upgrade)
+            .and_then(|a| a.timeout.as_ref())
             .or(self.timeout.as_ref())
             .map(|t| t.value())
             .unwrap_or(DEFAULT_TIMEOUT)
@@ -265,44 +247,35 @@ impl HelmReleaseSpec {
     /// The CRD policy of the action (Create when unset, for installs and upgrades alike, as the
     /// code does).
     pub fn crd_policy(&self, upgrade: bool) -> String {
-        let p = if upgrade {
-            self.upgrade.as_ref().and_then(|u| u.crds.clone())
-        } else {
-            self.install.as_ref().and_then(|i| i.crds.clone())
-        };
-        p.filter(|p| !p.is_empty())
+        self.action(upgrade)
+            .and_then(|a| a.crds.clone())
+            .filter(|p| !p.is_empty())
             .unwrap_or_else(|| "Create".into())
     }
 
     /// Whether resources are waited for (hooks always are).
     pub fn wait(&self, upgrade: bool) -> bool {
-        !if upgrade {
-            self.upgrade.as_ref().is_some_and(|u| u.disable_wait)
-        } else {
-            self.install.as_ref().is_some_and(|i| i.disable_wait)
-        }
+        !self.flag(upgrade, |a| a.disable_wait)
     }
 
     /// Whether Jobs must complete (helm-controller's default: yes).
     pub fn wait_for_jobs(&self, upgrade: bool) -> bool {
-        !if upgrade {
-            self.upgrade
-                .as_ref()
-                .is_some_and(|u| u.disable_wait_for_jobs)
-        } else {
-            self.install
-                .as_ref()
-                .is_some_and(|i| i.disable_wait_for_jobs)
-        }
+        !self.flag(upgrade, |a| a.disable_wait_for_jobs)
     }
 
     /// Whether hooks are disabled for the action.
     pub fn disable_hooks(&self, upgrade: bool) -> bool {
-        if upgrade {
-            self.upgrade.as_ref().is_some_and(|u| u.disable_hooks)
-        } else {
-            self.install.as_ref().is_some_and(|i| i.disable_hooks)
-        }
+        self.flag(upgrade, |a| a.disable_hooks)
+    }
+
+    /// `disableSchemaValidation` of the action.
+    pub fn skip_schema_validation(&self, upgrade: bool) -> bool {
+        self.flag(upgrade, |a| a.disable_schema_validation)
+    }
+
+    /// `disableOpenAPIValidation` of the action.
+    pub fn disable_openapi_validation(&self, upgrade: bool) -> bool {
+        self.flag(upgrade, |a| a.disable_openapi_validation)
     }
 
     /// dependsOn as identities (HelmReleases), namespaces defaulted to `own`.
