@@ -4,6 +4,7 @@
 //! The user's repo is never written.
 
 // A complete port of fluxcd/pkg envsubst; a few entry points serve only its own tests.
+pub mod confine;
 #[allow(dead_code)]
 pub mod envsubst;
 pub mod kustomize;

@@ -48,6 +48,24 @@ pub enum OverlayError {
     /// spec.components names a path that does not exist.
     #[error("component path '{0}' not found (set spec.ignoreMissingComponents to drop it)")]
     ComponentMissing(String),
+    /// A file reference that Flux's rooted filesystem refuses (see [`super::confine`]).
+    #[error(
+        "security: {}: {field} '{value}': {reason} (source root {}); Flux refuses to build it",
+        .file.display(),
+        .root.display()
+    )]
+    OutsideRoot {
+        /// The kustomization file holding the reference, relative to the source root.
+        file: PathBuf,
+        /// The field (`configMapGenerator[0].files`, `resources`, …).
+        field: String,
+        /// The reference as written.
+        value: String,
+        /// The source root.
+        root: PathBuf,
+        /// Why it is refused.
+        reason: String,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> OverlayError + '_ {
@@ -57,12 +75,12 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> OverlayError + '_ {
     }
 }
 
-/// The kustomization file in `dir`, if any.
+/// The kustomization file in `dir`, if any (a symlink is not one: a Flux artifact has none).
 pub fn find_kustomization_file(dir: &Path) -> Option<PathBuf> {
     KUSTOMIZATION_FILES
         .iter()
         .map(|f| dir.join(f))
-        .find(|p| p.is_file())
+        .find(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
 }
 
 /// What was prepared: the directory to build, and whether flux-order added origin annotations
@@ -250,6 +268,11 @@ fn scan_into(
         let path = entry.path();
         let rel = path.strip_prefix(base).unwrap_or(&path);
         let rel_str = format!("./{}", rel.display());
+        // A Flux artifact has no symlinks (source-controller archives regular files and
+        // directories only): the generator never sees one.
+        if entry.file_type().map_err(io_err(&path))?.is_symlink() {
+            continue;
+        }
         let ft = fs::metadata(&path).map_err(io_err(&path))?;
         if path.starts_with(rules.path())
             && rules
@@ -259,9 +282,6 @@ fn scan_into(
             continue;
         }
         if ft.is_dir() {
-            if entry.file_type().map(|t| t.is_symlink()).unwrap_or(false) {
-                continue; // filepath.Walk does not follow symlinked directories
-            }
             if find_kustomization_file(&path).is_some() {
                 out.push(rel_str);
             } else {
@@ -359,6 +379,12 @@ pub fn prepare(
     if let Some(spec) = spec {
         merge_flux_fields(&mut kus, spec, &src_dir)?;
     }
+    // Every file this build can read must be inside the source root, as Flux enforces.
+    let kus_file = match find_kustomization_file(&src_dir) {
+        Some(f) => rel.join(f.file_name().unwrap_or_default()),
+        None => rel.join("(generated kustomization.yaml)"),
+    };
+    super::confine::check(root, rel, &kus_file, &kus)?;
     let has_resources = kus
         .get("resources")
         .and_then(Value::as_array)

@@ -451,7 +451,10 @@ impl Loader<'_> {
                 }]
             })?;
             let p = entry.path();
-            if p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+            // Symlinks are left out, as a Flux artifact leaves them out.
+            if !entry.path_is_symlink()
+                && p.is_file()
+                && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
             {
                 files.push(p.to_path_buf());
             }
@@ -602,11 +605,14 @@ impl Loader<'_> {
             )),
             Some(rel_path) => {
                 let full = source_dir.join(&rel_path);
-                match full.canonicalize() {
-                    Ok(c) if !c.starts_with(&source_dir) => Err(format!(
-                        "spec.path '{path_str}' escapes the source root of {source} through a symlink"
+                // As in a Flux artifact, a symlink on the way does not exist (or leads out of
+                // the root).
+                let confined = crate::build::confine::resolve(&source_dir, &rel_path);
+                match (confined, full.canonicalize()) {
+                    (Err(why), _) => Err(format!(
+                        "kustomization path not found: spec.path '{path_str}' in {source}: {why}"
                     )),
-                    Ok(c) if c.is_dir() => Ok(rel_path),
+                    (Ok(_), Ok(c)) if c.is_dir() => Ok(rel_path),
                     _ => {
                         let hint = if mapping == Mapping::GitRoot
                             && !source_dir.join(".git").exists()

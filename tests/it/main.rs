@@ -9,6 +9,7 @@ mod cli;
 mod diff;
 mod errors;
 mod graph;
+mod hardening;
 mod health;
 mod helm;
 mod inventory;

@@ -11,9 +11,17 @@ use std::process::Output;
 use assert_cmd::Command;
 use serde_json::Value;
 
-/// The `kubectl-flux_order` binary cargo built for this test run.
+/// The binary under test: the one cargo built for this test run, or `FLUX_ORDER_BIN` (to show
+/// that a new test fails on an older build).
+pub fn binary() -> PathBuf {
+    std::env::var_os("FLUX_ORDER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kubectl-flux_order")))
+}
+
+/// The `kubectl-flux_order` binary under test ([`binary`]).
 pub fn flux_order() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubectl-flux_order"));
+    let mut cmd = Command::new(binary());
     // Deterministic, quiet runs: no colours, no inherited log filter.
     cmd.env_remove("RUST_LOG").env("NO_COLOR", "1");
     cmd
@@ -559,7 +567,7 @@ pub fn ks_id(id: &str) -> String {
 impl Fleet {
     /// Like [`Fleet::cmd`], as a `std::process::Command` (to spawn and signal it).
     pub fn std_cmd(&self, subcommand: &str) -> std::process::Command {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-flux_order"));
+        let mut cmd = std::process::Command::new(binary());
         cmd.env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
             .current_dir(self.root())

@@ -1,0 +1,171 @@
+//! Hardening (issue 15): nothing from outside the repo, secrets that never leak, Ctrl-C that
+//! always works, errors that tell the truth. Each test drives the release-shaped binary against
+//! a fleet of one Kustomization `flux-system/a` (path `./apps/a`) and, where a cluster is needed,
+//! the test API server; "nothing written" is asserted on the server's request log.
+
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+/// A git fleet of one Kustomization `flux-system/a` building `./apps/a`, with `files` under it.
+fn one(spec: &str, files: &[(&str, &str)]) -> Fleet {
+    let mut f = Fleet::new()
+        .git()
+        .file("clusters/c/a.yaml", &kustomization("a", "./apps/a", spec));
+    for (rel, content) in files {
+        f = f.file(rel, content);
+    }
+    f
+}
+
+/// Runs `apply` and checks the invalid-input promise: exit 2, stdout empty, no write request.
+fn apply_refused(f: &Fleet, cluster: &Cluster) -> String {
+    let run = f.run("apply", cluster, &[]);
+    run.expect_code(2);
+    assert!(run.stdout.is_empty(), "stdout on invalid input\n{run}");
+    assert!(
+        cluster.writes().is_empty(),
+        "exit 2 must write nothing:\n{}",
+        cluster.log_text()
+    );
+    run.stderr
+}
+
+// ---------------------------------------------------------------------------------------------
+// D1: every file a build reads resolves inside the source root.
+
+#[test]
+fn a_generator_file_with_an_absolute_path_is_refused_before_any_write() {
+    let cluster = Cluster::start();
+    let f = one(
+        "",
+        &[(
+            "apps/a/kustomization.yaml",
+            "configMapGenerator:\n- name: a-host\n  namespace: default\n  files: [host=/etc/hostname]\n",
+        )],
+    );
+    let stderr = apply_refused(&f, &cluster);
+    for needle in [
+        "Kustomization flux-system/a",
+        "apps/a/kustomization.yaml",
+        "/etc/hostname",
+        "not in or below the source root",
+    ] {
+        assert!(
+            stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{stderr}"
+        );
+    }
+    // plan and build refuse it too: nothing from outside the repo is ever shown.
+    let stderr = f.fails("build", &["--name", "flux-system/a"]);
+    assert!(stderr.contains("/etc/hostname"), "{stderr}");
+}
+
+#[test]
+fn relative_paths_that_climb_out_of_the_repo_are_refused() {
+    let f = one(
+        "",
+        &[(
+            "apps/a/kustomization.yaml",
+            "secretGenerator:\n- name: a-s\n  namespace: default\n  envs: [../../../../../../../../etc/hostname]\n",
+        )],
+    );
+    let stderr = f.fails("plan", &[]);
+    assert!(
+        stderr.contains("secretGenerator[0].envs") && stderr.contains("not in or below"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_file_symlink_out_of_the_repo_is_refused_and_one_inside_is_absent_as_in_an_artifact() {
+    let cluster = Cluster::start();
+    let f = one(
+        "",
+        &[
+            (
+                "apps/a/kustomization.yaml",
+                "configMapGenerator:\n- name: a-host\n  namespace: default\n  files: [host=leak]\n",
+            ),
+            ("apps/a/real.txt", "inside\n"),
+        ],
+    );
+    std::os::unix::fs::symlink("/etc/hostname", f.root().join("apps/a/leak")).unwrap();
+    let stderr = apply_refused(&f, &cluster);
+    assert!(
+        stderr.contains("apps/a/leak is a symlink out of the source root"),
+        "{stderr}"
+    );
+    // A symlink to a file of the repo is not in a Flux artifact either: refused, with the reason.
+    std::fs::remove_file(f.root().join("apps/a/leak")).unwrap();
+    std::os::unix::fs::symlink("real.txt", f.root().join("apps/a/leak")).unwrap();
+    let stderr = apply_refused(&f, &cluster);
+    assert!(
+        stderr.contains("a Flux artifact carries no symlinks"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_symlinked_yaml_file_is_not_listed_by_the_generated_kustomization() {
+    // No kustomization.yaml: Flux lists the YAML files of the artifact, which has no symlinks.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(
+        outside.path().join("host.yaml"),
+        config_map("default", "a-outside", &[("k", "from outside")]),
+    )
+    .unwrap();
+    let f = one(
+        "",
+        &[("apps/a/cm.yaml", &config_map("default", "a-inside", &[]))],
+    );
+    std::os::unix::fs::symlink(
+        outside.path().join("host.yaml"),
+        f.root().join("apps/a/host.yaml"),
+    )
+    .unwrap();
+    let objects = f.build("flux-system/a", &[]);
+    let names: Vec<&str> = objects
+        .iter()
+        .filter_map(|o| o["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(names, vec!["a-inside"], "{}", pretty(&objects));
+}
+
+#[test]
+fn a_plugin_config_cannot_read_outside_the_repo_either() {
+    let f = one(
+        "",
+        &[
+            ("apps/a/kustomization.yaml", "generators: [gen.yaml]\n"),
+            (
+                "apps/a/gen.yaml",
+                "apiVersion: builtin\nkind: ConfigMapGenerator\nmetadata: {name: a-gen, namespace: default}\nfiles: [/etc/hostname]\n",
+            ),
+        ],
+    );
+    let stderr = f.fails("plan", &[]);
+    assert!(stderr.contains("/etc/hostname"), "{stderr}");
+    assert!(stderr.contains("generators"), "{stderr}");
+}
+
+#[test]
+fn files_of_the_repo_outside_the_path_still_build() {
+    // `../` inside the source root is allowed, as in Flux.
+    let f = one(
+        "",
+        &[
+            (
+                "apps/a/kustomization.yaml",
+                "configMapGenerator:\n- name: a-shared\n  namespace: default\n  files: [../shared/settings.txt]\n",
+            ),
+            ("apps/shared/settings.txt", "hello\n"),
+        ],
+    );
+    let objects = f.build("flux-system/a", &[]);
+    assert_eq!(objects.len(), 1, "{}", pretty(&objects));
+    assert_eq!(objects[0]["data"]["settings.txt"], "hello\n");
+}
+
+#[allow(dead_code)]
+fn _uses(_: Instant, _: Duration) {}
