@@ -54,6 +54,16 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
     out
 }
 
+/// Every string of `v` redacted as [`redact`] does.
+pub fn redact_value(v: &mut Value, secrets: &[String]) {
+    match v {
+        Value::String(s) => *s = redact(s, secrets),
+        Value::Array(a) => a.iter_mut().for_each(|x| redact_value(x, secrets)),
+        Value::Object(m) => m.values_mut().for_each(|x| redact_value(x, secrets)),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -165,6 +165,11 @@ pub struct Vars {
 const MASK_TOKEN: &str = "FLUXORDERMASKEDVALUE";
 
 impl Vars {
+    /// The values that came from a Secret.
+    pub fn secret_values(&self) -> impl Iterator<Item = &String> {
+        self.secret.iter().filter_map(|k| self.values.get(k))
+    }
+
     /// The same variables with Secret-backed values replaced by a mask token.
     pub fn masked(&self) -> Vars {
         let mut m = self.clone();
@@ -173,6 +178,40 @@ impl Vars {
         }
         m
     }
+}
+
+/// Where the Secret-backed variables of `vars` land in one object: the JSON pointer of every string
+/// of `masked` (the object post-built with [`Vars::masked`]) that holds a masked value, with that
+/// string as it should print (`prefix-***`).
+pub fn secret_fields(masked: &Value) -> Vec<(String, String)> {
+    fn walk(v: &Value, path: &mut String, out: &mut Vec<(String, String)>) {
+        match v {
+            Value::String(s) if s.contains(MASK_TOKEN) => {
+                out.push((path.clone(), s.replace(MASK_TOKEN, MASK)))
+            }
+            Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("/{i}"));
+                    walk(x, path, out);
+                    path.truncate(len);
+                }
+            }
+            Value::Object(m) => {
+                for (k, x) in m {
+                    let len = path.len();
+                    path.push('/');
+                    path.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                    walk(x, path, out);
+                    path.truncate(len);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(masked, &mut String::new(), &mut out);
+    out
 }
 
 /// Replaces the mask token in every string of `v` by [`MASK`].

@@ -247,9 +247,8 @@ fn units(loaded: &Loaded, exclusions: &Exclusions) -> Result<Vec<Unit>, AppError
                 .values()
                 .filter(|r| loaded.helm_selection.contains(&r.id)),
         );
-        let secret_vars = n.vars.secret.iter().filter_map(|k| n.vars.values.get(k));
         out.push(Unit {
-            secrets: crate::redact::secret_values(&objects, secret_vars),
+            secrets: crate::redact::secret_values(&objects, n.vars.secret_values()),
             helm: None,
             gated_by,
             revision,

@@ -4,7 +4,7 @@
 
 use anyhow::{Context, anyhow};
 
-use crate::build::postbuild::{self, PostBuildOptions};
+use crate::build::postbuild;
 use crate::cli::BuildArgs;
 use crate::exit::AppError;
 use crate::model::KsId;
@@ -51,30 +51,11 @@ pub async fn run(args: &BuildArgs) -> Result<(), AppError> {
         node.objects.iter().map(|m| m.object.clone()).collect();
     objects.extend(node.flux_objects.iter().map(|m| m.object.clone()));
     if !args.show_secrets {
-        let masked = node.vars.masked();
-        let node_dir = node.dir();
-        if let Some(raw) = node.raw.as_ref().filter(|_| !node.vars.secret.is_empty()) {
-            let rebuilt = postbuild::post_build(
-                &raw.output,
-                &PostBuildOptions {
-                    owner: Some(&node.id),
-                    spec: Some(&node.spec),
-                    vars: &masked,
-                    strict: false,
-                    strip_origin: raw.strip_origin,
-                    origin_map: raw.origin_map.as_ref(),
-                    decrypt: node
-                        .decrypt_keys
-                        .as_ref()
-                        .map(|keys| crate::decrypt::DecryptWith {
-                            keys,
-                            dir: &node_dir,
-                        }),
-                },
-            )
-            .map_err(anyhow::Error::from)?;
-            objects = rebuilt
+        if let Some(masked) = node.masked_build() {
+            let (payload, flux) = masked.map_err(anyhow::Error::from)?;
+            objects = payload
                 .into_iter()
+                .chain(flux)
                 .map(|mut m| {
                     postbuild::unmask_tokens(&mut m.object);
                     m.object

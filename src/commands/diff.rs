@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
+use crate::build::postbuild;
 use crate::cli::{ClusterArgs, DiffArgs, ExcludeArgs, FleetArgs};
 use crate::cluster::Cluster;
 use crate::execute::stages::sort_for_apply;
@@ -141,13 +142,18 @@ pub async fn run_with(
         println!("{} Kustomization {id}", paint.dim("►"));
         let mut objects: Vec<Value> = n.objects.iter().map(|m| m.object.clone()).collect();
         sort_for_apply(&mut objects);
+        let masks = if show_secrets {
+            Masks::default()
+        } else {
+            Masks::of(n)
+        };
         for o in &objects {
             match diff_one(
                 &cluster,
                 o,
                 n.spec.force,
                 &namespaces_in_selection,
-                show_secrets,
+                (!show_secrets).then_some(&masks),
                 paint,
             )
             .await
@@ -156,10 +162,12 @@ pub async fn run_with(
                     if changed {
                         changes += 1;
                     }
-                    print!("{text}");
+                    print!("{}", masks.text(&text));
                 }
                 Err(e) => {
-                    println!("  {} {} {}", paint.bad("✗"), subject(o), e);
+                    let e = masks.text(&e);
+                    let subj = masks.text(&subject(o));
+                    println!("  {} {subj} {e}", paint.bad("✗"));
                     failures.push(format!("Kustomization {id} ({}): {e}", n.file));
                 }
             }
@@ -167,6 +175,7 @@ pub async fn run_with(
         if n.spec.prune {
             for subj in stale(&cluster, id, &objects).await? {
                 changes += 1;
+                let subj = masks.text(&subj);
                 println!("  {} {subj} deleted (prune)", paint.bad("-"));
             }
         }
@@ -252,12 +261,63 @@ pub async fn stale(
     Ok(out)
 }
 
+/// What must not print in clear for one Kustomization: where its Secret-backed variables land in
+/// each object (by `Kind/ns/name`), and their values.
+#[derive(Default)]
+struct Masks {
+    fields: std::collections::HashMap<String, Vec<(String, String)>>,
+    secrets: Vec<String>,
+}
+
+impl Masks {
+    /// `text` with every Secret-backed value masked.
+    fn text(&self, text: &str) -> String {
+        crate::redact::redact(text, &self.secrets)
+    }
+
+    fn of(n: &crate::load::Node) -> Masks {
+        let mut fields = std::collections::HashMap::new();
+        if let Some(Ok((masked, _))) = n.masked_build() {
+            for (real, masked) in n.objects.iter().zip(&masked) {
+                let f = postbuild::secret_fields(&masked.object);
+                if !f.is_empty() {
+                    fields.insert(subject(&real.object), f);
+                }
+            }
+        }
+        Masks {
+            fields,
+            secrets: crate::redact::secret_values(&[], n.vars.secret_values()),
+        }
+    }
+
+    /// Masks the live and merged versions of `o`: a field holding a Secret-backed value prints
+    /// as the build's text with `***` where the value went when both sides agree, else as
+    /// `*** (before)` / `*** (after)`; any other echo of a value is masked too.
+    fn apply(&self, o: &Value, before: &mut Value, after: &mut Value) {
+        for (ptr, shown) in self.fields.get(&subject(o)).into_iter().flatten() {
+            let same = before.pointer(ptr) == after.pointer(ptr);
+            for (side, tag) in [(&mut *before, "before"), (&mut *after, "after")] {
+                if let Some(v) = side.pointer_mut(ptr) {
+                    *v = Value::String(if same {
+                        shown.clone()
+                    } else {
+                        format!("{} ({tag})", postbuild::MASK)
+                    });
+                }
+            }
+        }
+        crate::redact::redact_value(before, &self.secrets);
+        crate::redact::redact_value(after, &self.secrets);
+    }
+}
+
 async fn diff_one(
     cluster: &Cluster,
     o: &Value,
     force: bool,
     namespaces: &BTreeSet<String>,
-    show_secrets: bool,
+    masks: Option<&Masks>,
     paint: Paint,
 ) -> Result<(bool, String), String> {
     let (api, kind, ns, _) = object_meta(o);
@@ -303,8 +363,11 @@ async fn diff_one(
     if before == after {
         return Ok((false, format!("  {} {subj} unchanged\n", paint.dim("="))));
     }
-    if is_secret(o) && !show_secrets {
-        mask_pair(&mut before, &mut after);
+    if let Some(masks) = masks {
+        if is_secret(o) {
+            mask_pair(&mut before, &mut after);
+        }
+        masks.apply(o, &mut before, &mut after);
     }
     let (a, b) = (yaml(&before), yaml(&after));
     let diff = similar::TextDiff::from_lines(&a, &b);

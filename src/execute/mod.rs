@@ -729,7 +729,7 @@ async fn run_unit(
         |o, a| {
             let _ = events.send(Event::Applied {
                 id: unit.id.clone(),
-                object: subject(o),
+                object: crate::redact::redact(&subject(o), &unit.secrets),
                 action: a,
             });
         },
@@ -781,7 +781,7 @@ async fn run_unit(
             actions.push((s.to_string(), a));
             let _ = events.send(Event::Applied {
                 id: unit.id.clone(),
-                object: s.to_string(),
+                object: crate::redact::redact(s, &unit.secrets),
                 action: a,
             });
         })
@@ -815,13 +815,17 @@ async fn run_unit(
                         id: unit.id.clone(),
                         ready: p.ready,
                         total: p.total,
-                        pending: p.pending.clone(),
+                        pending: p
+                            .pending
+                            .iter()
+                            .map(|x| crate::redact::redact(x, &unit.secrets))
+                            .collect(),
                     });
                 },
                 |t| {
                     let _ = events.send(Event::ObjectReady {
                         id: unit.id.clone(),
-                        object: t.label(),
+                        object: crate::redact::redact(&t.label(), &unit.secrets),
                         at_ms: now_ms(),
                     });
                 },

@@ -240,6 +240,36 @@ impl Node {
     pub fn dir(&self) -> PathBuf {
         self.source_dir.join(&self.rel_path)
     }
+
+    /// Every object of the build (payload, then Flux objects) post-built again with its
+    /// Secret-backed variables masked, in the order of [`Node::objects`] then
+    /// [`Node::flux_objects`]; None when no variable comes from a Secret.
+    pub fn masked_build(&self) -> Option<Result<(Vec<Manifest>, Vec<Manifest>), PostBuildError>> {
+        let raw = self.raw.as_ref().filter(|_| !self.vars.secret.is_empty())?;
+        let masked = self.vars.masked();
+        let dir = self.dir();
+        Some(
+            postbuild::post_build(
+                &raw.output,
+                &PostBuildOptions {
+                    owner: Some(&self.id),
+                    spec: Some(&self.spec),
+                    vars: &masked,
+                    strict: false,
+                    strip_origin: raw.strip_origin,
+                    origin_map: raw.origin_map.as_ref(),
+                    decrypt: self
+                        .decrypt_keys
+                        .as_ref()
+                        .map(|keys| crate::decrypt::DecryptWith { keys, dir: &dir }),
+                },
+            )
+            .map(|objs| {
+                objs.into_iter()
+                    .partition(|m| !is_flux_api(object_meta(&m.object).0))
+            }),
+        )
+    }
 }
 
 /// Shows a path relative to the current directory when it is below it.

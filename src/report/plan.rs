@@ -274,7 +274,13 @@ fn ks_report(n: &Node, blocks: &Blocks) -> KsReport {
         },
         object_count: n.objects.len(),
         kinds,
-        objects: n.objects.iter().map(|m| subject(&m.object)).collect(),
+        objects: {
+            let secrets = crate::redact::secret_values(&[], n.vars.secret_values());
+            n.objects
+                .iter()
+                .map(|m| crate::redact::redact(&subject(&m.object), &secrets))
+                .collect()
+        },
         not_applied: n
             .flux_objects
             .iter()

@@ -169,3 +169,110 @@ fn files_of_the_repo_outside_the_path_still_build() {
 
 #[allow(dead_code)]
 fn _uses(_: Instant, _: Duration) {}
+
+// ---------------------------------------------------------------------------------------------
+// D5: values substituted from a Secret are masked on every output path.
+
+const OLD_VALUE: &str = "hunter2-old-value";
+const NEW_VALUE: &str = "hunter2-new-value";
+
+/// `a` substitutes `${password}` from the cluster's Secret `flux-system/vars` into a ConfigMap.
+fn substituted_from_secret() -> Fleet {
+    one(
+        "postBuild:\n  substituteFrom:\n    - kind: Secret\n      name: vars\n",
+        &[(
+            "apps/a/cm.yaml",
+            &config_map(
+                "default",
+                "a-cfg",
+                &[
+                    ("url", "postgres://app:${password}@db"),
+                    ("plain", "${password}"),
+                ],
+            ),
+        )],
+    )
+}
+
+fn put_secret(cluster: &Cluster, value: &str) {
+    let secret = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "vars", "namespace": "flux-system"},
+        "stringData": {"password": value},
+    });
+    cluster.apply(secret, "test").expect("secret");
+}
+
+fn assert_hidden(run: &Run, values: &[&str]) {
+    for v in values {
+        assert!(
+            !run.stdout.contains(v) && !run.stderr.contains(v),
+            "{v} shown in clear\n{run}"
+        );
+    }
+}
+
+#[test]
+fn diff_masks_values_substituted_from_a_secret_old_and_new() {
+    let cluster = Cluster::start();
+    cluster
+        .create(serde_json::from_str(&yaml_json(&namespace("flux-system"))).unwrap())
+        .expect("namespace");
+    put_secret(&cluster, OLD_VALUE);
+    let f = substituted_from_secret();
+    let run = f.apply(&cluster, &[]);
+    run.expect_code(0);
+    assert_hidden(&run, &[OLD_VALUE]);
+    put_secret(&cluster, NEW_VALUE);
+    let run = f.diff(&cluster, &[]);
+    run.expect_code(1);
+    assert_hidden(&run, &[OLD_VALUE, NEW_VALUE]);
+    assert!(
+        run.stdout.contains("ConfigMap/default/a-cfg configured")
+            && run.stdout.contains("*** (before)")
+            && run.stdout.contains("*** (after)"),
+        "the change is shown, masked\n{run}"
+    );
+    // --show-secrets prints them, as build --show-secrets does.
+    let run = f.diff(&cluster, &["--show-secrets"]);
+    assert!(run.stdout.contains(NEW_VALUE), "{run}");
+    // plan (text, json, yaml) and build mask them too.
+    for format in ["text", "json", "yaml"] {
+        let out = f
+            .cmd("plan")
+            .args(["-o", format, "--kubeconfig"])
+            .arg(cluster.kubeconfig())
+            .output()
+            .expect("plan");
+        assert_hidden(&Run::from_output(&out), &[OLD_VALUE, NEW_VALUE]);
+    }
+}
+
+#[test]
+fn an_api_error_echoing_a_secret_value_is_masked_in_apply_output() {
+    // The server rejects the object and echoes the substituted value in its message.
+    let cluster = Cluster::start();
+    cluster
+        .create(serde_json::from_str(&yaml_json(&namespace("flux-system"))).unwrap())
+        .expect("namespace");
+    put_secret(&cluster, NEW_VALUE);
+    let f = one(
+        "postBuild:\n  substituteFrom:\n    - kind: Secret\n      name: vars\n",
+        &[(
+            "apps/a/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a-${password}-Bad_Name\n  namespace: default\n",
+        )],
+    );
+    let run = f.apply(&cluster, &[]);
+    assert_ne!(run.code, 0, "{run}");
+    assert_hidden(&run, &[NEW_VALUE]);
+    let run = f.run("apply", &cluster, &[]);
+    assert_hidden(&run, &[NEW_VALUE]);
+    let run = f.diff(&cluster, &[]);
+    assert_hidden(&run, &[NEW_VALUE]);
+}
+
+/// A YAML manifest as JSON text.
+fn yaml_json(text: &str) -> String {
+    yaml(text).to_string()
+}
