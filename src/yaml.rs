@@ -19,29 +19,40 @@ fn options() -> serde_saphyr::Options {
     budget.max_total_scalar_bytes = 2 * 1024 * 1024 * 1024;
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
+    // Never quote the source: the lines around an error can hold a neighbouring Secret.
+    options.with_snippet = false;
     options
 }
 
-/// A YAML syntax or shape error, with the parser's line/column message.
+/// A YAML syntax or shape error: the parser's message with its line and column, never a quote of
+/// the source.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct YamlError(String);
 
+impl YamlError {
+    fn of(e: impl std::fmt::Display) -> YamlError {
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or_default().trim();
+        YamlError(first.strip_prefix("error: ").unwrap_or(first).to_string())
+    }
+}
+
 /// Parses every document of a YAML stream; empty documents (comments only) are skipped.
 pub fn from_multi(text: &str) -> Result<Vec<Value>, YamlError> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options())
-        .map_err(|e| YamlError(e.to_string()))?;
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple_with_options(text, options()).map_err(YamlError::of)?;
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 
 /// Parses one YAML document into `T`.
 pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
-    serde_saphyr::from_str_with_options(text, options()).map_err(|e| YamlError(e.to_string()))
+    serde_saphyr::from_str_with_options(text, options()).map_err(YamlError::of)
 }
 
 /// Serialises one value as a YAML document (no leading `---`).
 pub fn to_string<T: Serialize>(value: &T) -> Result<String, YamlError> {
-    serde_saphyr::to_string(value).map_err(|e| YamlError(e.to_string()))
+    serde_saphyr::to_string(value).map_err(YamlError::of)
 }
 
 /// Serialises values as a multi-document stream, each document followed by `---` as `flux build`
@@ -76,5 +87,16 @@ mod tests {
     fn syntax_errors_carry_position() {
         let err = from_multi("a: [\n").unwrap_err().to_string();
         assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn errors_never_quote_the_source() {
+        let text = "kind: Secret\nstringData:\n  password: topsecretvalue\n---\na: [unclosed\n";
+        let err = from_multi(text).unwrap_err().to_string();
+        assert!(err.contains("line 5") && err.contains("column"), "{err}");
+        assert!(
+            !err.contains("topsecretvalue") && !err.contains('\n'),
+            "{err}"
+        );
     }
 }

@@ -27,7 +27,8 @@ pub enum PostBuildError {
     /// kustomize printed something that is not YAML.
     #[error("cannot parse kustomize output: {0}")]
     Parse(String),
-    /// A resource lacks apiVersion, kind or name.
+    /// A resource lacks apiVersion, kind or name (described by what it has, never quoted: it may
+    /// be a Secret).
     #[error("failed to decode Kubernetes apiVersion, kind and name from: {0}")]
     Incomplete(String),
     /// Substitution failed for one object.
@@ -368,7 +369,19 @@ pub fn post_build(
         let (api, kind, _, name) = object_meta(&obj);
         let is_list = kind == "List";
         if api.is_empty() || kind.is_empty() || (name.is_empty() && !is_list) {
-            return Err(PostBuildError::Incomplete(doc.chars().take(200).collect()));
+            let has = |field: &str, v: &str| {
+                if v.is_empty() {
+                    format!("no {field}")
+                } else {
+                    format!("{field} '{v}'")
+                }
+            };
+            return Err(PostBuildError::Incomplete(format!(
+                "a resource with {}, {}, {}",
+                has("apiVersion", api),
+                has("kind", kind),
+                has("metadata.name", name)
+            )));
         }
         let mut decrypted_doc = None;
         if let Some(with) = opts.decrypt {

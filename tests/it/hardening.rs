@@ -276,3 +276,42 @@ fn an_api_error_echoing_a_secret_value_is_masked_in_apply_output() {
 fn yaml_json(text: &str) -> String {
     yaml(text).to_string()
 }
+
+// ---------------------------------------------------------------------------------------------
+// D6: a YAML error names file, line and column, and never quotes the source.
+
+#[test]
+fn a_yaml_syntax_error_next_to_a_secret_never_prints_the_secret() {
+    let broken = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n  namespace: default\nstringData:\n  password: topsecretvalue\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  namespace: default\ndata:\n  a: [unclosed\n";
+    let f = one("", &[("apps/a/cm.yaml", &config_map("default", "a", &[]))])
+        .file("clusters/c/all.yaml", broken);
+    for args in [&[][..], &["--scan"][..]] {
+        let stderr = f.fails("plan", args);
+        assert!(
+            stderr.contains("clusters/c/all.yaml") && stderr.contains("line 15, column 6"),
+            "{args:?}: file, line and column\n{stderr}"
+        );
+        assert!(!stderr.contains("topsecretvalue"), "{args:?}: {stderr}");
+    }
+    // The same in a Kustomization's own path (Flux's generated kustomization).
+    let f = one("", &[("apps/a/all.yaml", broken)]);
+    let stderr = f.fails("plan", &[]);
+    assert!(stderr.contains("apps/a/all.yaml"), "{stderr}");
+    assert!(!stderr.contains("topsecretvalue"), "{stderr}");
+}
+
+#[test]
+fn a_document_without_a_name_is_described_not_quoted() {
+    let f = one(
+        "",
+        &[
+            ("apps/a/kustomization.yaml", "resources: [s.yaml]\n"),
+            (
+                "apps/a/s.yaml",
+                "apiVersion: v1\nkind: Secret\nmetadata:\n  namespace: default\nstringData:\n  password: topsecretvalue\n",
+            ),
+        ],
+    );
+    let stderr = f.fails("plan", &[]);
+    assert!(!stderr.contains("topsecretvalue"), "{stderr}");
+}
