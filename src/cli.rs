@@ -139,6 +139,15 @@ pub struct FleetArgs {
     /// for a plain-HTTP registry (repeatable).
     #[arg(long = "registry-mirror", value_name = "FROM=TO")]
     pub registry_mirrors: Vec<String>,
+
+    /// Stop a kustomize run that takes longer than this (Go duration).
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    pub build_timeout: String,
+
+    /// Stop a kustomize process whose resident memory grows past this (bytes, or with a Ki, Mi
+    /// or Gi suffix).
+    #[arg(long, value_name = "SIZE", default_value = "4Gi")]
+    pub build_memory_limit: String,
 }
 
 /// `plan` output formats.

@@ -82,6 +82,12 @@ pub enum ClusterError {
         /// `Kind/name`.
         subject: String,
     },
+    /// SIGINT/SIGTERM arrived: the request, its retries and waits were abandoned.
+    #[error("{subject}: interrupted")]
+    Interrupted {
+        /// `Kind/ns/name` or the request.
+        subject: String,
+    },
 }
 
 impl ClusterError {
@@ -90,6 +96,16 @@ impl ClusterError {
         match self {
             ClusterError::Api { code, .. } => Some(*code),
             _ => None,
+        }
+    }
+
+    /// Whether the API server could not be reached or kept failing (no answer, a dropped
+    /// connection, 5xx after the retries), as opposed to refusing the request.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            ClusterError::Unreachable { .. } | ClusterError::Transport { .. } => true,
+            ClusterError::Api { code, .. } => *code >= 500,
+            _ => false,
         }
     }
 
@@ -136,7 +152,13 @@ pub struct Cluster {
     kinds: RwLock<HashMap<(String, String), Kind>>,
     timeout: Duration,
     retries: Arc<AtomicU64>,
+    /// Cancelled by the first SIGINT/SIGTERM: requests, retries and waits end at once.
+    cancel: tokio_util::sync::CancellationToken,
 }
+
+/// How long bookkeeping writes (the inventory) may take once interrupted: one attempt, no retry,
+/// so that an interrupted run still records what it applied without hanging on a dead server.
+const INTERRUPTED_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// kube's server-aware retry policy (429/503/504, honouring Retry-After, capped backoff) that also
 /// counts its retries, so the summary reports every retried request.
@@ -264,25 +286,22 @@ impl Cluster {
             kinds: RwLock::new(HashMap::new()),
             timeout: opts.request_timeout.unwrap_or(Duration::from_secs(30)),
             retries,
+            cancel: crate::interrupt::token(),
         };
-        let version =
-            tokio::time::timeout(Duration::from_secs(15), cluster.client.apiserver_version()).await;
-        match version {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                return Err(ClusterError::Unreachable {
-                    url,
-                    message: e.to_string(),
-                });
-            }
-            Err(_) => {
-                return Err(ClusterError::Unreachable {
-                    url,
-                    message: "no answer within 15s".into(),
-                });
-            }
-        }
-        cluster.discover().await?;
+        // The first request takes the same retry policy as every other one.
+        let unreachable = |e: ClusterError| match e {
+            ClusterError::Interrupted { .. } => e,
+            e => ClusterError::Unreachable {
+                url: url.clone(),
+                message: e.to_string(),
+            },
+        };
+        let client = cluster.client.clone();
+        cluster
+            .retry("GET /version", || client.apiserver_version())
+            .await
+            .map_err(unreachable)?;
+        cluster.discover().await.map_err(unreachable)?;
         Ok(cluster)
     }
 
@@ -296,16 +315,27 @@ impl Cluster {
         self.retries.load(Ordering::Relaxed)
     }
 
-    /// Full discovery: aggregated when the server has it, else one request per group version.
+    /// Full discovery: aggregated when the server has it, else one request per group version;
+    /// either is retried as any request is.
     pub async fn discover(&self) -> Result<(), ClusterError> {
-        let d = match Discovery::new(self.client.clone()).run_aggregated().await {
+        let client = &self.client;
+        let d = match self
+            .retry("discovery", || {
+                Discovery::new(client.clone()).run_aggregated()
+            })
+            .await
+        {
             Ok(d) => d,
-            Err(_) => Discovery::new(self.client.clone())
-                .run()
+            Err(e @ ClusterError::Interrupted { .. }) => return Err(e),
+            Err(_) => self
+                .retry("discovery", || Discovery::new(client.clone()).run())
                 .await
-                .map_err(|e| ClusterError::Unreachable {
-                    url: self.url.clone(),
-                    message: format!("discovery failed: {e}"),
+                .map_err(|e| match e {
+                    ClusterError::Interrupted { .. } => e,
+                    e => ClusterError::Transport {
+                        subject: "discovery".into(),
+                        message: format!("discovery failed: {e}"),
+                    },
                 })?,
         };
         let mut kinds = self.kinds.write().unwrap_or_else(|e| e.into_inner());
@@ -392,16 +422,22 @@ impl Cluster {
 
     /// Runs `f` with the retry policy: 500, 502, connection failures and timeouts are retried with
     /// capped exponential backoff (429, 503 and 504 were already retried below, by the HTTP
-    /// layer); anything else fails at once.
+    /// layer); anything else fails at once. The first SIGINT/SIGTERM ends it, waits included.
     async fn retry<T, F, Fut>(&self, subject: &str, f: F) -> Result<T, ClusterError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, kube::Error>>,
     {
+        let interrupted = || ClusterError::Interrupted {
+            subject: subject.to_string(),
+        };
         let mut delay = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
-            let result = tokio::time::timeout(self.timeout, f()).await;
+            let result = tokio::select! {
+                r = tokio::time::timeout(self.timeout, f()) => r,
+                _ = self.cancel.cancelled() => return Err(interrupted()),
+            };
             let err = match result {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) if is_transient(&e) && attempt < MAX_ATTEMPTS => e.to_string(),
@@ -419,7 +455,10 @@ impl Cluster {
             };
             self.retries.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("{subject}: attempt {attempt} failed ({err}); retrying in {delay:?}");
-            tokio::time::sleep(delay).await;
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.cancel.cancelled() => return Err(interrupted()),
+            }
             delay = (delay * 2).min(MAX_BACKOFF);
             attempt += 1;
         }
@@ -454,9 +493,35 @@ impl Cluster {
         self.server_side_apply(obj, FIELD_MANAGER, dry_run).await
     }
 
-    /// Server-side apply with another field manager (flux-order's own bookkeeping objects).
+    /// Server-side apply with another field manager (flux-order's own bookkeeping objects). Once
+    /// interrupted it still runs — the inventory must record what was applied — but as one
+    /// attempt bounded by a short timeout.
     pub async fn apply_as(&self, obj: &Value, manager: &str) -> Result<Value, ClusterError> {
-        self.server_side_apply(obj, manager, false).await
+        if !self.cancel.is_cancelled() {
+            return self.server_side_apply(obj, manager, false).await;
+        }
+        let (api_version, kind, ns, name) = object_meta(obj);
+        let subject = subject_of(kind, ns, name);
+        let api = self.api_for(api_version, kind, ns, &subject)?;
+        let pp = PatchParams::apply(manager).force();
+        match tokio::time::timeout(
+            INTERRUPTED_WRITE_TIMEOUT,
+            api.patch(name, &pp, &Patch::Apply(obj)),
+        )
+        .await
+        {
+            Ok(Ok(v)) => serde_json::to_value(v).map_err(|e| ClusterError::Transport {
+                subject,
+                message: e.to_string(),
+            }),
+            Ok(Err(e)) => Err(api_error(&subject, e)),
+            Err(_) => Err(ClusterError::Transport {
+                subject,
+                message: format!(
+                    "no answer within {INTERRUPTED_WRITE_TIMEOUT:?} (interrupted: not retried)"
+                ),
+            }),
+        }
     }
 
     async fn server_side_apply(

@@ -63,6 +63,15 @@ impl AppError {
     }
 }
 
+impl From<crate::cluster::ClusterError> for AppError {
+    fn from(e: crate::cluster::ClusterError) -> Self {
+        match e {
+            crate::cluster::ClusterError::Interrupted { .. } => AppError::Interrupted,
+            e => AppError::Cluster(e.to_string()),
+        }
+    }
+}
+
 impl From<anyhow::Error> for AppError {
     fn from(e: anyhow::Error) -> Self {
         AppError::Usage(e)

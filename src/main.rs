@@ -11,6 +11,7 @@ mod exit;
 mod graph;
 mod health;
 mod helm;
+mod interrupt;
 mod inventory;
 mod load;
 mod model;
@@ -45,6 +46,12 @@ fn main() {
         .try_init();
     let cli = cli::Cli::parse();
     let code = match run(cli) {
+        // A signal ends every command with 130; an error it caused (an abandoned request) is
+        // not the story, the interruption is.
+        _ if interrupt::interrupted() => {
+            eprintln!("error: interrupted");
+            exit::INTERRUPTED
+        }
         Ok(()) => exit::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -60,6 +67,7 @@ fn run(cli: cli::Cli) -> Result<(), exit::AppError> {
         .build()
         .map_err(|e| exit::AppError::Usage(e.into()))?;
     rt.block_on(async {
+        interrupt::install();
         match &cli.command {
             cli::Command::Plan(a) => commands::plan::run(a).await,
             cli::Command::Graph(a) => commands::graph::run(a).await,

@@ -10,7 +10,29 @@ use anyhow::{Context, bail};
 use crate::build::{Builder, Kustomize};
 use crate::cli::FleetArgs;
 use crate::load::LoadOptions;
-use crate::model::{KsId, SourceKey};
+use crate::model::{GoDuration, KsId, SourceKey};
+
+/// A Go duration flag that must be more than zero (a bound of zero would fail everything at once;
+/// kubectl's "0 means none" has no place where every wait must end).
+pub fn positive_duration(flag: &str, value: &str) -> anyhow::Result<std::time::Duration> {
+    let d = GoDuration::parse(value)
+        .map_err(|e| anyhow::anyhow!("{flag} {value}: {e}"))?
+        .value();
+    if d.is_zero() {
+        bail!("{flag} {value}: must be more than 0");
+    }
+    Ok(d)
+}
+
+/// `4Gi`, `512Mi`, `64Ki` or a number of bytes.
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, shift) = [("Gi", 30), ("Mi", 20), ("Ki", 10)]
+        .iter()
+        .find_map(|(suffix, shift)| s.strip_suffix(suffix).map(|n| (n, *shift)))
+        .unwrap_or((s, 0));
+    num.trim().parse::<u64>().ok()?.checked_mul(1 << shift)
+}
 
 /// Validated fleet settings.
 #[derive(Debug, Clone)]
@@ -67,7 +89,17 @@ impl FleetSettings {
                 d.display()
             );
         }
-        let kustomize = Kustomize::detect(args.kustomize_bin.as_deref())?;
+        let timeout = positive_duration("--build-timeout", &args.build_timeout)?;
+        let memory = parse_size(&args.build_memory_limit)
+            .filter(|m| *m > 0)
+            .with_context(|| {
+                format!(
+                    "--build-memory-limit {}: expected a size such as 4Gi, 512Mi or 1000000",
+                    args.build_memory_limit
+                )
+            })?;
+        let kustomize = Kustomize::detect(args.kustomize_bin.as_deref())?
+            .with_limits(crate::build::kustomize::Limits { timeout, memory });
         let jobs = match args.build_jobs {
             Some(0) => bail!("--build-jobs must be at least 1"),
             Some(n) => n,

@@ -81,7 +81,7 @@ type BuildKey = (std::path::PathBuf, std::path::PathBuf, String);
 
 #[derive(Debug)]
 struct Shadows {
-    base: tempfile::TempDir,
+    base: crate::interrupt::TempTree,
     roots:
         std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Arc<overlay::ShadowRoot>>>,
 }
@@ -102,10 +102,12 @@ fn temp_base() -> std::path::PathBuf {
 impl Builder {
     /// A builder running `kustomize` with `jobs` parallel processes.
     pub fn new(kustomize: Kustomize, jobs: usize) -> std::io::Result<Self> {
-        let base = tempfile::Builder::new()
-            .prefix("flux-order-")
-            .tempdir_in(temp_base())
-            .or_else(|_| tempfile::Builder::new().prefix("flux-order-").tempdir())?;
+        let base = crate::interrupt::TempTree::new(
+            tempfile::Builder::new()
+                .prefix("flux-order-")
+                .tempdir_in(temp_base())
+                .or_else(|_| tempfile::Builder::new().prefix("flux-order-").tempdir())?,
+        );
         Ok(Builder {
             kustomize,
             permits: Arc::new(Semaphore::new(jobs.max(1))),

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
 use super::{Exclusions, Loaded};
 use crate::build::postbuild::VarIndex;
@@ -27,17 +27,16 @@ use crate::report::summary;
 
 /// Connects to the cluster named by the kubectl flags; a clear error before anything else runs.
 pub async fn connect(args: &ClusterArgs) -> Result<Arc<Cluster>, AppError> {
-    let timeout = GoDuration::parse(&args.request_timeout)
-        .map_err(|e| AppError::Usage(anyhow::anyhow!("--request-timeout: {e}")))?;
+    let timeout = crate::options::positive_duration("--request-timeout", &args.request_timeout)?;
     let opts = ConnectOptions {
         kubeconfig: args.kubeconfig.clone(),
         context: args.context.clone(),
-        request_timeout: Some(timeout.value()),
+        request_timeout: Some(timeout),
     };
     Cluster::connect(&opts)
         .await
         .map(Arc::new)
-        .map_err(|e| AppError::Cluster(e.to_string()))
+        .map_err(AppError::from)
 }
 
 /// Loads the fleet strictly, reading substituteFrom sources the fleet does not define from the
@@ -100,7 +99,7 @@ async fn with_cluster_vars(
         let got = cluster
             .get_ref("v1", &kind, &ns, &name)
             .await
-            .map_err(|e| AppError::Cluster(e.to_string()))?;
+            .map_err(AppError::from)?;
         if let Some(object) = got {
             // The same decoding as for the fleet's own ConfigMaps and Secrets.
             index.add(&[crate::build::postbuild::Manifest {
@@ -386,34 +385,6 @@ pub fn helm_env(
     }
 }
 
-/// A token cancelled on SIGINT or SIGTERM.
-pub fn interrupt_token() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(_) => {
-                        let _ = tokio::signal::ctrl_c().await;
-                        t.cancel();
-                        return;
-                    }
-                };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-        t.cancel();
-    });
-    token
-}
-
 /// Whether colours are wanted.
 pub fn paint(no_color: bool) -> Paint {
     Paint(!no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal())
@@ -433,12 +404,7 @@ pub async fn run(args: &ApplyArgs) -> Result<(), AppError> {
     }
     let mut settings = FleetSettings::resolve(&args.fleet)?;
     let timeout = match &args.timeout {
-        Some(t) => Some(
-            GoDuration::parse(t)
-                .context("--timeout")
-                .map_err(AppError::Usage)?
-                .value(),
-        ),
+        Some(t) => Some(crate::options::positive_duration("--timeout", t)?),
         None => None,
     };
     // Go's ParseDuration accepts a bare 0; so does --retry-for (no retries).
@@ -487,7 +453,7 @@ pub async fn run(args: &ApplyArgs) -> Result<(), AppError> {
             let _ = render_tx.send(e);
         }
     });
-    let cancel = interrupt_token();
+    let cancel = crate::interrupt::token();
     let opts = ExecOptions {
         concurrency: args.concurrency,
         wave_barrier: args.wave_barrier,

@@ -50,7 +50,7 @@ pub async fn run(args: &DeleteArgs) -> Result<(), AppError> {
     for id in &order {
         let inv = inventory::read(&cluster, id)
             .await
-            .map_err(|e| AppError::Cluster(e.to_string()))?;
+            .map_err(AppError::from)?;
         let node = loaded.fleet.nodes.get(id);
         let Some(mut inv) = inv else {
             if node.is_none() {
@@ -172,7 +172,7 @@ pub async fn run(args: &DeleteArgs) -> Result<(), AppError> {
         }
         inventory::remove(&cluster, &id)
             .await
-            .map_err(|e| AppError::Cluster(e.to_string()))?;
+            .map_err(AppError::from)?;
         println!("{id}: inventory removed");
     }
     if failures.is_empty() {

@@ -239,7 +239,7 @@ pub async fn stale(
     id: &crate::model::KsId,
     objects: &[Value],
 ) -> Result<Vec<String>, AppError> {
-    let cluster_err = |e: crate::cluster::ClusterError| AppError::Cluster(e.to_string());
+    let cluster_err = AppError::from;
     let old = crate::inventory::read(cluster, id)
         .await
         .map_err(cluster_err)?;

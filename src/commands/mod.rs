@@ -149,9 +149,14 @@ pub struct Exclusions {
 /// [`Loaded::problems`] and the rest is loaded.
 pub async fn load_fleet(settings: &FleetSettings) -> Result<Loaded, AppError> {
     let started = std::time::Instant::now();
-    let mut fleet = load::load(&settings.load, &settings.builder)
-        .await
-        .map_err(|errs| AppError::Invalid(errs.iter().map(|e| e.to_string()).collect()))?;
+    // A signal abandons the load: running kustomize processes are killed with their groups and
+    // the temporary trees removed as the builds are dropped.
+    let interrupt = crate::interrupt::token();
+    let mut fleet = tokio::select! {
+        r = load::load(&settings.load, &settings.builder) => r,
+        _ = interrupt.cancelled() => return Err(AppError::Interrupted),
+    }
+    .map_err(|errs| AppError::Invalid(errs.iter().map(|e| e.to_string()).collect()))?;
     let (releases, helm_errors, helm_warnings) = crate::helm::discover(&fleet, &settings.helm);
     fleet.warnings.extend(helm_warnings);
     if !helm_errors.is_empty() {

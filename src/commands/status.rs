@@ -145,7 +145,7 @@ pub async fn run(args: &StatusArgs) -> Result<(), AppError> {
     }
     let invs = inventory::list(&cluster, args.namespace.as_deref())
         .await
-        .map_err(|e| AppError::Cluster(e.to_string()))?;
+        .map_err(AppError::from)?;
     let mut rows = Vec::new();
     for (id, inv) in invs {
         let pending = not_ready(&cluster, &inv).await?;

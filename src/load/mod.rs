@@ -194,7 +194,7 @@ pub struct Fleet {
     /// Every problem found: each failed Kustomization is a node marked `failed`, the rest of the
     /// fleet is loaded as usual.
     pub failures: Vec<LoadError>,
-    _tmp: tempfile::TempDir,
+    _tmp: crate::interrupt::TempTree,
 }
 
 /// One Kustomization of the fleet.
@@ -295,6 +295,7 @@ pub async fn load(opts: &LoadOptions, builder: &Builder) -> Result<Fleet, Vec<Lo
     let tmp = tempfile::Builder::new()
         .prefix("flux-order-sources-")
         .tempdir()
+        .map(crate::interrupt::TempTree::new)
         .map_err(|e| {
             vec![LoadError::Scan {
                 path: "temporary directory".into(),

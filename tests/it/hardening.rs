@@ -315,3 +315,411 @@ fn a_document_without_a_name_is_described_not_quoted() {
     let stderr = f.fails("plan", &[]);
     assert!(!stderr.contains("topsecretvalue"), "{stderr}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// D2, D9: a signal always works — requests, retries and waits are cancelled, children killed,
+// temporary trees removed.
+
+/// Sends `signal` (`INT`, `TERM`) to the spawned run's PID only (as CI runners and pods do).
+fn signal(child: &std::process::Child, signal: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{signal} failed");
+}
+
+/// Waits until `cond` holds (polling), failing after `timeout`.
+fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until the spawned run hits `fault`; fails with what the run printed if it ends first.
+fn wait_for_fault(cluster: &Cluster, fault: FaultId, hits: u64, child: &mut std::process::Child) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster.fault_hits(fault) < hits {
+        if child.try_wait().expect("try_wait").is_some() || Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.stdout.take().map(std::io::read_to_string);
+            let err = child.stderr.take().map(std::io::read_to_string);
+            panic!(
+                "the run never reached the fault\n{out:?}\n{err:?}\n{}",
+                cluster.log_text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A private TMPDIR, to see what a run leaves behind.
+fn tmpdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("flux-order-tmp-")
+        .tempdir()
+        .expect("temp dir")
+}
+
+fn leftovers(tmp: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(tmp)
+        .expect("read tmp")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn spawn_apply(f: &Fleet, cluster: &Cluster, tmp: &std::path::Path) -> std::process::Child {
+    f.std_cmd("apply")
+        .env("TMPDIR", tmp)
+        .arg("--kubeconfig")
+        .arg(cluster.kubeconfig())
+        .args(["-o", "json"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn")
+}
+
+fn one_config_map() -> Fleet {
+    one(
+        "",
+        &[(
+            "apps/a/cm.yaml",
+            &config_map("default", "a-cfg", &[("k", "v")]),
+        )],
+    )
+}
+
+#[test]
+fn ctrl_c_cancels_a_request_to_a_frozen_api_server_within_a_second() {
+    let cluster = Cluster::start();
+    let frozen = cluster.inject(Fault::latency(
+        Matcher::verb(Verb::Apply).name_contains("a-cfg"),
+        Duration::from_secs(3600),
+    ));
+    let tmp = tmpdir();
+    let f = one_config_map();
+    let mut child = spawn_apply(&f, &cluster, tmp.path());
+    wait_for_fault(&cluster, frozen, 1, &mut child);
+    let sent = Instant::now();
+    signal(&child, "INT");
+    let run = finish(child, Duration::from_secs(20));
+    let took = sent.elapsed();
+    run.expect_code(130);
+    assert!(
+        took < Duration::from_secs(4),
+        "exit {took:?} after Ctrl-C\n{run}"
+    );
+    assert_eq!(run.outcome("a"), "failed", "{run}");
+    assert!(
+        leftovers(tmp.path()).is_empty(),
+        "{:?}",
+        leftovers(tmp.path())
+    );
+}
+
+#[test]
+fn ctrl_c_cuts_a_retry_after_wait_short() {
+    let cluster = Cluster::start();
+    let busy = cluster.inject(Fault::new(
+        Matcher::verb(Verb::Apply).name_contains("a-cfg"),
+        FaultAction::Status {
+            code: 429,
+            retry_after: Some(60),
+        },
+    ));
+    let tmp = tmpdir();
+    let f = one_config_map();
+    let mut child = spawn_apply(&f, &cluster, tmp.path());
+    wait_for_fault(&cluster, busy, 1, &mut child);
+    std::thread::sleep(Duration::from_millis(200));
+    let sent = Instant::now();
+    signal(&child, "INT");
+    let run = finish(child, Duration::from_secs(30));
+    run.expect_code(130);
+    assert!(
+        sent.elapsed() < Duration::from_secs(4),
+        "exit {:?} after Ctrl-C\n{run}",
+        sent.elapsed()
+    );
+}
+
+#[test]
+fn an_interrupted_apply_records_what_it_applied() {
+    // b is frozen; a was applied before the signal: a's inventory lists it.
+    let cluster = Cluster::start();
+    let frozen = cluster.inject(Fault::latency(
+        Matcher::verb(Verb::Apply).name_contains("a-frozen"),
+        Duration::from_secs(3600),
+    ));
+    let f = one(
+        "",
+        &[
+            ("apps/a/cm.yaml", &config_map("default", "a-cfg", &[])),
+            (
+                "apps/a/frozen.yaml",
+                &config_map("default", "a-frozen", &[]),
+            ),
+        ],
+    );
+    let tmp = tmpdir();
+    let mut child = spawn_apply(&f, &cluster, tmp.path());
+    wait_for_fault(&cluster, frozen, 1, &mut child);
+    signal(&child, "TERM");
+    let run = finish(child, Duration::from_secs(20));
+    run.expect_code(130);
+    let inv = cluster
+        .get("v1", "ConfigMap", Some("flux-system"), "flux-order-a")
+        .unwrap_or_else(|| panic!("no inventory written\n{run}\n{}", cluster.log_text()));
+    assert!(
+        inv["data"]["inventory"]
+            .as_str()
+            .unwrap_or("")
+            .contains("default_a-cfg__ConfigMap"),
+        "{}",
+        pretty(&inv)
+    );
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    // After the first signal the inventory write still gets one bounded attempt; against a
+    // frozen server a second signal does not wait for it.
+    let cluster = Cluster::start();
+    let frozen = cluster.inject(Fault::latency(
+        Matcher::verb(Verb::Apply),
+        Duration::from_secs(3600),
+    ));
+    let tmp = tmpdir();
+    let f = one_config_map();
+    let mut child = spawn_apply(&f, &cluster, tmp.path());
+    wait_for_fault(&cluster, frozen, 1, &mut child);
+    signal(&child, "INT");
+    wait_for_fault(&cluster, frozen, 2, &mut child);
+    let sent = Instant::now();
+    signal(&child, "INT");
+    let run = finish(child, Duration::from_secs(20));
+    run.expect_code(130);
+    assert!(
+        sent.elapsed() < Duration::from_millis(1500),
+        "exit {:?} after the second signal\n{run}",
+        sent.elapsed()
+    );
+    assert!(
+        leftovers(tmp.path()).is_empty(),
+        "{:?}",
+        leftovers(tmp.path())
+    );
+}
+
+/// A stand-in kustomize that records its PID and a grandchild's, then waits forever.
+fn hanging_kustomize(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let pids = dir.join("pids");
+    let bin = dir.join("kustomize");
+    std::fs::write(
+        &bin,
+        format!(
+            "#!/bin/sh\necho $$ >> {p}\nsleep 300 &\necho $! >> {p}\nwait\n",
+            p = pids.display()
+        ),
+    )
+    .unwrap();
+    let mut perm = std::fs::metadata(&bin).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&bin, perm).unwrap();
+    (bin, pids)
+}
+
+fn alive(pid: &str) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // A zombie (state Z) is dead already.
+    !stat.is_empty()
+        && stat
+            .rsplit(") ")
+            .next()
+            .is_some_and(|r| !r.starts_with('Z'))
+}
+
+#[test]
+fn a_signal_during_the_build_kills_kustomize_and_its_children_and_removes_temp_trees() {
+    let tools = tempfile::tempdir().unwrap();
+    let (bin, pids) = hanging_kustomize(tools.path());
+    let f = one(
+        "",
+        &[
+            ("apps/a/kustomization.yaml", "resources: [cm.yaml]\n"),
+            ("apps/a/cm.yaml", &config_map("default", "a-cfg", &[])),
+        ],
+    );
+    for sig in ["TERM", "INT"] {
+        let _ = std::fs::remove_file(&pids);
+        let tmp = tmpdir();
+        let child = f
+            .std_cmd("plan")
+            .env("TMPDIR", tmp.path())
+            .arg("--kustomize-bin")
+            .arg(&bin)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        wait_for("kustomize to start", Duration::from_secs(30), || {
+            std::fs::read_to_string(&pids).is_ok_and(|t| t.lines().count() >= 2)
+        });
+        signal(&child, sig);
+        let run = finish(child, Duration::from_secs(10));
+        run.expect_code(130);
+        assert!(run.stderr.contains("interrupted"), "{run}");
+        let text = std::fs::read_to_string(&pids).unwrap();
+        for pid in text.lines() {
+            wait_for(
+                &format!("process {pid} to end"),
+                Duration::from_secs(5),
+                || !alive(pid),
+            );
+        }
+        assert!(
+            leftovers(tmp.path()).is_empty(),
+            "{sig}: {:?}",
+            leftovers(tmp.path())
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// D4: the first request takes the same retry policy as every other one.
+
+fn version_requests() -> Matcher {
+    Matcher {
+        path_contains: Some("/version".into()),
+        ..Matcher::any()
+    }
+}
+
+#[test]
+fn the_first_request_is_retried_on_500_and_on_a_dropped_connection() {
+    for fault in [
+        Fault::status(version_requests(), 500).first(2),
+        Fault::drop_connection(version_requests()).first(2),
+    ] {
+        let cluster = Cluster::start();
+        let id = cluster.inject(fault);
+        let run = one_config_map().apply(&cluster, &[]);
+        run.expect_code(0);
+        assert_eq!(cluster.fault_hits(id), 2, "{run}");
+    }
+}
+
+#[test]
+fn a_first_request_that_keeps_failing_exits_3_with_a_readable_message() {
+    let cluster = Cluster::start();
+    cluster.inject(Fault::status(version_requests(), 500));
+    let f = one_config_map();
+    let run = f.run("apply", &cluster, &[]);
+    run.expect_code(3);
+    assert!(
+        run.stderr.contains("cannot reach the API server")
+            && run.stderr.contains("injected fault: HTTP 500")
+            && !run.stderr.contains("Status {")
+            && !run.stderr.contains("ErrorResponse"),
+        "{run}"
+    );
+    assert!(cluster.writes().is_empty(), "{}", cluster.log_text());
+}
+
+// ---------------------------------------------------------------------------------------------
+// D10: nothing bounds a build → a build timeout and a memory bound, naming the Kustomization.
+
+fn stand_in(dir: &std::path::Path, name: &str, script: &str) -> std::path::PathBuf {
+    let bin = dir.join(name);
+    std::fs::write(&bin, format!("#!/bin/sh\n{script}\n")).unwrap();
+    let mut perm = std::fs::metadata(&bin).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&bin, perm).unwrap();
+    bin
+}
+
+fn kustomized() -> Fleet {
+    one(
+        "",
+        &[
+            ("apps/a/kustomization.yaml", "resources: [cm.yaml]\n"),
+            ("apps/a/cm.yaml", &config_map("default", "a-cfg", &[])),
+        ],
+    )
+}
+
+#[test]
+fn a_build_that_never_ends_is_stopped_by_the_build_timeout() {
+    let tools = tempfile::tempdir().unwrap();
+    let bin = stand_in(tools.path(), "kustomize", "sleep 300");
+    let f = kustomized();
+    let started = Instant::now();
+    let stderr = f.fails(
+        "plan",
+        &[
+            "--kustomize-bin",
+            bin.to_str().unwrap(),
+            "--build-timeout",
+            "1s",
+        ],
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr.contains("Kustomization flux-system/a")
+            && stderr.contains("stopped after 1s (--build-timeout)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_build_that_eats_memory_is_stopped_by_the_memory_bound() {
+    let tools = tempfile::tempdir().unwrap();
+    let bin = stand_in(
+        tools.path(),
+        "kustomize",
+        "x=$(head -c 150000000 /dev/zero | tr '\\0' a)\nsleep 300",
+    );
+    let f = kustomized();
+    let stderr = f.fails(
+        "plan",
+        &[
+            "--kustomize-bin",
+            bin.to_str().unwrap(),
+            "--build-memory-limit",
+            "64Mi",
+        ],
+    );
+    assert!(
+        stderr.contains("Kustomization flux-system/a")
+            && stderr.contains("more than 64 MiB of memory (--build-memory-limit)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bounds_must_be_more_than_zero() {
+    // D12: --request-timeout 0s was accepted; every bound must be positive.
+    let cluster = Cluster::start();
+    let f = one_config_map();
+    for args in [
+        &["--request-timeout", "0s"][..],
+        &["--timeout", "0s"][..],
+        &["--build-timeout", "0s"][..],
+        &["--build-memory-limit", "0"][..],
+    ] {
+        let run = f.run("apply", &cluster, args);
+        run.expect_code(2);
+        assert!(run.stderr.contains(args[0]), "{args:?}\n{run}");
+    }
+    assert!(cluster.writes().is_empty(), "{}", cluster.log_text());
+}
