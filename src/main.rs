@@ -62,7 +62,10 @@ fn main() {
 }
 
 fn run(cli: cli::Cli) -> Result<(), exit::AppError> {
+    // Deeply nested YAML (up to yaml::MAX_DEPTH) is walked recursively, by serde and by
+    // flux-order: stacks with room to spare, on every worker and blocking thread.
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(32 << 20)
         .enable_all()
         .build()
         .map_err(|e| exit::AppError::Usage(e.into()))?;

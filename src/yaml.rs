@@ -7,12 +7,18 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+/// The deepest nesting of collections flux-order reads, in every file and build output alike (so
+/// `--scan` and a build agree): far above real CRD schemas (about 40 levels), and far below
+/// what the stacks the program runs on can recurse through.
+pub const MAX_DEPTH: usize = 128;
+
 /// Parser limits, raised once here: real fleets have multi-thousand-document builds
 /// (CRD bundles), and deeply nested CRD schemas.
 fn options() -> serde_saphyr::Options {
     let mut budget = serde_saphyr::Budget::default();
     budget.max_documents = 1_000_000;
-    budget.max_depth = 512;
+    budget.max_depth = MAX_DEPTH;
+    budget.flow_nesting_limit = MAX_DEPTH;
     budget.max_nodes = 50_000_000;
     budget.max_events = 200_000_000;
     budget.max_reader_input_bytes = Some(2 * 1024 * 1024 * 1024);

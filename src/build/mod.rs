@@ -171,6 +171,7 @@ impl Builder {
                     .await
                     .map_err(|e| BuildError::Temp(std::io::Error::other(e)))?;
                 let shadow = self.shadow(root)?;
+                let shadow_for_msgs = shadow.clone();
                 let rel = rel.to_path_buf();
                 // Filesystem work off the async threads.
                 let prepared = tokio::task::spawn_blocking(move || {
@@ -178,7 +179,11 @@ impl Builder {
                 })
                 .await
                 .map_err(|e| BuildError::Temp(std::io::Error::other(e)))??;
-                let output = self.kustomize.build(&prepared.build_dir).await?;
+                let output = self
+                    .kustomize
+                    .build(&prepared.build_dir)
+                    .await
+                    .map_err(|e| unshadow(&shadow_for_msgs, e))?;
                 RawBuild {
                     output,
                     strip_origin: prepared.strip_origin,
@@ -207,7 +212,15 @@ impl Builder {
             let origin = f.strip_prefix(&dir).ok()?.display().to_string();
             for mut doc in crate::yaml::from_multi(&text).ok()? {
                 let (api, kind, ns, name) = crate::model::object_meta(&doc);
-                if api.is_empty() || kind.is_empty() || name.is_empty() || kind == "List" {
+                // A Flux Kustomization without a name goes on to the loader, which says so as
+                // it does under --scan.
+                let unnamed_kustomization =
+                    name.is_empty() && postbuild::is_flux_kustomization(&doc);
+                if api.is_empty()
+                    || kind.is_empty()
+                    || (name.is_empty() && !unnamed_kustomization)
+                    || kind == "List"
+                {
                     return None;
                 }
                 if !seen.insert((
@@ -321,7 +334,7 @@ impl Builder {
                         None => groups.push((sh, vec![(i, p)])),
                     }
                 }
-                Ok((_, p)) => singles.push((i, p)),
+                Ok((sh, p)) => singles.push((i, sh, p)),
             }
         }
         let jobs = self.jobs;
@@ -344,13 +357,13 @@ impl Builder {
             }
             let mut outs = Vec::new();
             for (i, p) in &chunk {
-                outs.push((*i, self.run_single(p).await));
+                outs.push((*i, self.run_single(&sh, p).await));
             }
             outs
         });
         let single_runs = singles
             .into_iter()
-            .map(|(i, p)| async move { vec![(i, self.run_single(&p).await)] });
+            .map(|(i, sh, p)| async move { vec![(i, self.run_single(&sh, &p).await)] });
         let (a, b) = futures::join!(
             futures::future::join_all(batch_runs),
             futures::future::join_all(single_runs)
@@ -366,13 +379,21 @@ impl Builder {
             .collect()
     }
 
-    async fn run_single(&self, p: &overlay::Prepared) -> Result<RawBuild, BuildError> {
+    async fn run_single(
+        &self,
+        sh: &overlay::ShadowRoot,
+        p: &overlay::Prepared,
+    ) -> Result<RawBuild, BuildError> {
         let _permit = self
             .permits
             .acquire()
             .await
             .map_err(|e| BuildError::Temp(std::io::Error::other(e)))?;
-        let output = self.kustomize.build(&p.build_dir).await?;
+        let output = self
+            .kustomize
+            .build(&p.build_dir)
+            .await
+            .map_err(|e| unshadow(sh, e))?;
         Ok(RawBuild {
             output,
             strip_origin: p.strip_origin,
@@ -437,6 +458,16 @@ impl Builder {
                 })
                 .collect(),
         )
+    }
+}
+
+/// kustomize's message with the shadow's paths turned back into the source's.
+fn unshadow(sh: &overlay::ShadowRoot, e: KustomizeError) -> KustomizeError {
+    match e {
+        KustomizeError::Failed { message } => KustomizeError::Failed {
+            message: sh.unshadow(&message),
+        },
+        e => e,
     }
 }
 

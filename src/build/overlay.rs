@@ -19,7 +19,7 @@ pub const KUSTOMIZATION_FILES: [&str; 3] =
 #[derive(Debug, thiserror::Error)]
 pub enum OverlayError {
     /// Filesystem error.
-    #[error("{path}: {source}")]
+    #[error("{}: {source}", crate::load::display_path(.path))]
     Io {
         /// The path involved.
         path: PathBuf,
@@ -27,7 +27,7 @@ pub enum OverlayError {
         source: io::Error,
     },
     /// The user's kustomization file does not parse.
-    #[error("{path}: invalid kustomization file: {message}")]
+    #[error("{}: invalid kustomization file: {message}", crate::load::display_path(.path))]
     BadKustomization {
         /// The file.
         path: PathBuf,
@@ -35,7 +35,10 @@ pub enum OverlayError {
         message: String,
     },
     /// A YAML file that Flux would list does not decode as Kubernetes YAML.
-    #[error("failed to decode Kubernetes YAML from {path}: {message}")]
+    #[error(
+        "failed to decode Kubernetes YAML from {}: {message}",
+        crate::load::display_path(.path)
+    )]
     BadManifest {
         /// The file.
         path: PathBuf,
@@ -510,6 +513,69 @@ impl ShadowRoot {
     /// The shadow's own directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// `text` (kustomize's message) with every path inside this shadow turned back into the
+    /// source path it stands for: the shadow root and root slots become the source root, and a
+    /// slot `<dir>.flux-order-<n>` its directory.
+    pub fn unshadow(&self, text: &str) -> String {
+        // Source paths show relative to the current directory where they can.
+        let shown = crate::load::display_path(&self.source);
+        let cwd = std::env::current_dir()
+            .ok()
+            .and_then(|c| c.canonicalize().ok());
+        let prefix = if cwd.as_deref() == Some(self.source.as_path()) {
+            String::new()
+        } else {
+            format!("{shown}/")
+        };
+        let path_end = |t: &str| {
+            t.find(|c: char| c.is_whitespace() || matches!(c, '\'' | '"' | ':' | ','))
+                .unwrap_or(t.len())
+        };
+        let render = |tail: &str| {
+            let parts: Vec<&str> = tail
+                .split('/')
+                .filter(|p| !p.is_empty())
+                .map(|p| match p.rsplit_once(".flux-order-") {
+                    Some((name, n)) if n.bytes().all(|b| b.is_ascii_digit()) => name,
+                    _ => p,
+                })
+                .collect();
+            if parts.is_empty() {
+                shown.clone()
+            } else {
+                format!("{prefix}{}", parts.join("/"))
+            }
+        };
+        let mut text = text.to_string();
+        // The shadow (with its root slots `srcN-root-M`), then the source itself: kustomize
+        // resolves the shadow's symlinks, so both appear.
+        let shadow = self.dir.to_string_lossy().into_owned();
+        let source = self.source.to_string_lossy().into_owned();
+        for (base, slots) in [(shadow, true), (source, false)] {
+            let mut out = String::with_capacity(text.len());
+            let mut rest = text.as_str();
+            while let Some(at) = rest.find(base.as_str()) {
+                let mut after = &rest[at + base.len()..];
+                if slots && let Some(r) = after.strip_prefix("-root-") {
+                    after = r.trim_start_matches(|c: char| c.is_ascii_digit());
+                }
+                if !(after.is_empty() || after.starts_with('/') || path_end(after) == 0) {
+                    // Another name that merely starts the same way.
+                    out.push_str(&rest[..at + base.len()]);
+                    rest = after;
+                    continue;
+                }
+                out.push_str(&rest[..at]);
+                let end = path_end(after);
+                out.push_str(&render(&after[..end]));
+                rest = &after[end..];
+            }
+            out.push_str(rest);
+            text = out;
+        }
+        text
     }
 
     /// `to` relative to `from` (both inside the shadow), e.g. `../../flux-order-batch-3`.

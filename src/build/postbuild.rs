@@ -368,7 +368,12 @@ pub fn post_build(
         }
         let (api, kind, _, name) = object_meta(&obj);
         let is_list = kind == "List";
-        if api.is_empty() || kind.is_empty() || (name.is_empty() && !is_list) {
+        // A Flux Kustomization is the loader's to check (it names the file and says what is
+        // missing, as --scan does).
+        if api.is_empty()
+            || kind.is_empty()
+            || (name.is_empty() && !is_list && !is_flux_kustomization(&obj))
+        {
             let has = |field: &str, v: &str| {
                 if v.is_empty() {
                     format!("no {field}")
@@ -455,7 +460,10 @@ pub fn post_build(
         };
         for mut item in items {
             let (api, kind, _, name) = object_meta(&item);
-            if api.is_empty() || kind.is_empty() || name.is_empty() {
+            if api.is_empty()
+                || kind.is_empty()
+                || (name.is_empty() && !is_flux_kustomization(&item))
+            {
                 continue;
             }
             if kind == "Kustomization" && crate::model::api_group(api) == "kustomize.config.k8s.io"

@@ -533,7 +533,14 @@ impl Loader<'_> {
     /// it and what it blocks; only one without a namespace (no identity) stays outside.
     fn add_found(&mut self, f: Found, claimer_spec_changed: Option<&mut bool>) {
         let (api, _, ns, name) = object_meta(&f.object);
-        let shown_id = format!("{}/{}", if ns.is_empty() { "?" } else { ns }, name);
+        let or_unset = |s: &str| {
+            if s.is_empty() {
+                "?".to_string()
+            } else {
+                s.to_string()
+            }
+        };
+        let shown_id = format!("{}/{}", or_unset(ns), or_unset(name));
         let invalid = |message: String| LoadError::Invalid {
             ks: shown_id.clone(),
             file: f.file.clone(),
@@ -543,6 +550,14 @@ impl Loader<'_> {
             self.errors.push(invalid(
                 "metadata.namespace is not set (Flux never defaults a namespace)".into(),
             ));
+            return;
+        }
+        // The API server would refuse the name; flux-order must refuse it before writing, or the
+        // payload would be applied and its inventory rejected.
+        if let Some(why) = crate::model::invalid_kustomization_name(name)
+            .or_else(|| crate::model::invalid_namespace(ns))
+        {
+            self.errors.push(invalid(why));
             return;
         }
         let id = KsId::new(ns, name);

@@ -376,6 +376,61 @@ impl KustomizationSpec {
     }
 }
 
+/// Why `name` cannot name a Flux Kustomization, if it cannot: it must be a lowercase RFC 1123
+/// subdomain (as the API server checks every object name), and at most 63 characters, because
+/// Flux's owner label `kustomize.toolkit.fluxcd.io/name` carries it on every applied object (and
+/// flux-order's inventory labels it the same way).
+pub fn invalid_kustomization_name(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("metadata.name is not set".into());
+    }
+    if let Some(why) = invalid_dns1123(name, 253, true) {
+        return Some(format!(
+            "metadata.name '{name}' is not a valid Kubernetes name: {why}"
+        ));
+    }
+    if name.len() > 63 {
+        return Some(format!(
+            "metadata.name '{name}' has {} characters: at most 63, since Flux's owner label kustomize.toolkit.fluxcd.io/name carries it",
+            name.len()
+        ));
+    }
+    None
+}
+
+/// Why `ns` cannot be a namespace (an RFC 1123 label), if it cannot.
+pub fn invalid_namespace(ns: &str) -> Option<String> {
+    invalid_dns1123(ns, 63, false)
+        .map(|why| format!("metadata.namespace '{ns}' is not a valid namespace: {why}"))
+}
+
+/// The API server's RFC 1123 rule: a label (`subdomain` false) or a subdomain of dot-separated
+/// labels, at most `max` characters.
+fn invalid_dns1123(s: &str, max: usize, subdomain: bool) -> Option<String> {
+    let what = if subdomain {
+        "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+    } else {
+        "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"
+    };
+    if s.len() > max {
+        return Some(format!("must be no more than {max} characters"));
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let ok = if subdomain {
+        s.split('.').all(label_ok)
+    } else {
+        label_ok(s)
+    };
+    (!ok).then(|| what.to_string())
+}
+
 /// Group of an `apiVersion` (`apps/v1` → `apps`, `v1` → ``).
 pub fn api_group(api_version: &str) -> &str {
     api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("")
@@ -451,6 +506,23 @@ mod tests {
         assert_eq!(s.effective_timeout(), Duration::from_secs(30));
         let s = spec(&format!("interval: 1h\ntimeout: 5m\n{base}"));
         assert_eq!(s.effective_timeout(), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn kustomization_names_follow_the_api_server_and_the_owner_label() {
+        assert_eq!(invalid_kustomization_name("apps-1.prod"), None);
+        for bad in ["", "MyApp", "A_Bad", "-a", "a-", "a..b"] {
+            assert!(invalid_kustomization_name(bad).is_some(), "{bad:?}");
+        }
+        assert!(invalid_kustomization_name(&"a".repeat(63)).is_none());
+        let long = format!("{}.{}", "a".repeat(30), "b".repeat(33));
+        assert!(
+            invalid_kustomization_name(&long)
+                .unwrap()
+                .contains("at most 63")
+        );
+        assert_eq!(invalid_namespace("flux-system"), None);
+        assert!(invalid_namespace("flux.system").is_some());
     }
 
     #[test]

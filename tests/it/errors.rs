@@ -1,9 +1,11 @@
 //! Bad input, data-driven: every folder of `tests/fixtures/bad/<case>/` is a tiny fleet whose PATH
 //! is `clusters/c`. It is copied into a temp git work tree and planned. `expect.txt` lists
 //! substrings stderr must hold (one a line), `args.txt` extra arguments (one a line), `exit.txt`
-//! the exit code when it is not 2 (invalid input), `README.md` why the case is there. Adding a
-//! case is adding a folder. Every case also checks: no panic or backtrace, on exit 2 an empty
-//! stdout (nothing is printed as success before validation ends), and on exit 4 (planned with
+//! the exit code when it is not 2 (invalid input), `commands.txt` the commands to run when not
+//! only `plan` (`apply` and `diff` run against a fresh test API server: "exit 2: nothing
+//! written" is checked on its request log), `README.md` why the case is there. Adding a case is
+//! adding a folder. Every case also checks: no panic or backtrace, on exit 2 an empty stdout
+//! (nothing is printed as success before validation ends), and on exit 4 (planned with
 //! failures) a plan that lists the failures.
 
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ struct Case {
     expect: Vec<String>,
     args: Vec<String>,
     exit: i32,
+    commands: Vec<String>,
 }
 
 fn lines(path: &Path) -> Vec<String> {
@@ -50,7 +53,12 @@ fn cases() -> Vec<Case> {
                         .unwrap_or_else(|_| panic!("{name}: exit.txt is not a number"))
                 })
                 .unwrap_or(2);
+            let mut commands = lines(&dir.join("commands.txt"));
+            if commands.is_empty() {
+                commands.push("plan".into());
+            }
             Case {
+                commands,
                 args: lines(&dir.join("args.txt")),
                 expect,
                 exit,
@@ -64,14 +72,24 @@ fn cases() -> Vec<Case> {
 /// Runs one case; returns what is wrong with it (empty: it passed).
 fn run(case: &Case, subcommand: &str, extra: &[&str]) -> Vec<String> {
     let fleet = Fleet::copy_of(&case.dir).git();
-    let out = fleet
-        .cmd(subcommand)
+    let cluster = matches!(subcommand, "apply" | "diff").then(Cluster::start);
+    let mut cmd = fleet.cmd(subcommand);
+    if let Some(c) = &cluster {
+        cmd.arg("--kubeconfig").arg(c.kubeconfig());
+    }
+    let out = cmd
         .args(extra)
         .args(&case.args)
+        .timeout(std::time::Duration::from_secs(60))
         .output()
         .expect("runs");
     let (stdout, stderr) = text(&out);
     let mut problems = Vec::new();
+    if let Some(c) = cluster.as_ref().filter(|_| case.exit == 2)
+        && !c.writes().is_empty()
+    {
+        problems.push(format!("exit 2 but written:\n{}", c.log_text()));
+    }
     let code = out.status.code();
     if code != Some(case.exit) {
         problems.push(format!("exit code {code:?}, expected {}", case.exit));
@@ -118,7 +136,15 @@ fn every_bad_fixture_fails_as_its_expect_txt_says() {
     let results: Vec<(String, Vec<String>)> = std::thread::scope(|s| {
         let handles: Vec<_> = cases
             .iter()
-            .map(|c| (c.name.clone(), s.spawn(move || run(c, "plan", &[]))))
+            .map(|c| {
+                let work = move || {
+                    c.commands
+                        .iter()
+                        .flat_map(|cmd| run(c, cmd, &[]))
+                        .collect::<Vec<_>>()
+                };
+                (c.name.clone(), s.spawn(work))
+            })
             .collect();
         handles
             .into_iter()

@@ -723,3 +723,57 @@ fn bounds_must_be_more_than_zero() {
     }
     assert!(cluster.writes().is_empty(), "{}", cluster.log_text());
 }
+
+// ---------------------------------------------------------------------------------------------
+// D13, D14: errors name repo paths, and both loaders agree.
+
+#[test]
+fn kustomize_errors_name_repo_paths_never_the_temporary_shadow() {
+    let f = one(
+        "",
+        &[(
+            "apps/a/kustomization.yaml",
+            "resources: [missing.yaml, ../b]\n",
+        )],
+    );
+    let stderr = f.fails("plan", &[]);
+    assert!(stderr.contains("'apps/a/missing.yaml'"), "{stderr}");
+    let root = f.root().display().to_string();
+    for shadow in ["/dev/shm", ".flux-order-", root.as_str()] {
+        assert!(!stderr.contains(shadow), "{shadow} in\n{stderr}");
+    }
+}
+
+/// `depth` nested flow sequences in a ConfigMap-like document.
+fn nested(depth: usize) -> String {
+    let mut v = "x".to_string();
+    for _ in 0..depth {
+        v = format!("[{v}]");
+    }
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: deep\n  namespace: default\nspec: {v}\n"
+    )
+}
+
+#[test]
+fn scan_and_build_agree_on_nesting_depth_and_never_overflow() {
+    for (depth, ok) in [(100, true), (126, true), (129, false), (2000, false)] {
+        for place in ["clusters/c/deep.yaml", "apps/a/deep.yaml"] {
+            let f = one("", &[("apps/a/cm.yaml", &config_map("default", "a", &[]))])
+                .file(place, &nested(depth));
+            for args in [&[][..], &["--scan"][..]] {
+                let out = f.cmd("plan").args(args).output().expect("plan");
+                let run = Run::from_output(&out);
+                if ok {
+                    run.expect_code(0);
+                } else {
+                    run.expect_code(2);
+                    assert!(
+                        run.stderr.contains("deep.yaml"),
+                        "{depth} {place} {args:?}\n{run}"
+                    );
+                }
+            }
+        }
+    }
+}
