@@ -223,9 +223,25 @@ fn api_error(subject: &str, e: kube::Error) -> ClusterError {
         },
         other => ClusterError::Transport {
             subject: subject.to_string(),
-            message: other.to_string(),
+            message: error_chain(&other),
         },
     }
+}
+
+/// An error with its causes (`client error (Connect): tcp connect error: Connection refused`),
+/// so a transport failure says what failed.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = c.source();
+    }
+    out
 }
 
 /// Failures [`Cluster::retry`] retries. 429, 503 and 504 are not among them: the HTTP layer's
@@ -440,7 +456,7 @@ impl Cluster {
             };
             let err = match result {
                 Ok(Ok(v)) => return Ok(v),
-                Ok(Err(e)) if is_transient(&e) && attempt < MAX_ATTEMPTS => e.to_string(),
+                Ok(Err(e)) if is_transient(&e) && attempt < MAX_ATTEMPTS => error_chain(&e),
                 Ok(Err(e)) => return Err(api_error(subject, e)),
                 Err(_) if attempt < MAX_ATTEMPTS => format!("no answer within {:?}", self.timeout),
                 Err(_) => {

@@ -550,9 +550,13 @@ async fn prune_orphans(
             if let Some(e) = err {
                 let mut left = inv.clone();
                 left.entries = kept;
-                let _ = crate::inventory::write(cluster, id, &left).await;
+                let write = crate::inventory::write(cluster, id, &left).await;
+                let unrecorded = write
+                    .err()
+                    .map(|w| format!("; and writing its inventory failed: {w}"))
+                    .unwrap_or_default();
                 out.push(Err(format!(
-                    "Kustomization {id} (no longer in {parent}): {e}"
+                    "Kustomization {id} (no longer in {parent}): {e}{unrecorded}"
                 )));
                 continue;
             }

@@ -147,10 +147,14 @@ pub async fn run(args: &DeleteArgs) -> Result<(), AppError> {
             })
             .await;
             if let Some(e) = err {
-                failures.push(format!("Kustomization {id}: {e}"));
                 let mut left = inv.clone();
                 left.entries = kept;
-                let _ = inventory::write(&cluster, &id, &left).await;
+                let unrecorded = inventory::write(&cluster, &id, &left)
+                    .await
+                    .err()
+                    .map(|w| format!("; and writing its inventory failed: {w}"))
+                    .unwrap_or_default();
+                failures.push(format!("Kustomization {id}: {e}{unrecorded}"));
                 continue;
             }
             if policy == "WaitForTermination" {

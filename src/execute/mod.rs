@@ -761,7 +761,10 @@ async fn run_unit(
         inv.message = reason.clone();
         let reason = match inventory::write(cluster, &unit.id, &inv).await {
             Ok(()) => reason,
-            Err(e) => format!("{reason}; and writing the inventory failed: {e}"),
+            Err(e) => format!(
+                "{reason}; and {}",
+                inventory_failure(&e, &old.entries, &inv.entries)
+            ),
         };
         return done(
             failed(&reason, FailReason::ReconciliationFailed),
@@ -855,15 +858,52 @@ async fn run_unit(
         (Ok(()), Ok(())) => done(Outcome::Ready, counts, actions, None),
         (Ok(()), Err(e)) => done(
             failed(
-                &format!("writing the inventory failed: {e}"),
+                &inventory_failure(&e, &old.entries, &inv.entries),
                 FailReason::ReconciliationFailed,
             ),
             counts,
             actions,
             None,
         ),
-        (Err((reason, why)), _) => done(failed(&reason, why), counts, actions, None),
+        (Err((reason, why)), Ok(())) => done(failed(&reason, why), counts, actions, None),
+        (Err((reason, why)), Err(e)) => done(
+            failed(
+                &format!(
+                    "{reason}; and {}",
+                    inventory_failure(&e, &old.entries, &inv.entries)
+                ),
+                why,
+            ),
+            counts,
+            actions,
+            None,
+        ),
     }
+}
+
+/// A failed inventory write, naming what it leaves unrecorded: the objects of `new` that the
+/// stored inventory (`old`) does not list (the next run cannot prune them until it applies them
+/// again).
+fn inventory_failure(
+    e: &crate::cluster::ClusterError,
+    old: &[inventory::Entry],
+    new: &[inventory::Entry],
+) -> String {
+    let missing: Vec<String> = inventory::stale(new, old)
+        .iter()
+        .filter_map(|e| e.parse())
+        .map(|(_, kind, ns, name)| crate::model::subject_of(&kind, &ns, &name))
+        .collect();
+    let what = match missing.len() {
+        0 => "nothing new is left unrecorded".to_string(),
+        n if n <= 5 => format!("not recorded: {}", missing.join(", ")),
+        n => format!(
+            "not recorded: {} and {} more",
+            missing[..5].join(", "),
+            n - 5
+        ),
+    };
+    format!("writing the inventory failed: {e} ({what})")
 }
 
 /// A HelmRelease unit: the helm stage installs it.

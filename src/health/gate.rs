@@ -307,11 +307,22 @@ pub async fn wait(
                 };
                 let entry = watchers.entry(&kind, &t.namespace);
                 if !entry.synced() || entry.errors() > 0 {
-                    if let Ok(v) = cluster
+                    match cluster
                         .get_ref(&t.api_version, &t.kind, &t.namespace, &t.name)
                         .await
                     {
-                        polled.insert(t.clone(), v);
+                        Ok(v) => {
+                            polled.insert(t.clone(), v);
+                        }
+                        // The server is gone (the request and its retries failed): say so, not
+                        // "timeout" later.
+                        Err(e) if e.is_unreachable() => {
+                            return Err(format!(
+                                "health check stopped: the API server stopped answering: {e} (health gate in {})",
+                                gate.file
+                            ));
+                        }
+                        Err(_) => {}
                     }
                 } else {
                     polled.remove(t);

@@ -777,3 +777,52 @@ fn scan_and_build_agree_on_nesting_depth_and_never_overflow() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// D8: an API server that dies mid-apply reads as such, and an unwritten inventory is an error
+// naming what it leaves unrecorded.
+
+#[test]
+fn an_api_server_that_dies_mid_apply_is_reported_as_gone_with_what_is_unrecorded() {
+    let cluster = Cluster::start();
+    let f = one(
+        "wait: true\ntimeout: 5m",
+        &[(
+            "apps/a/deploy.yaml",
+            &deployment("default", "a-web", Some("never")),
+        )],
+    );
+    let tmp = tmpdir();
+    let mut child = f
+        .std_cmd("apply")
+        .env("TMPDIR", tmp.path())
+        .arg("--kubeconfig")
+        .arg(cluster.kubeconfig())
+        .args(["-o", "json", "--retry-for", "0"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster.writes_named("a-web").is_empty() {
+        assert!(Instant::now() < deadline, "a-web never written");
+        assert!(child.try_wait().unwrap().is_none(), "apply ended early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    drop(cluster); // the API server dies
+    let run = finish(child, Duration::from_secs(90));
+    run.expect_code(1);
+    let reason = run.result("a")["reason"].as_str().unwrap_or("").to_string();
+    assert!(
+        reason.contains("the API server stopped answering") && !reason.contains("timeout waiting"),
+        "{reason}\n{run}"
+    );
+    assert!(
+        reason.contains("writing the inventory failed")
+            && reason.contains("Connection refused")
+            && reason.contains("not recorded: Deployment/default/a-web"),
+        "{reason}\n{run}"
+    );
+}
