@@ -110,8 +110,14 @@ pub async fn run_with(
     }
     let mut changes = 0usize;
     let mut failures = Vec::new();
+    // Whether a failure was the server's (no answer, 5xx after the retries) rather than a refusal
+    // of what the fleet holds: exit 3, not 2.
+    let mut unreachable = false;
     let mut order: Vec<_> = loaded.selection.iter().collect();
     order.sort_by_key(|id| (loaded.graph.wave(id), (*id).clone()));
+    // What apply would not run: suspended or remote Kustomizations, and (as its executor skips
+    // them) everything whose dependency or parent is one of those.
+    let mut skipped: std::collections::BTreeMap<&crate::model::KsId, String> = Default::default();
     for id in order {
         let n = &loaded.fleet.nodes[id];
         if let Some((reason, _)) = exclusions.excluded.get(id) {
@@ -127,16 +133,42 @@ pub async fn run_with(
             );
             continue;
         }
-        if n.spec.suspend || n.spec.kube_config.is_some() {
-            println!(
-                "{} Kustomization {id} skipped: {}",
-                paint.dim("►"),
-                if n.spec.suspend {
-                    "suspended"
-                } else {
-                    "remote cluster"
-                }
-            );
+        let why = if n.spec.suspend {
+            Some("suspended".to_string())
+        } else if n.spec.kube_config.is_some() {
+            Some("remote cluster".to_string())
+        } else {
+            let with_expr: BTreeSet<crate::model::KsId> = n
+                .spec
+                .depends_on
+                .iter()
+                .filter(|d| d.ready_expr.is_some())
+                .map(|d| {
+                    crate::model::KsId::new(
+                        d.namespace.as_deref().unwrap_or(&id.namespace),
+                        &d.name,
+                    )
+                })
+                .collect();
+            let blockers: Vec<String> = n
+                .spec
+                .dependencies(&id.namespace)
+                .into_iter()
+                .filter(|d| !with_expr.contains(d))
+                .chain(n.parent.clone())
+                .filter(|d| skipped.contains_key(d))
+                .map(|d| d.to_string())
+                .collect();
+            (!blockers.is_empty()).then(|| {
+                format!(
+                    "apply skips it: blocked by {} (not applied)",
+                    blockers.join(", ")
+                )
+            })
+        };
+        if let Some(why) = why {
+            println!("{} Kustomization {id} skipped: {why}", paint.dim("►"));
+            skipped.insert(id, why);
             continue;
         }
         println!("{} Kustomization {id}", paint.dim("►"));
@@ -164,10 +196,11 @@ pub async fn run_with(
                     }
                     print!("{}", masks.text(&text));
                 }
-                Err(e) => {
+                Err((e, server_failed)) => {
                     let e = masks.text(&e);
                     let subj = masks.text(&subject(o));
                     println!("  {} {subj} {e}", paint.bad("✗"));
+                    unreachable |= server_failed;
                     failures.push(format!("Kustomization {id} ({}): {e}", n.file));
                 }
             }
@@ -194,12 +227,13 @@ pub async fn run_with(
             Ok((mut objects, secrets)) => {
                 sort_for_apply(&mut objects);
                 for o in &objects {
+                    let no_vars = Masks::default();
                     match diff_one(
                         &cluster,
                         o,
                         false,
                         &namespaces_in_selection,
-                        show_secrets,
+                        (!show_secrets).then_some(&no_vars),
                         paint,
                     )
                     .await
@@ -215,12 +249,21 @@ pub async fn run_with(
                             };
                             print!("{text}");
                         }
-                        Err(e) => failures.push(format!("{} ({}): {e}", r.id.label(), r.file)),
+                        Err((e, server_failed)) => {
+                            unreachable |= server_failed;
+                            failures.push(format!("{} ({}): {e}", r.id.label(), r.file))
+                        }
                     }
                 }
             }
             Err(e) => failures.push(format!("{} ({}): {e}", r.id.label(), r.file)),
         }
+    }
+    if crate::interrupt::interrupted() {
+        return Err(AppError::Interrupted);
+    }
+    if unreachable {
+        return Err(AppError::Cluster(failures.join("\n")));
     }
     if !failures.is_empty() {
         return Err(AppError::Invalid(failures));
@@ -319,7 +362,7 @@ async fn diff_one(
     namespaces: &BTreeSet<String>,
     masks: Option<&Masks>,
     paint: Paint,
-) -> Result<(bool, String), String> {
+) -> Result<(bool, String), (String, bool)> {
     let (api, kind, ns, _) = object_meta(o);
     let subj = subject(o);
     if cluster.kind(api, kind).is_none() {
@@ -331,7 +374,10 @@ async fn diff_one(
             ),
         ));
     }
-    let live = cluster.get(o).await.map_err(|e| e.to_string())?;
+    let live = cluster
+        .get(o)
+        .await
+        .map_err(|e| (e.to_string(), e.is_unreachable()))?;
     let dry = match cluster.apply(o, true).await {
         Ok(d) => d,
         Err(e) if live.is_none() && e.code() == Some(404) && namespaces.contains(ns) => {
@@ -354,7 +400,7 @@ async fn diff_one(
                 ),
             ));
         }
-        Err(e) => return Err(format!("dry-run failed: {e}")),
+        Err(e) => return Err((format!("dry-run failed: {e}"), e.is_unreachable())),
     };
     let Some(live) = live else {
         return Ok((true, format!("  {} {subj} created\n", paint.ok("+"))));

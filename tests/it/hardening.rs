@@ -826,3 +826,49 @@ fn an_api_server_that_dies_mid_apply_is_reported_as_gone_with_what_is_unrecorded
         "{reason}\n{run}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// D7: diff covers what apply would do. D11: a failing server is exit 3, not invalid input.
+
+fn demo(cluster: &Cluster, subcommand: &str, args: &[&str]) -> Run {
+    let out = flux_order()
+        .current_dir(repo_root())
+        .arg(subcommand)
+        .arg("examples/fleet/clusters/demo")
+        .arg("--kubeconfig")
+        .arg(cluster.kubeconfig())
+        .args(args)
+        .timeout(Duration::from_secs(120))
+        .output()
+        .expect("run");
+    Run::from_output(&out)
+}
+
+#[test]
+fn diff_right_after_a_complete_apply_of_the_example_fleet_finds_no_change() {
+    let cluster = Cluster::start();
+    let apply = demo(&cluster, "apply", &["-o", "json"]);
+    assert_eq!(apply.outcome("flux-system/reporting"), "skipped", "{apply}");
+    let diff = demo(&cluster, "diff", &[]);
+    diff.expect_code(0);
+    assert!(
+        diff.stdout
+            .contains("Kustomization flux-system/reporting skipped")
+            && diff.stdout.contains("blocked by flux-system/db-migrations"),
+        "{diff}"
+    );
+    assert!(
+        cluster.writes().len() > 0 && !diff.stdout.contains(" created"),
+        "{diff}"
+    );
+}
+
+#[test]
+fn diff_against_a_failing_server_exits_3() {
+    let cluster = Cluster::start();
+    cluster.inject(Fault::status(Matcher::verb(Verb::Apply).dry_run(true), 500));
+    let f = one_config_map();
+    let run = f.diff(&cluster, &["--request-timeout", "5s"]);
+    run.expect_code(3);
+    assert!(run.stderr.contains("injected fault: HTTP 500"), "{run}");
+}
