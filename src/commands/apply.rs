@@ -53,6 +53,7 @@ pub async fn connect_and_load(
     // Credentials of sources (secretRef) the fleet does not hold are read from the cluster.
     settings.load.fetch.cluster = Some(crate::sources::SecretSource(cluster.clone()));
     let loaded = super::load_fleet(settings).await?;
+    super::refuse_empty(&loaded, &settings.load.path)?;
     let loaded = with_cluster_vars(settings, &cluster, loaded).await?;
     Ok((cluster, loaded))
 }

@@ -37,8 +37,17 @@ pub async fn run(args: &BuildArgs) -> Result<(), AppError> {
         return build_release(rel, &loaded, &settings, args.show_secrets).await;
     }
     let node = loaded.fleet.nodes.get(&id).ok_or_else(|| {
+        let known: Vec<String> = loaded.fleet.nodes.keys().map(|k| k.to_string()).collect();
+        let hint = match known.len() {
+            0 => " (it has no Kustomization)".to_string(),
+            n if n <= 12 => format!(" (it has: {})", known.join(", ")),
+            n => format!(
+                " (it has {n} Kustomizations: {}, …)",
+                known[..12].join(", ")
+            ),
+        };
         anyhow!(
-            "Kustomization {id} not found in {}",
+            "--name {id}: no such Kustomization in {}{hint}",
             args.fleet.path.display()
         )
     })?;

@@ -333,6 +333,18 @@ async fn helm_report(
     rep
 }
 
+/// An error for commands that act on a cluster when PATH holds nothing to apply (plan and graph
+/// only warn): an empty or mistyped cluster directory must not pass as a successful rollout.
+pub fn refuse_empty(loaded: &Loaded, path: &std::path::Path) -> Result<(), AppError> {
+    if loaded.fleet.nodes.is_empty() && loaded.releases.is_empty() {
+        return Err(AppError::Invalid(vec![format!(
+            "{}: no Flux Kustomization found: nothing to apply (is this a cluster directory such as clusters/production?)",
+            path.display()
+        )]));
+    }
+    Ok(())
+}
+
 /// Prints warnings to stderr, one per line.
 pub fn print_warnings(fleet: &Fleet) {
     for w in &fleet.warnings {

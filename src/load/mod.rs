@@ -366,6 +366,12 @@ pub async fn load(opts: &LoadOptions, builder: &Builder) -> Result<Fleet, Vec<Lo
             .cloned()
             .collect()
     };
+    if loader.nodes.is_empty() {
+        loader.warnings.push(format!(
+            "no Flux Kustomization found under {}: the plan is empty",
+            display_path(&path)
+        ));
+    }
     if !unowned.is_empty() {
         loader.warnings.push(format!(
             "{} object(s) directly under {} belong to no Kustomization (Flux's bootstrap Kustomization would apply them): not applied",
@@ -562,6 +568,26 @@ impl Loader<'_> {
         }
         let id = KsId::new(ns, name);
         let spec_value = f.object.get("spec").cloned().unwrap_or(Value::Null);
+        // The API server drops fields its schema does not have, with a warning: so does this.
+        for (field, close) in crate::model::unknown_fields(&spec_value) {
+            let hint = close
+                .map(|c| {
+                    format!(
+                        "; did you mean {}?",
+                        field
+                            .rsplit_once('.')
+                            .map_or(c.to_string(), |(p, _)| format!("{p}.{c}"))
+                    )
+                })
+                .unwrap_or_default();
+            let warning = format!(
+                "{}: Kustomization {shown_id}: unknown field \"{field}\" (ignored, as the API server drops it{hint})",
+                f.file
+            );
+            if !self.warnings.contains(&warning) {
+                self.warnings.push(warning);
+            }
+        }
         let version = api.rsplit('/').next().unwrap_or("");
         let parsed = match version {
             "v1" | "v1beta2" => {
@@ -1010,11 +1036,24 @@ impl Loader<'_> {
     }
 
     /// ConfigMaps and Secrets substituteFrom can read: the cluster's (when connected), overridden
-    /// by the fleet's own (which the rollout applies before any dependent runs).
+    /// by those the rollout itself applies (before any dependent runs). An object flux-order will
+    /// not apply — in a suspended Kustomization, or directly under PATH with no Kustomization
+    /// applying it — is not read from the fleet: Flux would read the cluster.
     fn var_index(&self) -> VarIndex {
         let mut index = self.opts.cluster_vars.clone().unwrap_or_default();
-        index.add(&self.root_objects);
-        for n in self.nodes.values() {
+        // Suspended, or applied by a suspended parent (at any height): never applied.
+        let applied = |n: &Node| {
+            let mut cur = Some(n);
+            for _ in 0..=self.nodes.len() {
+                match cur {
+                    None => return true,
+                    Some(c) if c.spec.suspend => return false,
+                    Some(c) => cur = c.parent.as_ref().and_then(|p| self.nodes.get(p)),
+                }
+            }
+            true
+        };
+        for n in self.nodes.values().filter(|n| applied(n)) {
             index.add(&n.objects);
         }
         index

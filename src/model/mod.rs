@@ -376,6 +376,126 @@ impl KustomizationSpec {
     }
 }
 
+/// The fields of a Flux Kustomization (kustomize.toolkit.fluxcd.io/v1) below `spec`, as the CRD's
+/// schema has them: `(path, fields)`, where a path names an object (`spec.sourceRef`) or the
+/// items of a list (`spec.dependsOn[]`). Objects whose keys are free (`postBuild.substitute`,
+/// labels, patch targets' selectors) are not listed, so nothing below them is checked.
+const SCHEMA: &[(&str, &[&str])] = &[
+    (
+        "spec",
+        &[
+            "commonMetadata",
+            "components",
+            "decryption",
+            "deletionPolicy",
+            "dependsOn",
+            "force",
+            "healthCheckExprs",
+            "healthChecks",
+            "ignore",
+            "ignoreMissingComponents",
+            "images",
+            "interval",
+            "kubeConfig",
+            "namePrefix",
+            "nameSuffix",
+            "patches",
+            "path",
+            "postBuild",
+            "prune",
+            "retryInterval",
+            "serviceAccountName",
+            "sourceRef",
+            "suspend",
+            "targetNamespace",
+            "timeout",
+            "wait",
+            "buildMetadata",
+        ],
+    ),
+    (
+        "spec.sourceRef",
+        &["apiVersion", "kind", "name", "namespace"],
+    ),
+    ("spec.dependsOn[]", &["name", "namespace", "readyExpr"]),
+    (
+        "spec.healthChecks[]",
+        &["apiVersion", "kind", "name", "namespace"],
+    ),
+    (
+        "spec.healthCheckExprs[]",
+        &["apiVersion", "kind", "current", "inProgress", "failed"],
+    ),
+    ("spec.images[]", &["name", "newName", "newTag", "digest"]),
+    ("spec.patches[]", &["patch", "target"]),
+    (
+        "spec.patches[].target",
+        &[
+            "group",
+            "version",
+            "kind",
+            "name",
+            "namespace",
+            "labelSelector",
+            "annotationSelector",
+        ],
+    ),
+    (
+        "spec.postBuild",
+        &["substitute", "substituteFrom", "substituteStrategy"],
+    ),
+    (
+        "spec.postBuild.substituteFrom[]",
+        &["kind", "name", "optional"],
+    ),
+    ("spec.commonMetadata", &["labels", "annotations"]),
+    (
+        "spec.decryption",
+        &["provider", "secretRef", "serviceAccountName"],
+    ),
+    ("spec.decryption.secretRef", &["name"]),
+    ("spec.kubeConfig", &["secretRef", "configMapRef"]),
+    ("spec.kubeConfig.secretRef", &["name", "key"]),
+    ("spec.kubeConfig.configMapRef", &["name"]),
+    ("spec.ignore[]", &["paths", "target"]),
+];
+
+/// Fields of `spec` the CRD does not define, as `spec.x.y` paths each with the known field of
+/// the same name in another case, if any (`dependson` → `dependsOn`). The API server drops such
+/// fields with a warning; flux-order warns as it does.
+pub fn unknown_fields(spec: &Value) -> Vec<(String, Option<&'static str>)> {
+    fn walk(v: &Value, path: &str, shown: &str, out: &mut Vec<(String, Option<&'static str>)>) {
+        match v {
+            Value::Array(items) => {
+                let item_path = format!("{path}[]");
+                if SCHEMA.iter().any(|(p, _)| *p == item_path) {
+                    for (i, x) in items.iter().enumerate() {
+                        walk(x, &item_path, &format!("{shown}[{i}]"), out);
+                    }
+                }
+            }
+            Value::Object(m) => {
+                let Some((_, known)) = SCHEMA.iter().find(|(p, _)| *p == path) else {
+                    return;
+                };
+                for (k, x) in m {
+                    let field = format!("{shown}.{k}");
+                    if known.contains(&k.as_str()) {
+                        walk(x, &format!("{path}.{k}"), &field, out);
+                    } else {
+                        let close = known.iter().copied().find(|f| f.eq_ignore_ascii_case(k));
+                        out.push((field, close));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(spec, "spec", "spec", &mut out);
+    out
+}
+
 /// Why `name` cannot name a Flux Kustomization, if it cannot: it must be a lowercase RFC 1123
 /// subdomain (as the API server checks every object name), and at most 63 characters, because
 /// Flux's owner label `kustomize.toolkit.fluxcd.io/name` carries it on every applied object (and
@@ -523,6 +643,32 @@ mod tests {
         );
         assert_eq!(invalid_namespace("flux-system"), None);
         assert!(invalid_namespace("flux.system").is_some());
+    }
+
+    #[test]
+    fn unknown_spec_fields_are_found_at_any_depth() {
+        let spec = serde_json::json!({
+            "interval": "1m", "dependson": [{"name": "x"}],
+            "dependsOn": [{"name": "a", "namespce": "b"}],
+            "postBuild": {"substitute": {"anything": "goes"}, "substitutefrom": []},
+            "patches": [{"patch": "p", "target": {"kind": "X", "labelselector": "a=b"}}],
+        });
+        let found: Vec<(String, Option<&str>)> = unknown_fields(&spec);
+        assert_eq!(
+            found,
+            vec![
+                ("spec.dependson".to_string(), Some("dependsOn")),
+                ("spec.dependsOn[0].namespce".to_string(), None),
+                (
+                    "spec.postBuild.substitutefrom".to_string(),
+                    Some("substituteFrom")
+                ),
+                (
+                    "spec.patches[0].target.labelselector".to_string(),
+                    Some("labelSelector")
+                ),
+            ]
+        );
     }
 
     #[test]

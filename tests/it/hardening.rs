@@ -872,3 +872,98 @@ fn diff_against_a_failing_server_exits_3() {
     run.expect_code(3);
     assert!(run.stderr.contains("injected fault: HTTP 500"), "{run}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// D15–D18
+
+#[test]
+fn an_unknown_spec_field_is_warned_about_as_the_api_server_would() {
+    let f = one(
+        "dependson:\n  - name: b\n",
+        &[("apps/a/cm.yaml", &config_map("default", "a", &[]))],
+    );
+    let out = f.cmd("plan").output().expect("plan");
+    let run = Run::from_output(&out);
+    run.expect_code(0);
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        all.contains("unknown field \"spec.dependson\"")
+            && all.contains("did you mean spec.dependsOn?"),
+        "{run}"
+    );
+}
+
+#[test]
+fn substitute_from_reads_the_cluster_for_objects_flux_order_does_not_apply() {
+    let cluster = Cluster::start();
+    cluster
+        .create(serde_json::from_str(&yaml_json(&namespace("flux-system"))).unwrap())
+        .expect("namespace");
+    for name in ["in-suspended", "unowned"] {
+        cluster
+            .apply(
+                serde_json::json!({
+                    "apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": name, "namespace": "flux-system"},
+                    "data": {name.replace('-', "_"): "from-cluster"},
+                }),
+                "test",
+            )
+            .expect("config map");
+    }
+    let f = one(
+        "postBuild:\n  substituteFrom:\n    - kind: ConfigMap\n      name: in-suspended\n    - kind: ConfigMap\n      name: unowned\n",
+        &[(
+            "apps/a/cm.yaml",
+            &config_map("default", "a-cfg", &[("x", "${in_suspended}"), ("y", "${unowned}")]),
+        )],
+    )
+    .file(
+        "clusters/c/vars.yaml",
+        &kustomization("vars", "./apps/vars", "suspend: true"),
+    )
+    .file(
+        "apps/vars/cm.yaml",
+        &config_map("flux-system", "in-suspended", &[("in_suspended", "from-fleet")]),
+    )
+    .file(
+        "clusters/c/unowned.yaml",
+        &config_map("flux-system", "unowned", &[("unowned", "from-fleet")]),
+    );
+    let run = f.apply(&cluster, &[]);
+    assert_eq!(run.outcome("a"), "ready", "{run}");
+    let cm = cluster
+        .get("v1", "ConfigMap", Some("default"), "a-cfg")
+        .expect("a-cfg");
+    assert_eq!(cm["data"]["x"], "from-cluster", "{}", pretty(&cm));
+    assert_eq!(cm["data"]["y"], "from-cluster", "{}", pretty(&cm));
+}
+
+#[test]
+fn an_empty_cluster_directory_is_warned_about_and_apply_refuses_it() {
+    let cluster = Cluster::start();
+    let f = Fleet::new().git().dir("clusters/c");
+    let out = f.cmd("plan").output().expect("plan");
+    let run = Run::from_output(&out);
+    run.expect_code(0);
+    assert!(
+        format!("{}{}", run.stdout, run.stderr).contains("no Flux Kustomization found"),
+        "{run}"
+    );
+    let run = f.run("apply", &cluster, &[]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("nothing to apply"), "{run}");
+    assert!(cluster.writes().is_empty(), "{}", cluster.log_text());
+}
+
+#[test]
+fn build_of_an_unknown_name_says_so_in_its_own_words() {
+    let f = one_config_map();
+    let stderr = f.fails("build", &["--name", "nope/x"]);
+    assert!(
+        stderr.contains("--name nope/x: no such Kustomization")
+            && stderr.contains("flux-system/a")
+            && !stderr.contains("--only"),
+        "{stderr}"
+    );
+}
