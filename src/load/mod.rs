@@ -1213,6 +1213,15 @@ impl Loader<'_> {
         let ids: Vec<KsId> = self.nodes.keys().cloned().collect();
         for id in ids {
             let n = &self.nodes[&id];
+            for m in &n.objects {
+                for (path, v) in crate::model::huge_integers(&m.object) {
+                    self.warnings.push(format!(
+                        "{}: Kustomization {id}: {} {path}: {v} is an integer beyond 64 bits, which kustomize and the API server keep only as a float (precision lost); quote it to keep it as text",
+                        n.file,
+                        crate::model::subject(&m.object)
+                    ));
+                }
+            }
             for m in &n.vars.missing {
                 if self.opts.strict && self.opts.cluster_vars.is_some() {
                     self.errors.push(LoadError::MissingVarSource {

@@ -496,6 +496,42 @@ pub fn unknown_fields(spec: &Value) -> Vec<(String, Option<&'static str>)> {
     out
 }
 
+/// Numbers of `obj` that are whole and beyond every 64-bit integer (`99999999999999999999` in
+/// the YAML): YAML readers, kustomize's and flux-order's alike, turn them into floats. As
+/// `(path, value)`, the path like `spec.replicas` or `spec.items[2]`.
+pub fn huge_integers(obj: &Value) -> Vec<(String, String)> {
+    fn walk(v: &Value, path: &str, out: &mut Vec<(String, String)>) {
+        match v {
+            Value::Number(n) if n.is_f64() => {
+                let f = n.as_f64().unwrap_or_default();
+                if f.is_finite() && f.fract() == 0.0 && (f > u64::MAX as f64 || f < i64::MIN as f64)
+                {
+                    out.push((path.to_string(), format!("{f:e}")));
+                }
+            }
+            Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    walk(x, &format!("{path}[{i}]"), out);
+                }
+            }
+            Value::Object(m) => {
+                for (k, x) in m {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    walk(x, &p, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(obj, "", &mut out);
+    out
+}
+
 /// Why `name` cannot name a Flux Kustomization, if it cannot: it must be a lowercase RFC 1123
 /// subdomain (as the API server checks every object name), and at most 63 characters, because
 /// Flux's owner label `kustomize.toolkit.fluxcd.io/name` carries it on every applied object (and

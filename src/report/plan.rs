@@ -126,8 +126,9 @@ pub struct KsReport {
     pub file: String,
     /// spec.path as written.
     pub path: String,
-    /// Directory built.
-    pub dir: String,
+    /// Directory built; null for an ExternalArtifact assembled from an ArtifactGenerator (its
+    /// temporary directory is gone once the command ends).
+    pub dir: Option<String>,
     /// `Kind/namespace/name` of the source.
     pub source: String,
     /// How the source maps to a directory (null: it could not be mapped).
@@ -232,7 +233,7 @@ fn ks_report(n: &Node, blocks: &Blocks) -> KsReport {
         id: n.id.to_string(),
         file: n.file.clone(),
         path: n.spec.path.clone().unwrap_or_default(),
-        dir: display_path(&n.dir()),
+        dir: (n.mapping != crate::load::Mapping::ArtifactGenerator).then(|| display_path(&n.dir())),
         source: n.source.to_string(),
         source_mapping: n.mapping.clone(),
         depends_on: n
@@ -512,10 +513,22 @@ pub fn render_text(p: &PlanReport) -> String {
             let path = if k.path.is_empty() { "./" } else { &k.path };
             // The directory only when it is not just the path as written (emulated artifacts,
             // --source mappings, sources outside the current directory).
-            if k.dir.trim_end_matches('/') == path.trim_start_matches("./").trim_end_matches('/') {
-                let _ = writeln!(s, "      path       {path}");
-            } else {
-                let _ = writeln!(s, "      path       {path} ({})", k.dir);
+            match &k.dir {
+                None => {
+                    let _ = writeln!(
+                        s,
+                        "      path       {path} (in the artifact the fleet's ArtifactGenerator assembles)"
+                    );
+                }
+                Some(dir)
+                    if dir.trim_end_matches('/')
+                        == path.trim_start_matches("./").trim_end_matches('/') =>
+                {
+                    let _ = writeln!(s, "      path       {path}");
+                }
+                Some(dir) => {
+                    let _ = writeln!(s, "      path       {path} ({dir})");
+                }
             }
             let _ = writeln!(s, "      source     {}", k.source);
             if !k.depends_on.is_empty() {

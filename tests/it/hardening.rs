@@ -967,3 +967,40 @@ fn build_of_an_unknown_name_says_so_in_its_own_words() {
         "{stderr}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// D19: integers beyond 64 bits; plan's dir of an emulated ExternalArtifact.
+
+#[test]
+fn an_integer_beyond_64_bits_is_warned_about_not_silently_turned_into_a_float() {
+    let f = one(
+        "",
+        &[(
+            "apps/a/w.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  namespace: default\n  annotations:\n    big: \"1\"\nspec:\n  big: 99999999999999999999\n  max: 18446744073709551615\n",
+        )],
+    );
+    let plan = f.plan(&[]);
+    let warnings = plan["warnings"].to_string();
+    assert!(
+        warnings.contains("spec.big: 1e20 is an integer beyond 64 bits")
+            && !warnings.contains("spec.max"),
+        "{warnings}"
+    );
+}
+
+#[test]
+fn plan_never_points_at_a_temporary_directory_gone_when_it_exits() {
+    let generator = "apiVersion: source.extensions.fluxcd.io/v1beta1\nkind: ArtifactGenerator\nmetadata:\n  name: gen\n  namespace: flux-system\nspec:\n  sources:\n    - alias: repo\n      kind: GitRepository\n      name: flux-system\n  artifacts:\n    - name: apps\n      copy:\n        - from: \"@repo/apps/**\"\n          to: \"@artifact/\"\n";
+    let ks = "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: a\n  namespace: flux-system\nspec:\n  interval: 10m\n  prune: true\n  sourceRef:\n    kind: ExternalArtifact\n    name: apps\n  path: ./a\n";
+    let f = Fleet::new()
+        .git()
+        .file("clusters/c/gen.yaml", generator)
+        .file("clusters/c/a.yaml", ks)
+        .file("apps/a/cm.yaml", &config_map("default", "a", &[]));
+    let plan = f.plan(&[]);
+    let k = plan_entry(&plan, "flux-system/a");
+    assert_eq!(k["sourceMapping"], "artifact-generator", "{}", pretty(k));
+    assert!(k["dir"].is_null(), "{}", pretty(k));
+    assert_eq!(k["objectCount"], 1);
+}
