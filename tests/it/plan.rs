@@ -57,7 +57,12 @@ fn strings(v: &Value) -> Vec<String> {
 
 #[test]
 fn kustomize_helm_example_orders_controllers_configs_apps_on_every_cluster() {
-    let repo = corpora().join("flux2-kustomize-helm-example");
+    let Some(corpora) =
+        corpora("kustomize_helm_example_orders_controllers_configs_apps_on_every_cluster")
+    else {
+        return;
+    };
+    let repo = corpora.join("flux2-kustomize-helm-example");
     for cluster in ["production", "staging"] {
         let out = flux_order()
             .arg("plan")
@@ -178,7 +183,12 @@ fn tenancy_sources(cluster: &str) -> TenancySources {
 
 #[test]
 fn multi_tenancy_orders_kyverno_policies_tenants_then_the_tenant_on_every_cluster() {
-    let repo = corpora().join("flux2-multi-tenancy");
+    let Some(corpora) =
+        corpora("multi_tenancy_orders_kyverno_policies_tenants_then_the_tenant_on_every_cluster")
+    else {
+        return;
+    };
+    let repo = corpora.join("flux2-multi-tenancy");
     for cluster in ["production", "staging"] {
         let s = tenancy_sources(cluster);
         let out = flux_order()
@@ -241,7 +251,12 @@ fn multi_tenancy_orders_kyverno_policies_tenants_then_the_tenant_on_every_cluste
 
 #[test]
 fn multi_tenancy_without_its_sources_is_planned_with_the_flags_to_add_and_the_files() {
-    let repo = corpora().join("flux2-multi-tenancy");
+    let Some(corpora) = corpora(
+        "multi_tenancy_without_its_sources_is_planned_with_the_flags_to_add_and_the_files",
+    ) else {
+        return;
+    };
+    let repo = corpora.join("flux2-multi-tenancy");
     // --offline with an empty cache: the same answer with or without network access.
     let cache = tempfile::tempdir().expect("tmp");
     for cluster in ["production", "staging"] {
