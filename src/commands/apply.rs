@@ -487,7 +487,7 @@ pub async fn run(args: &ApplyArgs) -> Result<(), AppError> {
                         serde_json::json!({"event": "pruned-kustomization", "message": msg})
                     )
                 }
-                Ok(msg) => eprintln!("{msg}"),
+                Ok(msg) => println!("{msg}"),
                 Err(e) => orphan_errors.push(e),
             }
         }
@@ -496,7 +496,8 @@ pub async fn run(args: &ApplyArgs) -> Result<(), AppError> {
         let summary = serde_json::json!({"event": "summary", "results": results, "retries": cluster.retries()});
         println!("{summary}");
     } else {
-        eprint!("{}", summary::table(&results, cluster.retries(), paint));
+        // Results on stdout, progress and diagnostics on stderr, as kubectl does.
+        print!("{}", summary::table(&results, cluster.retries(), paint));
     }
     if cancel.is_cancelled() {
         return Err(AppError::Interrupted);

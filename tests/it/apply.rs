@@ -670,12 +670,17 @@ fn non_tty_text_output_is_timestamped_lines_and_a_summary_table() {
         );
     let run = f.run("apply", &cluster, &[]);
     run.expect_code(0);
-    assert!(run.stdout.is_empty(), "text progress goes to stderr\n{run}");
-    let table = run
-        .stderr
-        .find("KUSTOMIZATION")
-        .unwrap_or_else(|| panic!("no summary table\n{run}"));
-    let (progress, summary) = run.stderr.split_at(table);
+    // Results (the summary) on stdout, progress on stderr, as kubectl does: `apply > log`
+    // keeps the summary.
+    assert!(
+        !run.stderr.contains("KUSTOMIZATION"),
+        "the summary goes to stdout\n{run}"
+    );
+    assert!(
+        run.stdout.trim_start().starts_with("KUSTOMIZATION"),
+        "only the summary on stdout\n{run}"
+    );
+    let (progress, summary) = (run.stderr.as_str(), run.stdout.as_str());
     let lines: Vec<&str> = progress.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(lines.len() >= 4, "{run}");
     for l in &lines {

@@ -1004,3 +1004,19 @@ fn plan_never_points_at_a_temporary_directory_gone_when_it_exits() {
     assert!(k["dir"].is_null(), "{}", pretty(k));
     assert_eq!(k["objectCount"], 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// N4: results on stdout, progress on stderr.
+
+#[test]
+fn apply_redirected_to_a_file_keeps_the_summary() {
+    let cluster = Cluster::start();
+    let f = one_config_map();
+    let run = f.run("apply", &cluster, &[]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains("KUSTOMIZATION") && run.stdout.contains("flux-system/a"),
+        "{run}"
+    );
+    assert!(run.stderr.contains("rollout of 1 Kustomizations"), "{run}");
+}

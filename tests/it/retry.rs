@@ -94,7 +94,7 @@ fn text_output_says_retrying_and_the_summary_counts_attempts() {
             && l.contains("a-flaky")),
         "{run}"
     );
-    let table = &run.stderr[run.stderr.find("KUSTOMIZATION").expect("summary")..];
+    let table = &run.stdout[run.stdout.find("KUSTOMIZATION").expect("summary")..];
     let header: Vec<&str> = table
         .lines()
         .next()
