@@ -1020,3 +1020,75 @@ fn apply_redirected_to_a_file_keeps_the_summary() {
     );
     assert!(run.stderr.contains("rollout of 1 Kustomizations"), "{run}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The standalone test API server: --fault rules and --request-log FILE.
+
+/// `target/debug/examples/test-apiserver`, built by `cargo test` beside this test binary.
+fn standalone_server() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    dir.join("examples/test-apiserver")
+}
+
+#[test]
+fn the_standalone_test_api_server_injects_faults_and_writes_its_request_log() {
+    let bin = standalone_server();
+    assert!(bin.is_file(), "{} not built", bin.display());
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kc.yaml");
+    let log = dir.path().join("requests.jsonl");
+    let mut server = std::process::Command::new(&bin)
+        .args(["--port", "0", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .args(["--fault", "verb=apply,name=a-cfg,status=500,first=2"])
+        .arg("--request-log")
+        .arg(&log)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the test API server");
+    wait_for("the kubeconfig", Duration::from_secs(30), || {
+        kubeconfig.is_file()
+    });
+    let f = one_config_map();
+    let out = f
+        .cmd("apply")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .timeout(Duration::from_secs(60))
+        .output()
+        .expect("apply");
+    let run = Run::from_output(&out);
+    run.expect_code(0);
+    wait_for(
+        "the inventory write in the request log",
+        Duration::from_secs(10),
+        || std::fs::read_to_string(&log).is_ok_and(|t| t.contains("\"name\":\"flux-order-a\"")),
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let faults: Vec<&serde_json::Value> = lines.iter().filter(|l| l["fault"] == true).collect();
+    assert_eq!(faults.len(), 2, "{}", pretty(&lines));
+    assert!(
+        faults
+            .iter()
+            .all(|l| l["status"] == 500 && l["verb"] == "apply" && l["name"] == "a-cfg"),
+        "{}",
+        pretty(&faults)
+    );
+    assert!(
+        lines.iter().any(|l| l["verb"] == "apply"
+            && l["name"] == "a-cfg"
+            && l["status"]
+                .as_u64()
+                .is_some_and(|s| (200..300).contains(&s))),
+        "the third attempt went through: {}",
+        pretty(&lines)
+    );
+}

@@ -177,6 +177,104 @@ impl Fault {
     }
 }
 
+impl std::str::FromStr for Fault {
+    type Err = String;
+
+    /// A fault rule as the standalone server's `--fault` takes it: comma-separated `key=value`
+    /// pairs (and the bare word `drop`).
+    ///
+    /// - which requests: `method`, `verb` (`get`, `list`, `watch`, `create`, `update`, `patch`,
+    ///   `apply`, `delete`, `deletecollection`, `nonresource`), `resource` (plural or kind),
+    ///   `group`, `namespace`, `name` (substring), `path` (substring), `dry-run` (`true`/`false`);
+    /// - what: `status=CODE` (with `retry-after=SECONDS`), `drop`, or `latency=DURATION`;
+    /// - when (default every time): `nth=N`, `first=K`, or `fraction=P` (with `seed=S`).
+    ///
+    /// E.g. `verb=apply,name=web,status=503,retry-after=2,first=3` or `path=/version,drop,nth=1`.
+    fn from_str(rule: &str) -> Result<Fault, String> {
+        let mut m = Matcher::any();
+        let mut action = None;
+        let mut retry_after = None;
+        let mut trigger = Trigger::Always;
+        let mut seed = 1;
+        for part in rule.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').unwrap_or((part, ""));
+            let num = |what: &str| {
+                v.parse::<u64>()
+                    .map_err(|_| format!("{what}={v}: expected a whole number"))
+            };
+            match k {
+                "method" => m.method = Some(v.to_uppercase()),
+                "verb" => {
+                    m.verb = Some(match v {
+                        "get" => Verb::Get,
+                        "list" => Verb::List,
+                        "watch" => Verb::Watch,
+                        "create" => Verb::Create,
+                        "update" => Verb::Update,
+                        "patch" => Verb::Patch,
+                        "apply" => Verb::Apply,
+                        "delete" => Verb::Delete,
+                        "deletecollection" => Verb::DeleteCollection,
+                        "nonresource" => Verb::NonResource,
+                        _ => return Err(format!("verb={v}: unknown verb")),
+                    })
+                }
+                "resource" => m.resource = Some(v.into()),
+                "group" => m.group = Some(v.into()),
+                "namespace" => m.namespace = Some(v.into()),
+                "name" => m.name_contains = Some(v.into()),
+                "path" => m.path_contains = Some(v.into()),
+                "dry-run" => {
+                    m.dry_run = Some(
+                        v.parse()
+                            .map_err(|_| format!("dry-run={v}: expected true or false"))?,
+                    )
+                }
+                "status" => action = Some(("status", num("status")?)),
+                "retry-after" => retry_after = Some(num("retry-after")?),
+                "drop" => action = Some(("drop", 0)),
+                "latency" => {
+                    let d = crate::controllers::parse_duration(v)
+                        .ok_or_else(|| format!("latency={v}: expected a duration such as 2s"))?;
+                    action = Some(("latency", d.as_millis() as u64))
+                }
+                "nth" => trigger = Trigger::Nth(num("nth")?),
+                "first" => trigger = Trigger::First(num("first")?),
+                "fraction" => {
+                    let p: f64 = v
+                        .parse()
+                        .map_err(|_| format!("fraction={v}: expected a number in 0..1"))?;
+                    trigger = Trigger::Fraction { p, seed: 0 }
+                }
+                "seed" => seed = num("seed")?,
+                _ => return Err(format!("{part}: unknown key {k}")),
+            }
+        }
+        if let Trigger::Fraction { p, .. } = trigger {
+            trigger = Trigger::Fraction { p, seed };
+        }
+        let action = match action {
+            Some(("status", code)) => FaultAction::Status {
+                code: u16::try_from(code)
+                    .map_err(|_| format!("status={code}: not an HTTP code"))?,
+                retry_after,
+            },
+            Some(("drop", _)) => FaultAction::Drop,
+            Some((_, ms)) => FaultAction::Latency(Duration::from_millis(ms)),
+            None => {
+                return Err(format!(
+                    "{rule}: says no action (status=CODE, drop or latency=DURATION)"
+                ));
+            }
+        };
+        Ok(Fault {
+            matcher: m,
+            trigger,
+            action,
+        })
+    }
+}
+
 /// Handle of an injected fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FaultId(pub u64);
@@ -244,5 +342,44 @@ impl Faults {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_parse_into_faults() {
+        let f: Fault = "verb=apply,name=web,status=503,retry-after=2,first=3"
+            .parse()
+            .unwrap();
+        assert_eq!(f.matcher.verb, Some(Verb::Apply));
+        assert_eq!(f.matcher.name_contains.as_deref(), Some("web"));
+        assert!(matches!(
+            f.action,
+            FaultAction::Status {
+                code: 503,
+                retry_after: Some(2)
+            }
+        ));
+        assert!(matches!(f.trigger, Trigger::First(3)));
+        let f: Fault = "path=/version,drop,nth=1".parse().unwrap();
+        assert!(matches!(f.action, FaultAction::Drop));
+        assert!(matches!(f.trigger, Trigger::Nth(1)));
+        let f: Fault = "dry-run=true,latency=1h,fraction=0.5,seed=7"
+            .parse()
+            .unwrap();
+        assert_eq!(f.matcher.dry_run, Some(true));
+        assert!(matches!(f.action, FaultAction::Latency(d) if d == Duration::from_secs(3600)));
+        assert!(matches!(f.trigger, Trigger::Fraction { seed: 7, .. }));
+        for bad in [
+            "verb=apply",
+            "verb=poke,drop",
+            "status=abc",
+            "colour=red,drop",
+        ] {
+            assert!(bad.parse::<Fault>().is_err(), "{bad}");
+        }
     }
 }

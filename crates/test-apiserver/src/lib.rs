@@ -690,18 +690,32 @@ impl Drop for TestServer {
     }
 }
 
+/// Usage of the standalone server.
+pub const STANDALONE_USAGE: &str = "test-apiserver [--port N] [--kubeconfig FILE] [--default-ready-after DUR] [--crd-establish-delay DUR] [--controller-delay DUR] [--finalizer-delay DUR] [--fault RULE]... [--request-log FILE]
+
+  --kubeconfig FILE    written (atomically) once the server listens: wait for it to exist
+  --fault RULE         inject a fault, e.g. verb=apply,name=web,status=503,retry-after=2,first=3
+                       (keys: method verb resource group namespace name path dry-run;
+                       status=CODE [retry-after=S] | drop | latency=DUR; nth=N | first=K |
+                       fraction=P [seed=S])
+  --request-log FILE   append one JSON line per request (Kubernetes verb, object, status, fault)
+Stop it with Ctrl-C or kill.";
+
 /// Entry point of `cargo run --example test-apiserver -- [--port N] [--kubeconfig FILE]
 /// [--default-ready-after DUR] [--crd-establish-delay DUR] [--controller-delay DUR]
-/// [--finalizer-delay DUR]`: prints
-/// `listening on http://127.0.0.1:PORT` and serves until killed.
+/// [--finalizer-delay DUR] [--fault RULE]... [--request-log FILE]`: prints `listening on
+/// http://127.0.0.1:PORT`, writes the kubeconfig (atomically, so a script can wait for the file)
+/// and serves until killed.
 pub fn standalone_main() -> anyhow::Result<()> {
     let mut opts = ServerOptions::default();
     let mut kubeconfig: Option<String> = None;
+    let mut faults: Vec<Fault> = Vec::new();
+    let mut request_log: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) => (f.to_string(), Some(v.to_string())),
-            None => (a.clone(), None),
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (a.clone(), None),
         };
         let mut value = || -> anyhow::Result<String> {
             match &inline {
@@ -732,25 +746,57 @@ pub fn standalone_main() -> anyhow::Result<()> {
                 opts.finalizer_delay =
                     parse_duration(&v).ok_or_else(|| anyhow!("bad duration {v}"))?
             }
+            "--fault" => {
+                let v = value()?;
+                faults.push(v.parse().map_err(|e| anyhow!("--fault {v}: {e}"))?);
+            }
+            "--request-log" => request_log = Some(value()?),
             "-h" | "--help" => {
-                println!(
-                    "test-apiserver [--port N] [--kubeconfig FILE] [--default-ready-after DUR] [--crd-establish-delay DUR] [--controller-delay DUR] [--finalizer-delay DUR]"
-                );
+                println!("{STANDALONE_USAGE}");
                 return Ok(());
             }
-            other => bail!("unknown argument {other}"),
+            other => bail!("unknown argument {other}\n{STANDALONE_USAGE}"),
         }
     }
     let server = TestServer::try_start(opts)?;
-    if let Some(k) = kubeconfig {
-        server
-            .write_kubeconfig(&k)
-            .with_context(|| format!("write {k}"))?;
+    for f in faults {
+        server.inject(f);
     }
+    let mut log_file = match &request_log {
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("--request-log {p}"))?,
+        ),
+        None => None,
+    };
     println!("listening on {}", server.url());
+    if let Some(k) = kubeconfig {
+        // Written once the server listens, and atomically: a script waits for the file.
+        let tmp = format!("{k}.tmp-{}", std::process::id());
+        server
+            .write_kubeconfig(&tmp)
+            .and_then(|_| std::fs::rename(&tmp, &k))
+            .with_context(|| format!("write {k}"))?;
+        println!("kubeconfig written to {k}");
+    }
     use std::io::Write as _;
     std::io::stdout().flush()?;
+    let mut written = std::collections::HashSet::new();
     loop {
-        std::thread::park();
+        match log_file.as_mut() {
+            Some(file) => {
+                for r in server.requests() {
+                    if written.insert(r.seq) {
+                        writeln!(file, "{}", r.to_json())?;
+                    }
+                }
+                file.flush()?;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            None => std::thread::park(),
+        }
     }
 }

@@ -117,6 +117,34 @@ pub struct RequestLog {
 }
 
 impl RequestLog {
+    /// One JSON object (a line of the standalone server's `--request-log`).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "seq": self.seq,
+            "sinceStartMs": self.since_start.as_millis() as u64,
+            "durationMs": self.duration.as_millis() as u64,
+            "method": self.method,
+            "verb": self.verb.as_str(),
+            "path": self.path,
+            "query": self.query,
+            "group": self.group,
+            "version": self.version,
+            "resource": self.resource,
+            "subresource": self.subresource,
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "name": self.name,
+            "fieldManager": self.field_manager,
+            "dryRun": self.dry_run,
+            "force": self.force,
+            "labelSelector": self.label_selector,
+            "contentType": self.content_type,
+            "userAgent": self.user_agent,
+            "status": self.status,
+            "fault": self.fault,
+        })
+    }
+
     /// Successful (2xx) non-dry-run write.
     pub fn is_effective_write(&self) -> bool {
         self.verb.is_write() && !self.dry_run && (200..300).contains(&self.status)
