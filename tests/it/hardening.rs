@@ -849,6 +849,21 @@ fn diff_right_after_a_complete_apply_of_the_example_fleet_finds_no_change() {
     let cluster = Cluster::start();
     let apply = demo(&cluster, "apply", &["-o", "json"]);
     assert_eq!(apply.outcome("flux-system/reporting"), "skipped", "{apply}");
+    // N3: the README's quick start says exactly this about the demo's apply.
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    apply.expect_code(1);
+    assert!(
+        apply.stderr.contains("error: 1 Kustomization(s) not ready"),
+        "{apply}"
+    );
+    for promise in [
+        "The demo's `apply` ends with exit code 1",
+        "error: 1 Kustomization(s) not ready",
+        "while [ ! -s /tmp/kc.yaml ]",
+        "kill $server",
+    ] {
+        assert!(readme.contains(promise), "README lacks {promise:?}");
+    }
     let diff = demo(&cluster, "diff", &[]);
     diff.expect_code(0);
     assert!(
