@@ -197,6 +197,9 @@ pub struct Fleet {
     _tmp: crate::interrupt::TempTree,
 }
 
+/// A build post-built with its Secret-backed variables masked: (payload, Flux objects).
+pub type MaskedBuild = (Vec<Manifest>, Vec<Manifest>);
+
 /// One Kustomization of the fleet.
 #[derive(Debug, Clone)]
 pub struct Node {
@@ -244,7 +247,7 @@ impl Node {
     /// Every object of the build (payload, then Flux objects) post-built again with its
     /// Secret-backed variables masked, in the order of [`Node::objects`] then
     /// [`Node::flux_objects`]; None when no variable comes from a Secret.
-    pub fn masked_build(&self) -> Option<Result<(Vec<Manifest>, Vec<Manifest>), PostBuildError>> {
+    pub fn masked_build(&self) -> Option<Result<MaskedBuild, PostBuildError>> {
         let raw = self.raw.as_ref().filter(|_| !self.vars.secret.is_empty())?;
         let masked = self.vars.masked();
         let dir = self.dir();

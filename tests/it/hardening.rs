@@ -167,9 +167,6 @@ fn files_of_the_repo_outside_the_path_still_build() {
     assert_eq!(objects[0]["data"]["settings.txt"], "hello\n");
 }
 
-#[allow(dead_code)]
-fn _uses(_: Instant, _: Duration) {}
-
 // ---------------------------------------------------------------------------------------------
 // D5: values substituted from a Secret are masked on every output path.
 
@@ -873,7 +870,7 @@ fn diff_right_after_a_complete_apply_of_the_example_fleet_finds_no_change() {
         "{diff}"
     );
     assert!(
-        cluster.writes().len() > 0 && !diff.stdout.contains(" created"),
+        !cluster.writes().is_empty() && !diff.stdout.contains(" created"),
         "{diff}"
     );
 }
