@@ -41,7 +41,7 @@ pub enum RenderError {
 #[derive(Debug)]
 pub struct Helm {
     program: PathBuf,
-    home: tempfile::TempDir,
+    home: crate::interrupt::TempTree,
     memo: std::sync::Mutex<std::collections::HashMap<String, Value>>,
 }
 
@@ -66,6 +66,7 @@ impl Helm {
         let home = tempfile::Builder::new()
             .prefix("flux-order-helm-")
             .tempdir()
+            .map(crate::interrupt::TempTree::new)
             .map_err(|e| RenderError::Helm(format!("temporary helm home: {e}")))?;
         let out = std::process::Command::new(&program)
             .args(["version", "--template", "{{.Version}}"])
@@ -100,6 +101,7 @@ impl Helm {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true);
         cmd
     }
@@ -109,10 +111,17 @@ impl Helm {
         action: &str,
         mut cmd: tokio::process::Command,
     ) -> Result<String, RenderError> {
-        let out = cmd.output().await.map_err(|e| RenderError::Failed {
+        // In a process group of its own, killed as a group when abandoned (interrupt.rs).
+        let failed = |e: std::io::Error| RenderError::Failed {
             action: action.into(),
             message: e.to_string(),
-        })?;
+        };
+        let child = cmd.spawn().map_err(failed)?;
+        let group = child.id().map(crate::interrupt::ChildGroup::new);
+        let out = child.wait_with_output().await.map_err(failed)?;
+        if let Some(g) = group {
+            g.finished();
+        }
         if !out.status.success() {
             return Err(RenderError::Failed {
                 action: action.into(),

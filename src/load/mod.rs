@@ -345,7 +345,7 @@ pub async fn load(opts: &LoadOptions, builder: &Builder) -> Result<Fleet, Vec<Lo
         objects.extend(n.flux_objects.iter().map(|m| &m.object));
     }
     loader.fetcher.add_objects(objects);
-    loader.fetcher.set_secrets(loader.var_index());
+    loader.fetcher.set_secrets(loader.fleet_index());
     for (k, d) in loader.sources.local_dirs() {
         loader.fetcher.map_local(&k, &d);
     }
@@ -899,7 +899,7 @@ impl Loader<'_> {
             objects.extend(n.objects.iter().map(|m| &m.object));
         }
         self.fetcher.add_objects(objects);
-        self.fetcher.set_secrets(self.var_index());
+        self.fetcher.set_secrets(self.fleet_index());
         let keys: BTreeSet<SourceKey> = self
             .deferred
             .iter()
@@ -1042,6 +1042,17 @@ impl Loader<'_> {
     /// by those the rollout itself applies (before any dependent runs). An object flux-order will
     /// not apply — in a suspended Kustomization, or directly under PATH with no Kustomization
     /// applying it — is not read from the fleet: Flux would read the cluster.
+    /// Every ConfigMap and Secret of the fleet (the cluster's under them, when connected): what
+    /// the sources stage reads `secretRef` Secrets from, as it always did.
+    fn fleet_index(&self) -> VarIndex {
+        let mut index = self.opts.cluster_vars.clone().unwrap_or_default();
+        index.add(&self.root_objects);
+        for n in self.nodes.values() {
+            index.add(&n.objects);
+        }
+        index
+    }
+
     fn var_index(&self) -> VarIndex {
         let mut index = self.opts.cluster_vars.clone().unwrap_or_default();
         // Suspended, or applied by a suspended parent (at any height): never applied.

@@ -270,6 +270,7 @@ pub(crate) async fn download(what: &str, a: &Archive) -> Result<Vec<u8>, FetchEr
     let tmp = tempfile::Builder::new()
         .prefix("flux-order-git-")
         .tempdir()
+        .map(crate::interrupt::TempTree::new)
         .map_err(|e| FetchError::other(what, format!("temporary directory: {e}")))?;
     let dir = tmp.path();
     git(what, &["init", "-q", "--bare", "."], Some(dir)).await?;

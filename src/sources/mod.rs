@@ -341,7 +341,7 @@ pub struct Fetcher {
     memo: tokio::sync::Mutex<HashMap<String, Slot>>,
     used: Mutex<BTreeMap<String, (Artifact, BTreeSet<String>)>>,
     http: reqwest::Client,
-    tmp: tempfile::TempDir,
+    tmp: crate::interrupt::TempTree,
 }
 
 /// A remote artifact resolved but not yet downloaded.
@@ -399,6 +399,7 @@ impl Fetcher {
         let tmp = tempfile::Builder::new()
             .prefix("flux-order-fetch-")
             .tempdir()
+            .map(crate::interrupt::TempTree::new)
             .map_err(|e| format!("temporary directory: {e}"))?;
         Ok(Fetcher {
             opts,
