@@ -336,7 +336,10 @@ async fn helm_report(
 /// An error for commands that act on a cluster when PATH holds nothing to apply (plan and graph
 /// only warn): an empty or mistyped cluster directory must not pass as a successful rollout.
 pub fn refuse_empty(loaded: &Loaded, path: &std::path::Path) -> Result<(), AppError> {
-    if loaded.fleet.nodes.is_empty() && loaded.releases.is_empty() {
+    if loaded.fleet.nodes.is_empty()
+        && loaded.releases.is_empty()
+        && loaded.fleet.failures.is_empty()
+    {
         return Err(AppError::Invalid(vec![format!(
             "{}: no Flux Kustomization found: nothing to apply (is this a cluster directory such as clusters/production?)",
             path.display()

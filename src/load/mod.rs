@@ -369,7 +369,7 @@ pub async fn load(opts: &LoadOptions, builder: &Builder) -> Result<Fleet, Vec<Lo
             .cloned()
             .collect()
     };
-    if loader.nodes.is_empty() {
+    if loader.nodes.is_empty() && loader.errors.is_empty() {
         loader.warnings.push(format!(
             "no Flux Kustomization found under {}: the plan is empty",
             display_path(&path)

@@ -233,7 +233,8 @@ fn ks_report(n: &Node, blocks: &Blocks) -> KsReport {
         id: n.id.to_string(),
         file: n.file.clone(),
         path: n.spec.path.clone().unwrap_or_default(),
-        dir: (n.mapping != crate::load::Mapping::ArtifactGenerator).then(|| display_path(&n.dir())),
+        dir: (n.mapping != Some(crate::load::Mapping::ArtifactGenerator))
+            .then(|| display_path(&n.dir())),
         source: n.source.to_string(),
         source_mapping: n.mapping.clone(),
         depends_on: n

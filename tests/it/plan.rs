@@ -251,9 +251,9 @@ fn multi_tenancy_orders_kyverno_policies_tenants_then_the_tenant_on_every_cluste
 
 #[test]
 fn multi_tenancy_without_its_sources_is_planned_with_the_flags_to_add_and_the_files() {
-    let Some(corpora) = corpora(
-        "multi_tenancy_without_its_sources_is_planned_with_the_flags_to_add_and_the_files",
-    ) else {
+    let Some(corpora) =
+        corpora("multi_tenancy_without_its_sources_is_planned_with_the_flags_to_add_and_the_files")
+    else {
         return;
     };
     let repo = corpora.join("flux2-multi-tenancy");
