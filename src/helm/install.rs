@@ -54,6 +54,21 @@ fn now() -> (u64, String) {
     )
 }
 
+/// Every revision's Secret of `rel`'s release in its storage namespace.
+async fn release_secrets(
+    cluster: &Cluster,
+    rel: &Release,
+) -> Result<Vec<Value>, crate::cluster::ClusterError> {
+    cluster
+        .list(
+            "v1",
+            "Secret",
+            Some(&rel.storage_namespace),
+            &storage::selector(&rel.release_name),
+        )
+        .await
+}
+
 /// Installs or upgrades `rel`; returns its outcome and object counts.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
@@ -94,15 +109,7 @@ pub async fn run(
     };
 
     // 1. History.
-    let secrets = match cluster
-        .list(
-            "v1",
-            "Secret",
-            Some(&rel.storage_namespace),
-            &storage::selector(&rel.release_name),
-        )
-        .await
-    {
+    let secrets = match release_secrets(cluster, rel).await {
         Ok(s) => s,
         Err(e) => return (failed(format!("reading the release history: {e}")), counts),
     };
@@ -442,13 +449,7 @@ pub async fn objects_for_diff(
     rel: &Release,
 ) -> Result<(Vec<Value>, Vec<String>), String> {
     let (_copy, chart) = super::prepared(&rel.chart)?;
-    let secrets = cluster
-        .list(
-            "v1",
-            "Secret",
-            Some(&rel.storage_namespace),
-            &storage::selector(&rel.release_name),
-        )
+    let secrets = release_secrets(cluster, rel)
         .await
         .map_err(|e| e.to_string())?;
     let history = storage::revisions(&secrets);
@@ -658,13 +659,7 @@ pub async fn uninstall(
     rel: &Release,
     cancel: &CancellationToken,
 ) -> Result<Option<Vec<String>>, String> {
-    let secrets = cluster
-        .list(
-            "v1",
-            "Secret",
-            Some(&rel.storage_namespace),
-            &storage::selector(&rel.release_name),
-        )
+    let secrets = release_secrets(cluster, rel)
         .await
         .map_err(|e| e.to_string())?;
     let history = storage::revisions(&secrets);

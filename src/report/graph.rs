@@ -64,37 +64,25 @@ fn layout<'a>(
                 .iter()
                 .filter(|k| sel.contains(*k) || helm.contains_key(*k))
                 .map(|id| {
-                    if let Some(r) = helm.get(id) {
-                        let state = if r.spec.suspend {
-                            State::Suspended
-                        } else if blocked.contains_key(id) {
-                            State::Blocked
-                        } else {
-                            State::Normal
-                        };
-                        return Node {
-                            id,
-                            state,
-                            objects: 0,
-                        };
-                    }
-                    let n = &fleet.nodes[id];
+                    let (suspended, objects) = match helm.get(id) {
+                        Some(r) => (r.spec.suspend, 0),
+                        None => {
+                            let n = &fleet.nodes[id];
+                            (n.spec.suspend, n.objects.len())
+                        }
+                    };
                     let state = if problems.failed.contains(id) {
                         State::Failed
                     } else if blocked_by_failure.contains_key(id) {
                         State::BlockedByFailure
-                    } else if n.spec.suspend {
+                    } else if suspended {
                         State::Suspended
                     } else if blocked.contains_key(id) {
                         State::Blocked
                     } else {
                         State::Normal
                     };
-                    Node {
-                        id,
-                        state,
-                        objects: n.objects.len(),
-                    }
+                    Node { id, state, objects }
                 })
                 .collect::<Vec<_>>();
             (i, nodes)
