@@ -309,6 +309,11 @@ pub struct ApplyArgs {
     /// Record no Kubernetes Events (default: one per outcome, in the Kustomization's namespace).
     #[arg(long)]
     pub no_events: bool,
+    /// Apply Flux's own objects too (sources, HelmReleases — then not rendered by flux-order —,
+    /// alerts, …) and wait on their Ready condition, for a cluster whose Flux controllers arrive
+    /// in an earlier wave. Their CRDs must be served or come with the selection.
+    #[arg(long)]
+    pub apply_flux_objects: bool,
     /// `server`: do a server-side dry-run instead (same as `diff`).
     #[arg(long, value_enum, default_value_t = DryRun::None, value_name = "none|server")]
     pub dry_run: DryRun,

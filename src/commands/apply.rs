@@ -421,7 +421,10 @@ pub async fn run(args: &ApplyArgs) -> Result<(), AppError> {
             "--concurrency and --object-concurrency must be at least 1"
         )));
     }
-    let (cluster, loaded) = connect_and_load(&args.cluster, &mut settings).await?;
+    let (cluster, mut loaded) = connect_and_load(&args.cluster, &mut settings).await?;
+    if args.apply_flux_objects {
+        loaded.promote_flux_objects();
+    }
     let exclusions = loaded.exclusions(&args.exclude, validate_objects(&loaded, &cluster))?;
     let units = units(&loaded, &exclusions)?;
     let helm = helm_env(&loaded, &settings, &args.cluster)?;

@@ -40,6 +40,25 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// `--apply-flux-objects`: Flux's own objects of every build (but Kustomizations, which are
+    /// nodes of the graph, and ArtifactGenerators, which flux-order emulates) become payload like
+    /// any other object — validated, applied, inventoried and health-checked — and HelmReleases
+    /// are left to helm-controller instead of being rendered.
+    pub fn promote_flux_objects(&mut self) {
+        for n in self.fleet.nodes.values_mut() {
+            let (keep, apply): (Vec<_>, Vec<_>) = std::mem::take(&mut n.flux_objects)
+                .into_iter()
+                .partition(|m| {
+                    let (api, kind, _, _) = crate::model::object_meta(&m.object);
+                    crate::model::api_group(api) == crate::model::KUSTOMIZE_GROUP
+                        || kind == "ArtifactGenerator"
+                });
+            n.flux_objects = keep;
+            n.objects.extend(apply);
+        }
+        self.helm_selection.clear();
+    }
+
     /// The selected Kustomizations and HelmReleases.
     fn selected(&self) -> BTreeSet<KsId> {
         self.selection

@@ -106,7 +106,15 @@ pub fn targets(spec: &KustomizationSpec, applied: &[Value]) -> Vec<Target> {
             })
             .collect()
     };
-    out.retain(|t| !is_flux_api(&t.api_version));
+    // A Flux object is checked only when it was applied (`--apply-flux-objects`): otherwise no
+    // controller of flux-order's would ever make it Ready.
+    out.retain(|t| {
+        !is_flux_api(&t.api_version)
+            || applied.iter().any(|o| {
+                let (a, k, n, name) = object_meta(o);
+                a == t.api_version && k == t.kind && n == t.namespace && name == t.name
+            })
+    });
     out.sort();
     out.dedup();
     out

@@ -1613,3 +1613,77 @@ fn a_sops_encrypted_secret_is_applied_decrypted_with_the_key_from_the_cluster(t:
     diff.expect_code(0);
     assert!(!diff.stdout.contains("s3cr3t"), "{diff}");
 }
+
+/// `--apply-flux-objects`: Flux's own objects are applied like any other, waited on by their Ready
+/// condition; without their CRD it is invalid input and nothing is written.
+fn apply_flux_objects_applies_them_and_needs_their_crds(t: Tier) {
+    let (ks_ns, app) = (t.ns("fleet"), t.ns("fapp"));
+    let repo = format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: charts\n  namespace: {app}\nspec:\n  interval: 1h\n  url: https://charts.example.com\n"
+    );
+    let check = format!(
+        "healthChecks:\n  - apiVersion: source.toolkit.fluxcd.io/v1\n    kind: HelmRepository\n    name: charts\n    namespace: {app}"
+    );
+    let crd = widget_crd()
+        .replace("widgets.example.com", "helmrepositories.source.toolkit.fluxcd.io")
+        .replace("group: example.com", "group: source.toolkit.fluxcd.io")
+        .replace(
+            "{kind: Widget, listKind: WidgetList, plural: widgets, singular: widget}",
+            "{kind: HelmRepository, listKind: HelmRepositoryList, plural: helmrepositories, singular: helmrepository}",
+        );
+    // Without Flux's CRDs: refused before any write, naming the kind.
+    let bare = fleet(&ks_ns, &[("apps", "")])
+        .file("apps/apps/ns.yaml", &namespace(&app))
+        .file("apps/apps/repo.yaml", &repo);
+    t.mark();
+    let run = bare.apply(&t, &["--apply-flux-objects"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("HelmRepository"), "{run}");
+    assert!(t.writes().is_empty(), "wrote: {:?}", t.writes());
+    // Without the flag the object is listed, not applied: the same fleet applies.
+    bare.apply(&t, &[]).expect_code(0);
+    assert!(
+        t.get("helmrepositories.source.toolkit.fluxcd.io", &app, "charts")
+            .is_none()
+    );
+
+    // With the CRD in an earlier wave: applied, inventoried like any object, and its health
+    // check evaluated by kstatus (no status written yet: Current, as kstatus says for Flux too).
+    let f = fleet(
+        &ks_ns,
+        &[
+            ("flux", ""),
+            ("apps", &format!("{check}\n{}", depends_on(&["flux"]))),
+        ],
+    )
+    .file("apps/flux/crd.yaml", &crd)
+    .file("apps/apps/ns.yaml", &namespace(&app))
+    .file("apps/apps/repo.yaml", &repo);
+    let run = f.apply(&t, &["--apply-flux-objects", "--timeout", "20s"]);
+    run.expect_code(0);
+    let inv = t
+        .get("configmap", &ks_ns, "flux-order-apps")
+        .expect("inventory");
+    assert!(
+        inv["data"].to_string().contains("HelmRepository"),
+        "{}",
+        pretty(&inv)
+    );
+    let live = t
+        .get("helmrepositories.source.toolkit.fluxcd.io", &app, "charts")
+        .expect("the HelmRepository was applied");
+    assert_eq!(
+        live["metadata"]["labels"]["kustomize.toolkit.fluxcd.io/name"],
+        "apps",
+        "{}",
+        pretty(&live)
+    );
+    t.kubectl(&[
+        "delete",
+        "crd",
+        "helmrepositories.source.toolkit.fluxcd.io",
+        "--wait=false",
+    ]);
+}
+
+both!(apply_flux_objects_applies_them_and_needs_their_crds);
