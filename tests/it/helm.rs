@@ -148,18 +148,7 @@ fn a_chart_override_takes_a_packaged_chart() {
         "---\napiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: remote\n  namespace: web\nspec:\n  interval: 10m\n  chartRef:\n    kind: OCIRepository\n    name: remote\n",
     );
     let pkg = tempfile::tempdir().expect("tmp");
-    let out = std::process::Command::new("helm")
-        .args(["package", "-d"])
-        .arg(pkg.path())
-        .arg(fixtures("charts/plain"))
-        .output()
-        .expect("helm package");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let tgz = pkg.path().join("plain-1.2.3.tgz");
+    let tgz = package_fixture_chart("plain", "1.2.3", pkg.path());
     let flag = format!("web/remote={}", tgz.display());
     let plan = f.plan(&["--chart", &flag]);
     let hr = &helm_entries(&plan)[0];

@@ -1348,19 +1348,8 @@ fn a_secret_value_echoed_by_the_server_is_masked_in_output_inventory_and_events(
 fn a_helm_release_from_an_oci_registry_renders_with_the_digest_version(t: Tier) {
     let reg = crate::sources::Registry::start(None);
     let work = tempfile::tempdir().expect("tmp");
-    let out = std::process::Command::new(crate::sources::tool("helm"))
-        .env("HELM_CONFIG_HOME", work.path().join("cfg"))
-        .args(["package", "-d"])
-        .arg(work.path())
-        .arg(fixtures("charts/plain"))
-        .output()
-        .expect("helm package");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    reg.push_package("charts", &work.path().join("plain-1.2.3.tgz"), work.path());
+    let tgz = package_fixture_chart("plain", "1.2.3", work.path());
+    reg.push_package("charts", &tgz, work.path());
     let (ks_ns, app) = (t.ns("fleet"), t.ns("oapp"));
     let f = fleet(&ks_ns, &[("infra", "wait: true")])
         .file("apps/infra/ns.yaml", &namespace(&app))

@@ -819,3 +819,22 @@ pub fn sigint(child: &std::process::Child) {
         .success();
     assert!(ok, "kill -INT failed");
 }
+
+/// `helm package` of the fixture chart `tests/fixtures/charts/<name>` into `dir` (helm's own
+/// config and cache there too); returns the archive `<name>-<version>.tgz`.
+pub fn package_fixture_chart(name: &str, version: &str, dir: &Path) -> PathBuf {
+    let out = std::process::Command::new(crate::sources::tool("helm"))
+        .env("HELM_CONFIG_HOME", dir.join("cfg"))
+        .env("HELM_CACHE_HOME", dir.join("cache"))
+        .args(["package", "-d"])
+        .arg(dir)
+        .arg(fixtures(&format!("charts/{name}")))
+        .output()
+        .expect("helm package");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.join(format!("{name}-{version}.tgz"))
+}
