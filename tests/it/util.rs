@@ -415,12 +415,16 @@ impl Cluster {
         &self.kubeconfig
     }
 
-    /// Effective writes (2xx, not dry-run) of objects whose name starts with `prefix`.
+    /// Effective writes (2xx, not dry-run) of objects whose name starts with
+    /// `prefix`, in order of arrival (the log itself is in order of completion).
     pub fn writes_named(&self, prefix: &str) -> Vec<RequestLog> {
-        self.writes()
+        let mut writes: Vec<RequestLog> = self
+            .writes()
             .into_iter()
             .filter(|r| r.name.as_deref().is_some_and(|n| n.starts_with(prefix)))
-            .collect()
+            .collect();
+        writes.sort_by_key(|r| r.since_start);
+        writes
     }
 
     /// The first effective write of an object whose name starts with `prefix`.
