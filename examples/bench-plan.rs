@@ -24,7 +24,7 @@
 //! for profiling.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,7 @@ use anyhow::{Context, bail};
 
 #[path = "bench_common/mod.rs"]
 mod bench_common;
-use bench_common::{git_init, release_binary, write};
+use bench_common::{detect_kustomize, git_init, release_binary, write};
 
 /// Flux Kustomizations generated.
 const APPS: usize = 500;
@@ -156,32 +156,6 @@ fn main() -> anyhow::Result<()> {
         println!("kept the fleet in {}", tmp.keep().display());
     }
     Ok(())
-}
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-/// The kustomize flux-order picks: FLUX_ORDER_KUSTOMIZE_BIN, else `kustomize`, else `kubectl`.
-fn detect_kustomize() -> anyhow::Result<(PathBuf, &'static str)> {
-    if let Some(p) = std::env::var_os("FLUX_ORDER_KUSTOMIZE_BIN") {
-        let p = PathBuf::from(p);
-        let kubectl = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("kubectl"));
-        return Ok((p, if kubectl { "kustomize" } else { "build" }));
-    }
-    if let Some(p) = on_path("kustomize") {
-        return Ok((p, "build"));
-    }
-    if let Some(p) = on_path("kubectl") {
-        return Ok((p, "kustomize"));
-    }
-    bail!("neither `kustomize` nor `kubectl` is on PATH")
 }
 
 fn generate(root: &Path) -> anyhow::Result<()> {

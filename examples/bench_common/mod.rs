@@ -1,6 +1,8 @@
-//! Helpers both benchmarks share: finding the release binary, and writing a generated fleet
-//! into a git work tree. Included with `#[path]`; not an example of its own.
+//! Helpers the benchmarks share: finding the release binary and the kustomize, and writing a
+//! generated fleet into a git work tree. Included with `#[path]`; not an example of its own.
 
+// Each benchmark uses a subset of these.
+#![allow(dead_code)]
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -47,4 +49,30 @@ pub fn write(path: &Path, text: &str) -> anyhow::Result<()> {
         std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
     }
     std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The kustomize flux-order picks: FLUX_ORDER_KUSTOMIZE_BIN, else `kustomize`, else `kubectl`.
+pub fn detect_kustomize() -> anyhow::Result<(PathBuf, &'static str)> {
+    if let Some(p) = std::env::var_os("FLUX_ORDER_KUSTOMIZE_BIN") {
+        let p = PathBuf::from(p);
+        let kubectl = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("kubectl"));
+        return Ok((p, if kubectl { "kustomize" } else { "build" }));
+    }
+    if let Some(p) = on_path("kustomize") {
+        return Ok((p, "build"));
+    }
+    if let Some(p) = on_path("kubectl") {
+        return Ok((p, "kustomize"));
+    }
+    bail!("neither `kustomize` nor `kubectl` is on PATH")
 }
