@@ -26,7 +26,8 @@
 //! and VmHWM is a high-water mark, so a sample taken any time after the peak sees it), objects per
 //! second, and the requests the server saw by verb. Target: peak RSS ≤ 200 MB for plan and apply at
 //! 50,000 objects. It exits non-zero only on errors (a failed command, output that does not match
-//! the fleet), never because a target is missed. `--keep` leaves the fleet in place.
+//! the fleet), never because a target is missed. `--keep` leaves the fleet in place; `--generate
+//! DIR` only writes the fleet into DIR (for profiling a command on it by hand).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -66,6 +67,18 @@ fn main() -> anyhow::Result<()> {
     let (kustomize, subcommand) = detect_kustomize()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
+    if let Some(dir) = args
+        .iter()
+        .position(|a| a == "--generate")
+        .and_then(|i| args.get(i + 1))
+    {
+        // Only write the fleet, for profiling a command on it by hand.
+        let root = Path::new(dir);
+        generate(root, n)?;
+        git_init(root)?;
+        println!("wrote {n} Kustomizations × {OBJECTS} ConfigMaps to {dir}");
+        return Ok(());
+    }
     let tmp = tempfile::Builder::new()
         .prefix("flux-order-bench-scale-")
         .tempdir()
