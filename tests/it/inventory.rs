@@ -1561,3 +1561,181 @@ fn kustomize_controller_applying_the_same_build_changes_nothing() {
     }
     assert_eq!(cluster.resource_version(), global_rv);
 }
+
+/// Three Kustomizations whose objects spread over namespaces `s1`, `s2` and kinds (ConfigMap,
+/// Secret, Service, Deployment, Namespace, a custom Widget), several sharing a (kind, namespace).
+fn status_spread_fleet() -> Fleet {
+    fleet(&[("a", ""), ("b", ""), ("c", "")])
+        .file("apps/a/ns.yaml", &format!("{}---\n{}", namespace("s1"), namespace("s2")))
+        .file("apps/a/cm.yaml", &config_map("s1", "a-cfg", &[("k", "v")]))
+        .file("apps/a/deploy.yaml", &deployment("s1", "a-web", None))
+        .file(
+            "apps/a/svc.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: a-svc\n  namespace: s2\nspec:\n  ports:\n    - port: 80\n",
+        )
+        .file(
+            "apps/b/cm.yaml",
+            &format!(
+                "{}---\n{}",
+                config_map("s1", "b-cfg", &[("k", "v")]),
+                config_map("s2", "b-cfg2", &[("k", "v")])
+            ),
+        )
+        .file("apps/b/deploy.yaml", &deployment("s2", "b-web", None))
+        .file("apps/b/widget.yaml", &widget("s2", "b-widget", None))
+        .file("apps/c/cm.yaml", &config_map("s2", "c-cfg", &[("k", "v")]))
+        .file(
+            "apps/c/secret.yaml",
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: c-sec\n  namespace: s1\nstringData:\n  k: v\n",
+        )
+}
+
+/// `status` reports the same rows, word for word, for ready, missing, not-ready, relabeled
+/// objects and objects of a kind no longer served, across namespaces and kinds (the expected
+/// messages were recorded from the version that read each object with its own GET).
+#[test]
+fn status_output_is_exact_for_ready_missing_unready_relabeled_and_unserved_objects() {
+    let cluster = Cluster::start();
+    cluster.install_widget_crd();
+    let f = status_spread_fleet();
+    f.apply(&cluster, &[]).expect_code(0);
+
+    cluster
+        .delete("v1", "ConfigMap", Some("s1"), "b-cfg")
+        .expect("delete b-cfg");
+    cluster
+        .set_status(
+            "apps/v1",
+            "Deployment",
+            Some("s2"),
+            "b-web",
+            json!({
+                "observedGeneration": 1,
+                "replicas": 1,
+                "updatedReplicas": 1,
+                "unavailableReplicas": 1,
+                "conditions": [
+                    {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
+                     "message": "Deployment does not have minimum availability."},
+                    {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated",
+                     "message": "progressing"}
+                ]
+            }),
+        )
+        .expect("set_status");
+    // Owner labels changed on the server: still c's objects, still there.
+    let kubectl = |args: &[&str]| {
+        let out = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(cluster.kubeconfig())
+            .args(args)
+            .output()
+            .expect("kubectl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    kubectl(&[
+        "-n",
+        "s2",
+        "label",
+        "configmap",
+        "c-cfg",
+        "kustomize.toolkit.fluxcd.io/name-",
+        "kustomize.toolkit.fluxcd.io/namespace-",
+    ]);
+    kubectl(&[
+        "-n",
+        "s1",
+        "label",
+        "--overwrite",
+        "secret",
+        "c-sec",
+        "kustomize.toolkit.fluxcd.io/name=someone-else",
+    ]);
+    // The Widget kind is no longer served.
+    cluster
+        .delete(
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            None,
+            "widgets.example.com",
+        )
+        .expect("delete the CRD");
+    assert!(
+        cluster.wait_until(Duration::from_secs(10), |s| s
+            .get(
+                "apiextensions.k8s.io/v1",
+                "CustomResourceDefinition",
+                None,
+                "widgets.example.com"
+            )
+            .is_none()),
+        "the CRD was not removed"
+    );
+
+    let rows = status_json(&cluster);
+    let got: Vec<(String, u64, bool, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap_or("").to_string(),
+                r["objects"].as_u64().unwrap_or(0),
+                r["ready"].as_bool().unwrap_or(true),
+                r["message"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let row =
+        |id: &str, n: u64, ready: bool, msg: &str| (id.to_string(), n, ready, msg.to_string());
+    assert_eq!(
+        got,
+        vec![
+            row("flux-system/a", 5, true, "5/5 objects ready"),
+            row(
+                "flux-system/b",
+                4,
+                false,
+                "1/4 objects ready; ConfigMap/s1/b-cfg: not found, Deployment/s2/b-web: 0/1 updated replicas available, Widget/s2/b-widget: not found"
+            ),
+            row("flux-system/c", 2, true, "2/2 objects ready"),
+        ],
+        "{}",
+        pretty(&rows)
+    );
+
+    let table = cluster.run("status", &[]);
+    table.expect_code(0);
+    let tail: Vec<String> = table
+        .stdout
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            format!("{} {} {}", cols[0], cols[3], cols[4..].join(" "))
+        })
+        .collect();
+    let expected: Vec<String> = got
+        .iter()
+        .map(|(id, n, ready, msg)| {
+            format!("{id} {n} {} {msg}", if *ready { "True" } else { "False" })
+        })
+        .collect();
+    assert_eq!(tail, expected, "{table}");
+
+    // One Kustomization in detail: the same objects not ready.
+    let detail = cluster.run("status", &["flux-system/b", "-o", "json"]);
+    detail.expect_code(0);
+    let d: Value = serde_json::from_str(&detail.stdout).expect("JSON");
+    assert_eq!(
+        d["notReady"],
+        json!([
+            "ConfigMap/s1/b-cfg: not found",
+            "Deployment/s2/b-web: 0/1 updated replicas available",
+            "Widget/s2/b-widget: not found"
+        ]),
+        "{detail}"
+    );
+}
