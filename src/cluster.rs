@@ -1,8 +1,9 @@
 //! The cluster connection: a kube client from kubeconfig (`--kubeconfig`, KUBECONFIG,
 //! `--context`, in-cluster), API discovery (aggregated, falling back to per-group), and the object
-//! verbs flux-order needs — get, server-side apply (field manager `kustomize-controller`, force,
-//! as Flux), dry-run, delete — each with one retry policy for transient failures. With the health
-//! watchers, the only code that talks to the API server.
+//! verbs flux-order needs — get, list (paginated), server-side apply (field manager
+//! `kustomize-controller`, force, as Flux), dry-run, delete — each with one retry policy for
+//! transient failures. With the health watchers and reads, the only code that talks to the API
+//! server.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -155,6 +156,9 @@ pub struct Cluster {
     /// Cancelled by the first SIGINT/SIGTERM: requests, retries and waits end at once.
     cancel: tokio_util::sync::CancellationToken,
 }
+
+/// Objects per LIST request (kubectl's and client-go's page size).
+pub const LIST_PAGE: u32 = 500;
 
 /// How long bookkeeping writes (the inventory) may take once interrupted: one attempt, no retry,
 /// so that an interrupted run still records what it applied without hanging on a dead server.
@@ -571,21 +575,66 @@ impl Cluster {
         namespace: Option<&str>,
         selector: &str,
     ) -> Result<Vec<Value>, ClusterError> {
+        let mut out = Vec::new();
+        self.list_pages(api_version, kind, namespace, selector, |page, restart| {
+            if restart {
+                out.clear();
+            }
+            out.extend(page);
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Lists objects of a kind page by page ([`LIST_PAGE`] objects a request, `limit` and
+    /// `continue` as kubectl and client-go do), handing each page to `on_page` as it arrives, so
+    /// a caller keeps only what it needs of a large list. When the server expires the continue
+    /// token (410) the list starts over and `on_page` is told so (`restart`: forget the pages
+    /// before). An unserved kind lists nothing.
+    pub async fn list_pages(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        selector: &str,
+        mut on_page: impl FnMut(Vec<Value>, bool),
+    ) -> Result<(), ClusterError> {
         let subject = format!("{kind} list");
         let Some(k) = self.kind(api_version, kind) else {
-            return Ok(Vec::new());
+            return Ok(());
         };
         let api: Api<DynamicObject> = match namespace {
             Some(ns) if k.namespaced => Api::namespaced_with(self.client.clone(), ns, &k.resource),
             _ => Api::all_with(self.client.clone(), &k.resource),
         };
-        let lp = kube::api::ListParams::default().labels(selector);
-        let list = self.retry(&subject, || api.list(&lp)).await?;
-        Ok(list
-            .items
-            .into_iter()
-            .filter_map(|o| typed_value(&k.resource, o))
-            .collect())
+        let mut lp = kube::api::ListParams::default()
+            .labels(selector)
+            .limit(LIST_PAGE);
+        let mut restart = false;
+        loop {
+            let list = match self.retry(&subject, || api.list(&lp)).await {
+                Ok(list) => list,
+                Err(e) if e.code() == Some(410) && lp.continue_token.is_some() => {
+                    tracing::warn!("{subject}: {e}; listing again from the start");
+                    lp.continue_token = None;
+                    restart = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let next = list.metadata.continue_.filter(|c| !c.is_empty());
+            on_page(
+                list.items
+                    .into_iter()
+                    .filter_map(|o| typed_value(&k.resource, o))
+                    .collect(),
+                std::mem::take(&mut restart),
+            );
+            match next {
+                Some(token) => lp.continue_token = Some(token),
+                None => return Ok(()),
+            }
+        }
     }
 
     /// Deletes an object (background propagation). Returns false when it was already gone.

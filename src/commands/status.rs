@@ -4,12 +4,17 @@
 //! Kustomization in detail, like `kubectl describe`: its last outcome and attempts, revision, the
 //! objects not ready and its last Events.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::build::postbuild::OWNER_NAME_LABEL;
 use crate::cli::{StatusArgs, StatusFormat};
 use crate::exit::AppError;
-use crate::health::kstatus::{self, Status};
+use crate::health::kstatus::{self, Status, StatusResult};
+use crate::health::live::ObjRef;
+use crate::helm::render::RELEASE_NAME_LABEL;
 use crate::inventory;
 use crate::model::KsId;
 
@@ -25,47 +30,60 @@ struct Row {
     message: String,
 }
 
-/// The objects of `inv` that are missing or not Current now, as `Kind/ns/name: why`.
-async fn not_ready(
+/// Everything whose objects `status` checks: an inventory's entries and the owner label Flux put
+/// on those objects (a server-side filter for the lists).
+type Checked<'a> = (&'a [inventory::Entry], &'static str);
+
+/// kstatus now of every object the inventories name, read with one paginated LIST per
+/// (apiVersion, kind, namespace) shared by all of them; an object missing from the result is not
+/// there (or its kind is not served).
+async fn survey(
     cluster: &crate::cluster::Cluster,
-    inv: &inventory::Inventory,
-) -> Result<Vec<String>, AppError> {
-    let mut pending = Vec::new();
-    for e in &inv.entries {
-        let Some((api, kind, ns, name)) = e.parse() else {
-            continue;
-        };
-        let live = cluster
-            .get_ref(&api, &kind, &ns, &name)
-            .await
-            .map_err(|e| AppError::Cluster(e.to_string()))?;
-        let label = crate::model::subject_of(&kind, &ns, &name);
-        match live {
-            None => pending.push(format!("{label}: not found")),
-            Some(obj) => {
-                let s = kstatus::compute(&api, &kind, &obj);
-                if s.status != Status::Current {
-                    pending.push(format!(
-                        "{label}: {}",
-                        if s.message.is_empty() {
-                            s.status.as_str().to_string()
-                        } else {
-                            s.message
-                        }
-                    ));
-                }
-            }
-        }
-    }
-    Ok(pending)
+    checked: &[Checked<'_>],
+) -> Result<HashMap<ObjRef, StatusResult>, AppError> {
+    let refs = checked.iter().flat_map(|(entries, label)| {
+        entries
+            .iter()
+            .filter_map(|e| e.parse())
+            .map(move |r| (r, Some(*label)))
+    });
+    crate::health::live::read(cluster, refs, |api, kind, obj| {
+        kstatus::compute(api, kind, obj)
+    })
+    .await
+    .map_err(|e| AppError::Cluster(e.to_string()))
 }
 
-/// One row per HelmRelease flux-order installed (its newest revision in Helm's storage): chart
-/// and revision, when, and whether its objects are there and healthy now.
-async fn release_rows(
+/// The objects of `entries` that are missing or not Current in `live`, as `Kind/ns/name: why`.
+fn not_ready(live: &HashMap<ObjRef, StatusResult>, entries: &[inventory::Entry]) -> Vec<String> {
+    let mut pending = Vec::new();
+    for e in entries {
+        let Some(r) = e.parse() else {
+            continue;
+        };
+        let label = crate::model::subject_of(&r.1, &r.2, &r.3);
+        match live.get(&r) {
+            None => pending.push(format!("{label}: not found")),
+            Some(s) if s.status != Status::Current => pending.push(format!(
+                "{label}: {}",
+                if s.message.is_empty() {
+                    s.status.as_str()
+                } else {
+                    &s.message
+                }
+            )),
+            Some(_) => {}
+        }
+    }
+    pending
+}
+
+/// The newest revision in Helm's storage of every HelmRelease flux-order installed, by
+/// (namespace, name), with the inventory of the objects its manifest holds.
+async fn releases(
     cluster: &crate::cluster::Cluster,
     namespace: Option<&str>,
-) -> Result<Vec<Row>, AppError> {
+) -> Result<Vec<((String, String), Value, Vec<inventory::Entry>)>, AppError> {
     let selector = format!("owner=helm,{}", crate::helm::install::SPEC_DIGEST_LABEL);
     let secrets = cluster
         .list("v1", "Secret", namespace, &selector)
@@ -93,48 +111,59 @@ async fn release_rows(
             newest.insert(key, rel);
         }
     }
-    let mut rows = Vec::new();
-    for ((ns, name), rel) in newest {
-        let objects = crate::helm::install::manifest_objects(cluster, &rel);
-        let inv = inventory::Inventory {
-            entries: objects.iter().map(inventory::Entry::of).collect(),
-            ..Default::default()
-        };
-        let pending = not_ready(cluster, &inv).await?;
-        let n = objects.len();
-        let status = crate::helm::storage::status(&rel).to_string();
-        let chart = format!(
-            "{}-{}",
-            rel.pointer("/chart/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or(""),
-            rel.pointer("/chart/metadata/version")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-        );
-        let mut message = format!(
-            "release {} revision {} {status}; {}/{n} objects ready",
-            rel["name"].as_str().unwrap_or(""),
-            rel["version"],
-            n - pending.len()
-        );
-        if !pending.is_empty() {
-            message.push_str(&format!("; {}", pending.join(", ")));
-        }
-        rows.push(Row {
-            id: KsId::helm_release(ns, name).to_string(),
-            revision: chart,
-            applied_at: rel
-                .pointer("/info/last_deployed")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-            objects: n,
-            ready: pending.is_empty() && status == "deployed",
-            message,
-        });
+    Ok(newest
+        .into_iter()
+        .map(|(key, rel)| {
+            let entries = crate::helm::install::manifest_objects(cluster, &rel)
+                .iter()
+                .map(inventory::Entry::of)
+                .collect();
+            (key, rel, entries)
+        })
+        .collect())
+}
+
+/// The row of a HelmRelease flux-order installed: chart and revision, when, and whether its
+/// objects are there and healthy now.
+fn release_row(
+    (ns, name): (String, String),
+    rel: &Value,
+    entries: &[inventory::Entry],
+    live: &HashMap<ObjRef, StatusResult>,
+) -> Row {
+    let pending = not_ready(live, entries);
+    let n = entries.len();
+    let status = crate::helm::storage::status(rel).to_string();
+    let chart = format!(
+        "{}-{}",
+        rel.pointer("/chart/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+        rel.pointer("/chart/metadata/version")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    );
+    let mut message = format!(
+        "release {} revision {} {status}; {}/{n} objects ready",
+        rel["name"].as_str().unwrap_or(""),
+        rel["version"],
+        n - pending.len()
+    );
+    if !pending.is_empty() {
+        message.push_str(&format!("; {}", pending.join(", ")));
     }
-    Ok(rows)
+    Row {
+        id: KsId::helm_release(ns, name).to_string(),
+        revision: chart,
+        applied_at: rel
+            .pointer("/info/last_deployed")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        objects: n,
+        ready: pending.is_empty() && status == "deployed",
+        message,
+    }
 }
 
 /// Runs `status`.
@@ -146,9 +175,20 @@ pub async fn run(args: &StatusArgs) -> Result<(), AppError> {
     let invs = inventory::list(&cluster, args.namespace.as_deref())
         .await
         .map_err(AppError::from)?;
+    let releases = releases(&cluster, args.namespace.as_deref()).await?;
+    let checked: Vec<Checked> = invs
+        .iter()
+        .map(|(_, inv)| (inv.entries.as_slice(), OWNER_NAME_LABEL))
+        .chain(
+            releases
+                .iter()
+                .map(|(_, _, entries)| (entries.as_slice(), RELEASE_NAME_LABEL)),
+        )
+        .collect();
+    let live = survey(&cluster, &checked).await?;
     let mut rows = Vec::new();
-    for (id, inv) in invs {
-        let pending = not_ready(&cluster, &inv).await?;
+    for (id, inv) in &invs {
+        let pending = not_ready(&live, &inv.entries);
         let n = inv.entries.len();
         let message = if pending.is_empty() {
             format!("{n}/{n} objects ready")
@@ -168,7 +208,9 @@ pub async fn run(args: &StatusArgs) -> Result<(), AppError> {
             message,
         });
     }
-    rows.extend(release_rows(&cluster, args.namespace.as_deref()).await?);
+    for (key, rel, entries) in releases {
+        rows.push(release_row(key, &rel, &entries, &live));
+    }
     match args.output {
         StatusFormat::Json => println!(
             "{}",
@@ -264,7 +306,8 @@ async fn describe(
                 inventory::configmap_name(&id)
             )])
         })?;
-    let not_ready = not_ready(cluster, &inv).await?;
+    let live = survey(cluster, &[(inv.entries.as_slice(), OWNER_NAME_LABEL)]).await?;
+    let not_ready = not_ready(&live, &inv.entries);
     let cm = inventory::configmap_name(&id);
     let mut events: Vec<EventRow> = cluster
         .list("v1", "Event", Some(&id.namespace), "")

@@ -1,5 +1,6 @@
 //! Health: pure readiness rules ([`kstatus`], [`cel_expr`]), the watchers that feed them
-//! ([`watch`], network-facing) and the gate the executor waits on ([`gate`]).
+//! ([`watch`], network-facing), one-shot reads of many objects by LIST ([`live`], for `status`)
+//! and the gate the executor waits on ([`gate`]).
 //!
 //! [`kstatus`] reproduces the status computation Flux's kustomize-controller
 //! runs on every object it waits for (fluxcd/cli-utils kstatus, with Flux's
@@ -12,4 +13,5 @@
 pub mod cel_expr;
 pub mod gate;
 pub mod kstatus;
+pub mod live;
 pub mod watch;

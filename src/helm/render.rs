@@ -17,6 +17,9 @@ use serde_json::{Value, json};
 use super::spec::HelmReleaseSpec;
 use crate::build::Kustomize;
 
+/// The label naming the HelmRelease on every object it renders (helm-controller's).
+pub const RELEASE_NAME_LABEL: &str = "helm.toolkit.fluxcd.io/name";
+
 /// Rendering failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
@@ -392,7 +395,7 @@ pub async fn post_render(
                 set_meta(o, "annotations", k, v);
             }
         }
-        set_meta(o, "labels", "helm.toolkit.fluxcd.io/name", hr_name);
+        set_meta(o, "labels", RELEASE_NAME_LABEL, hr_name);
         set_meta(
             o,
             "labels",
