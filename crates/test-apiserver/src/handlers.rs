@@ -472,26 +472,53 @@ fn resource(
             return resp;
         }
         Verb::List => {
+            let limit = match q(query, "limit").filter(|l| !l.is_empty()) {
+                None => 0,
+                // A limit of 0 or less lists everything, as on the real server.
+                Some(l) => match l.parse::<i64>() {
+                    Ok(n) => n.max(0) as u64,
+                    Err(_) => {
+                        return error_response(&ApiError::bad_request(format!(
+                            "invalid limit: {l}"
+                        )));
+                    }
+                },
+            };
+            let req = crate::paging::Request {
+                namespace: r.namespace.as_deref(),
+                limit,
+                token: q(query, "continue").filter(|c| !c.is_empty()),
+                resource_version: q(query, "resourceVersion"),
+                filtered: !labels.is_empty() || !fields.is_empty(),
+            };
             let st = shared.state.lock().expect("state lock");
-            let items: Vec<Value> = st
-                .list(info, r.namespace.as_deref())
-                .into_iter()
-                .filter(|o| labels.matches(o) && fields.matches(o))
-                .cloned()
-                .collect();
-            let rv = st.rv.to_string();
+            let page =
+                crate::paging::list(&st, info, &req, |o| labels.matches(o) && fields.matches(o));
             drop(st);
+            let page = match page {
+                Ok(p) => p,
+                Err(e) => return error_response(&e),
+            };
+            let rv = page.rv.to_string();
             if wants_table(headers) {
                 let embed = crate::table::Embed::of(q(query, "includeObject"));
-                return json_response(200, &crate::table::table(info, &items, &rv, embed));
+                return json_response(200, &crate::table::table(info, &page.items, &rv, embed));
             }
-            let items: Vec<Value> = items
+            let items: Vec<Value> = page
+                .items
                 .into_iter()
                 .map(|o| verbs::list_item(o, info))
                 .collect();
+            let mut metadata = json!({"resourceVersion": rv});
+            if let Some(c) = page.next {
+                metadata["continue"] = json!(c);
+            }
+            if let Some(n) = page.remaining {
+                metadata["remainingItemCount"] = json!(n);
+            }
             Ok((
                 json!({"kind": format!("{}List", info.kind), "apiVersion": info.api_version(),
-                "metadata": {"resourceVersion": rv}, "items": items}),
+                "metadata": metadata, "items": items}),
                 200,
             ))
         }

@@ -83,6 +83,11 @@
 //!   (`sendInitialEvents` only with `resourceVersionMatch=NotOlderThan`, never on a LIST);
 //!   `sendInitialEvents=true` starts with the current state whatever the resourceVersion, and
 //!   ends it with the `k8s.io/initial-events-end` bookmark when bookmarks are allowed.
+//! - **LIST pagination.** `limit` and `continue` as the etcd3 storage serves them: pages in
+//!   key order (`namespace/name` across namespaces), the real server's opaque token, later
+//!   pages read from the first page's snapshot (its `resourceVersion`), `remainingItemCount`
+//!   only when no selector filters the list, 400 for a malformed token or a token with a
+//!   `resourceVersion`, 410 Expired for a token older than the last compaction.
 //! - `/version` says v1.36.
 //!
 //! # Simplifications that remain
@@ -98,9 +103,10 @@
 //!   Deployment with `paused: true` still rolls out; one node.
 //! - Resource quantities are stored as sent (the real server canonicalises `0.5` to `500m`,
 //!   `1024Mi` to `1Gi`).
-//! - The watch history is never compacted: no `410 Gone` for old resourceVersions; a
+//! - The watch history is never compacted: no `410 Gone` for old resourceVersions of a watch
+//!   ([`TestServer::compact`] expires the `continue` tokens of paginated LISTs only); a
 //!   resourceVersion in a server-side apply body is ignored, not a precondition; LIST ignores
-//!   `limit`/`continue` and `resourceVersionMatch` semantics.
+//!   `resourceVersionMatch` semantics.
 //! - Admission is not simulated (ServiceAccount token volumes, default tolerations,
 //!   priority, the PVC protection finalizer, default StorageClasses).
 //! - Fault injection and the `test.flux-order/ready-after` / `delete-after` annotations are
@@ -115,6 +121,7 @@ mod faults;
 mod handlers;
 mod kubeconfig;
 mod log;
+mod paging;
 mod protobuf;
 mod selector;
 mod store;
@@ -512,6 +519,13 @@ impl TestServer {
     /// The current global resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.lock().rv
+    }
+
+    /// Compacts history as etcd does, for paginated LISTs only: a `continue` token read at an
+    /// older resourceVersion is answered 410 Expired from now on (watches keep the history).
+    pub fn compact(&self) {
+        let mut st = self.lock();
+        st.compacted = st.rv;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, store::State> {

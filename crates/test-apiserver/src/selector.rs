@@ -55,6 +55,11 @@ fn set_values(s: &str) -> Option<Vec<String>> {
 }
 
 impl Selector {
+    /// Whether it selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.reqs.is_empty()
+    }
+
     /// Parse a label selector (`field` = false) or field selector (`field` = true).
     pub fn parse(s: &str, field: bool) -> Result<Selector, String> {
         let mut reqs = vec![];

@@ -1,5 +1,6 @@
 //! The in-memory object store: objects keyed by (group, resource, namespace, name), the global
-//! resourceVersion counter, and the full watch-event history (never compacted, so no 410s).
+//! resourceVersion counter, and the full watch-event history (never compacted for watches, so
+//! no 410s there; paginated LISTs honour [`State::compacted`]).
 
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
@@ -99,6 +100,8 @@ pub(crate) struct State {
     pub objects: BTreeMap<Key, Value>,
     pub rv: u64,
     pub history: Vec<Event>,
+    /// Paginated LISTs cannot go on from a snapshot older than this (see `TestServer::compact`).
+    pub compacted: u64,
     pub timers: BinaryHeap<std::cmp::Reverse<Timer>>,
     pub timer_seq: u64,
     pub ready_events: Vec<crate::ReadyEvent>,
@@ -125,6 +128,7 @@ impl State {
             objects: BTreeMap::new(),
             rv: 1,
             history: vec![],
+            compacted: 0,
             timers: BinaryHeap::new(),
             timer_seq: 0,
             ready_events: vec![],
@@ -227,15 +231,17 @@ impl State {
         obj
     }
 
-    /// Remove an object, recording a DELETED event; returns the object as deleted.
+    /// Remove an object, recording a DELETED event (with the object as it was before, for
+    /// paginated LISTs of older snapshots); returns the object as deleted.
     pub fn remove(&mut self, k: &Key) -> Option<Value> {
         let mut obj = self.objects.remove(k)?;
+        let prev = obj.clone();
         if let Some(uid) = obj["metadata"]["uid"].as_str() {
             self.ctl.remove(uid);
         }
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
-        self.push_event(k.clone(), EventType::Deleted, obj.clone(), None);
+        self.push_event(k.clone(), EventType::Deleted, obj.clone(), Some(prev));
         Some(obj)
     }
 

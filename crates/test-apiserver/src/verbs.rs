@@ -16,6 +16,8 @@ pub(crate) struct ApiError {
     pub reason: String,
     pub message: String,
     pub details: Option<Box<Value>>,
+    /// `metadata.continue` of the Status (a 410 on a paginated LIST: where to go on).
+    pub list_continue: Option<String>,
 }
 
 impl ApiError {
@@ -25,6 +27,7 @@ impl ApiError {
             reason: reason.into(),
             message: message.into(),
             details: None,
+            list_continue: None,
         }
     }
     pub fn details(mut self, d: Value) -> ApiError {
@@ -96,6 +99,9 @@ impl ApiError {
         }
         if let Some(d) = &self.details {
             v["details"] = (**d).clone();
+        }
+        if let Some(c) = &self.list_continue {
+            v["metadata"]["continue"] = json!(c);
         }
         v
     }
