@@ -607,9 +607,10 @@ impl Cluster {
             Some(ns) if k.namespaced => Api::namespaced_with(self.client.clone(), ns, &k.resource),
             _ => Api::all_with(self.client.clone(), &k.resource),
         };
-        let mut lp = kube::api::ListParams::default()
-            .labels(selector)
-            .limit(LIST_PAGE);
+        let mut lp = kube::api::ListParams::default().limit(LIST_PAGE);
+        if !selector.is_empty() {
+            lp = lp.labels(selector);
+        }
         let mut restart = false;
         loop {
             let list = match self.retry(&subject, || api.list(&lp)).await {

@@ -1739,3 +1739,96 @@ fn status_output_is_exact_for_ready_missing_unready_relabeled_and_unserved_objec
         "{detail}"
     );
 }
+
+/// `status` on more objects of one (kind, namespace) than a page holds: the LIST is paginated
+/// (500 a page, following `continue`), and every object is found on whichever page it is.
+#[test]
+fn status_pages_through_a_large_namespace() {
+    let cluster = Cluster::start();
+    let n = 1_100;
+    let manifests: Vec<String> = (0..n)
+        .map(|i| config_map("default", &format!("big-{i:04}"), &[("i", "v")]))
+        .collect();
+    let f = fleet(&[("big", "")]).file("apps/big/cms.yaml", &manifests.join("---\n"));
+    f.apply(&cluster, &[]).expect_code(0);
+    cluster
+        .delete("v1", "ConfigMap", Some("default"), "big-0777")
+        .expect("delete");
+
+    cluster.clear_requests();
+    let rows = status_json(&cluster);
+    let row = status_row(&rows, "flux-system/big");
+    assert_eq!(row["objects"], n, "{}", pretty(row));
+    assert_eq!(
+        row["message"],
+        format!(
+            "{}/{n} objects ready; ConfigMap/default/big-0777: not found",
+            n - 1
+        ),
+        "{}",
+        pretty(row)
+    );
+    let lists: Vec<RequestLog> = cluster
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.verb == Verb::List
+                && r.resource == "configmaps"
+                && r.namespace.as_deref() == Some("default")
+        })
+        .collect();
+    let pages = |filtered: bool| -> Vec<&RequestLog> {
+        lists
+            .iter()
+            .filter(|r| r.label_selector.as_deref().is_some_and(|s| !s.is_empty()) == filtered)
+            .collect()
+    };
+    // 1,099 labelled objects, then (one is missing) the whole namespace again: 3 pages each
+    // (the namespace also holds kube-root-ca.crt).
+    for filtered in [true, false] {
+        let p = pages(filtered);
+        assert_eq!(p.len(), 3, "{}", cluster.log_text());
+        assert!(p.iter().all(|r| r.query.contains("limit=500")));
+        assert!(!p[0].query.contains("continue="), "{}", p[0].query);
+        assert!(p[1..].iter().all(|r| r.query.contains("continue=")));
+    }
+    assert!(
+        !cluster
+            .requests()
+            .iter()
+            .any(|r| r.verb == Verb::Get && r.resource == "configmaps"),
+        "{}",
+        cluster.log_text()
+    );
+
+    // The continue token expires between pages (410): the list starts over, same answer.
+    cluster.clear_requests();
+    cluster.inject(
+        Fault::status(
+            Matcher::verb(Verb::List)
+                .resource("configmaps")
+                .namespace("default"),
+            410,
+        )
+        .nth(2),
+    );
+    let again = status_json(&cluster);
+    assert_eq!(
+        status_row(&again, "flux-system/big")["message"],
+        row["message"],
+        "{}",
+        cluster.log_text()
+    );
+    let queries: Vec<(u16, bool)> = cluster
+        .requests()
+        .into_iter()
+        .filter(|r| r.verb == Verb::List && r.resource == "configmaps" && r.namespace.is_some())
+        .map(|r| (r.status, r.query.contains("continue=")))
+        .collect();
+    assert_eq!(
+        queries[..4],
+        [(200, false), (410, true), (200, false), (200, true)],
+        "{}",
+        cluster.log_text()
+    );
+}

@@ -17,6 +17,31 @@ use serde_json::Value;
 
 use crate::util::*;
 
+/// One read of a resource: `get` (one object), `list` or `watch`.
+#[derive(Debug, Clone)]
+pub struct Read {
+    /// `get`, `list`, `watch`.
+    pub verb: String,
+    /// Resource plural (with `/subresource`).
+    pub resource: String,
+    /// Namespace, empty for cluster-wide.
+    pub namespace: String,
+    /// Object name (gets).
+    pub name: String,
+    /// The query string.
+    pub query: String,
+}
+
+impl std::fmt::Display for Read {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} {}/{} ?{}",
+            self.verb, self.resource, self.namespace, self.name, self.query
+        )
+    }
+}
+
 /// Where a scenario runs.
 pub enum Tier {
     /// The test API server.
@@ -97,6 +122,45 @@ impl Tier {
                     verb: r.verb.clone(),
                     name: r.name.clone().unwrap_or_default(),
                     line: r.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Reads of resources (get, list, watch) since the last [`Tier::mark`], in arrival order.
+    pub fn reads(&self) -> Vec<Read> {
+        match self {
+            Tier::Fake(c) => c
+                .requests()
+                .into_iter()
+                .filter(|r| {
+                    !r.resource.is_empty() && matches!(r.verb.as_str(), "get" | "list" | "watch")
+                })
+                .map(|r| Read {
+                    verb: r.verb.as_str().to_string(),
+                    resource: r.resource.clone(),
+                    namespace: r.namespace.clone().unwrap_or_default(),
+                    name: r.name.clone().unwrap_or_default(),
+                    query: r.query.clone(),
+                })
+                .collect(),
+            Tier::Real(s, mark) => s
+                .requests()
+                .into_iter()
+                .skip(mark.get())
+                .filter(|r| {
+                    !r.resource.is_empty() && matches!(r.verb.as_str(), "get" | "list" | "watch")
+                })
+                .map(|r| Read {
+                    verb: r.verb.clone(),
+                    resource: r.resource.clone(),
+                    namespace: r.namespace.clone().unwrap_or_default(),
+                    name: r.name.clone().unwrap_or_default(),
+                    query: r
+                        .uri
+                        .split_once('?')
+                        .map(|(_, q)| q.to_string())
+                        .unwrap_or_default(),
                 })
                 .collect(),
         }
@@ -201,6 +265,7 @@ both!(
     diff_shows_a_changed_object_and_writes_nothing,
     a_removed_manifest_is_pruned,
     status_reports_readiness_from_the_live_objects,
+    status_and_an_unchanged_apply_read_objects_by_list_never_one_by_one,
     delete_removes_the_objects_and_the_inventory,
     an_interrupt_during_the_wait_exits_130_with_the_inventory_written,
     kustomize_controller_applying_the_same_build_changes_nothing,
@@ -603,6 +668,150 @@ fn status_reports_readiness_from_the_live_objects(t: Tier) {
         r["message"].as_str().unwrap_or("").contains("web"),
         "{}",
         pretty(&r)
+    );
+}
+
+/// `status` reads each (kind, namespace) of the inventories with one LIST (filtered by Flux's
+/// owner label; listed again unfiltered when an object is missing from it) and never GETs an
+/// object; an unchanged apply reads through its watchers' paginated lists, never object by
+/// object.
+fn status_and_an_unchanged_apply_read_objects_by_list_never_one_by_one(t: Tier) {
+    let (ks_ns, one, two) = (t.ns("fleet"), t.ns("one"), t.ns("two"));
+    let f = fleet(&ks_ns, &[("a", ""), ("b", &depends_on(&["a"]))])
+        .file(
+            "apps/a/objects.yaml",
+            &[
+                namespace(&one),
+                namespace(&two),
+                config_map(&one, "a-one", &[("k", "v")]),
+                config_map(&two, "a-two", &[("k", "v")]),
+                deployment(&one, "a-web", None),
+            ]
+            .join("---\n"),
+        )
+        .file(
+            "apps/b/objects.yaml",
+            &[
+                config_map(&one, "b-one", &[("k", "v")]),
+                config_map(&two, "b-two", &[("k", "v")]),
+                "apiVersion: v1\nkind: Secret\nmetadata:\n  name: b-sec\n  namespace: NS\nstringData:\n  k: v\n"
+                    .replace("NS", &two),
+            ]
+            .join("---\n"),
+        );
+    f.apply(&t, &[]).expect_code(0);
+    let names = ["a-one", "a-two", "a-web", "b-one", "b-two", "b-sec"];
+    let gets = |reads: &[Read]| -> Vec<String> {
+        reads
+            .iter()
+            .filter(|r| {
+                r.verb == "get"
+                    && (names.contains(&r.name.as_str()) || r.name == one || r.name == two)
+            })
+            .map(|r| r.to_string())
+            .collect()
+    };
+    let lists_of = |reads: &[Read], resource: &str, ns: &str| -> Vec<Read> {
+        reads
+            .iter()
+            .filter(|r| r.verb == "list" && r.resource == resource && r.namespace == ns)
+            .cloned()
+            .collect()
+    };
+    let show = |reads: &[Read]| reads.iter().map(|r| format!("{r}\n")).collect::<String>();
+
+    // An unchanged apply: no object read one by one; the watchers list in pages of 500.
+    t.mark();
+    let run = f.apply(&t, &[]);
+    run.expect_code(0);
+    assert_eq!(outcome(&run, &format!("{ks_ns}/a")), "unchanged", "{run}");
+    let reads = t.reads();
+    assert!(
+        gets(&reads).is_empty(),
+        "per-object GETs:\n{}",
+        show(&reads)
+    );
+    let cms = lists_of(&reads, "configmaps", &one);
+    assert!(
+        !cms.is_empty(),
+        "no list of configmaps in {one}:\n{}",
+        show(&reads)
+    );
+    assert!(
+        reads
+            .iter()
+            .filter(|r| r.verb == "list" && r.namespace != ks_ns)
+            .all(|r| r.query.contains("limit=500")),
+        "a watcher listed without a page size:\n{}",
+        show(&reads)
+    );
+
+    // status: one LIST per (kind, namespace), with the owner label, and no GET.
+    let status = |t: &Tier| -> Vec<Value> {
+        let run = t.run("status", &["-n", &ks_ns, "-o", "json"]);
+        run.expect_code(0);
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}\n{run}"))
+    };
+    t.mark();
+    let rows = status(&t);
+    assert_eq!(rows.len(), 2, "{}", pretty(&rows));
+    assert!(rows.iter().all(|r| r["ready"] == true), "{}", pretty(&rows));
+    let reads = t.reads();
+    assert!(
+        gets(&reads).is_empty(),
+        "per-object GETs:\n{}",
+        show(&reads)
+    );
+    for (resource, ns) in [
+        ("configmaps", one.as_str()),
+        ("configmaps", two.as_str()),
+        ("deployments", one.as_str()),
+        ("secrets", two.as_str()),
+        ("namespaces", ""),
+    ] {
+        let lists = lists_of(&reads, resource, ns);
+        assert_eq!(lists.len(), 1, "{resource} in {ns:?}:\n{}", show(&reads));
+        assert!(
+            lists[0].query.contains("limit=500")
+                && lists[0]
+                    .query
+                    .contains("labelSelector=kustomize.toolkit.fluxcd.io%2Fname"),
+            "{}",
+            lists[0]
+        );
+    }
+
+    // A missing object: its group is listed again without the selector, and reported as before.
+    t.kubectl(&["-n", &two, "delete", "configmap", "b-two"]);
+    t.mark();
+    let rows = status(&t);
+    let b = rows
+        .iter()
+        .find(|r| r["id"] == format!("{ks_ns}/b"))
+        .expect("row b");
+    assert_eq!(
+        b["message"],
+        format!("2/3 objects ready; ConfigMap/{two}/b-two: not found"),
+        "{}",
+        pretty(&rows)
+    );
+    let reads = t.reads();
+    assert!(
+        gets(&reads).is_empty(),
+        "per-object GETs:\n{}",
+        show(&reads)
+    );
+    assert_eq!(
+        lists_of(&reads, "configmaps", &two).len(),
+        2,
+        "{}",
+        show(&reads)
+    );
+    assert_eq!(
+        lists_of(&reads, "configmaps", &one).len(),
+        1,
+        "{}",
+        show(&reads)
     );
 }
 
