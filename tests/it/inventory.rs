@@ -1565,7 +1565,8 @@ fn kustomize_controller_applying_the_same_build_changes_nothing() {
 /// Three Kustomizations whose objects spread over namespaces `s1`, `s2` and kinds (ConfigMap,
 /// Secret, Service, Deployment, Namespace, a custom Widget), several sharing a (kind, namespace).
 fn status_spread_fleet() -> Fleet {
-    fleet(&[("a", ""), ("b", ""), ("c", "")])
+    let after_a = depends_on(&["a"]);
+    fleet(&[("a", ""), ("b", &after_a), ("c", &after_a)])
         .file("apps/a/ns.yaml", &format!("{}---\n{}", namespace("s1"), namespace("s2")))
         .file("apps/a/cm.yaml", &config_map("s1", "a-cfg", &[("k", "v")]))
         .file("apps/a/deploy.yaml", &deployment("s1", "a-web", None))
