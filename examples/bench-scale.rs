@@ -342,8 +342,11 @@ fn kustomize_cpu(
     let workers: Vec<_> = (0..cores)
         .map(|_| {
             let next = next.clone();
-            let (kustomize, subcommand, root) =
-                (kustomize.to_path_buf(), subcommand.to_string(), root.to_path_buf());
+            let (kustomize, subcommand, root) = (
+                kustomize.to_path_buf(),
+                subcommand.to_string(),
+                root.to_path_buf(),
+            );
             std::thread::spawn(move || -> anyhow::Result<()> {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -397,10 +400,7 @@ fn generate(root: &Path, n: usize) -> anyhow::Result<()> {
         for i in file * PER_FILE..((file + 1) * PER_FILE).min(n) {
             y.push_str(&flux_kustomization(i));
         }
-        write(
-            &root.join(format!("clusters/scale/ks-{file:03}.yaml")),
-            &y,
-        )?;
+        write(&root.join(format!("clusters/scale/ks-{file:03}.yaml")), &y)?;
     }
     for i in 0..n {
         write_app(&root.join(format!("apps/k{i:04}")), i)?;
