@@ -106,6 +106,10 @@ impl Problems {
             .map(|n| n.id.clone())
             .collect();
         failed.extend(graph.errors.iter().flat_map(|e| e.nodes()));
+        for p in &mut all {
+            p.message = crate::redact::redact(&p.message, &fleet.decrypted);
+            p.cause = crate::redact::redact(&p.cause, &fleet.decrypted);
+        }
         Problems { all, failed }
     }
 

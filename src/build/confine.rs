@@ -133,25 +133,46 @@ fn generator_file(entry: &str) -> &str {
     entry.split_once('=').map_or(entry, |(_, p)| p)
 }
 
+/// A file kustomize-controller decrypts on disk before the build when it is SOPS-encrypted
+/// (`DecryptSources`): a `secretGenerator` `files` or `envs` source, or a `patches` file, of the
+/// kustomization built or one it reaches through its resources and components.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SopsSource {
+    /// The file, relative to the source root.
+    pub path: PathBuf,
+    /// Its format, as Flux tells it: from the key's name for `files` (`key=path`), from the
+    /// file's name for `envs` (dotenv unless `.yaml`/`.json`) and patches.
+    pub format: crate::decrypt::Format,
+    /// The kustomization file naming it, relative to the source root.
+    pub file: PathBuf,
+    /// The field (`secretGenerator[0].envs`).
+    pub field: String,
+}
+
 /// Checks the kustomization `kus` of `dir` (relative to `root`; `file` is its kustomization file
-/// for messages) and, recursively, every local kustomization it reaches.
+/// for messages) and, recursively, every local kustomization it reaches. Returns the files
+/// kustomize-controller would decrypt before building it, should they be SOPS-encrypted.
 pub fn check(
     root: &Path,
     dir: &Path,
     file: &Path,
     kus: &Map<String, Value>,
-) -> Result<(), OverlayError> {
+) -> Result<Vec<SopsSource>, OverlayError> {
     let mut seen = HashSet::new();
+    let mut sops = Vec::new();
     Walk {
         root,
         seen: &mut seen,
+        sops: &mut sops,
     }
-    .kustomization(dir, file, kus, 0)
+    .kustomization(dir, file, kus, 0)?;
+    Ok(sops)
 }
 
 struct Walk<'a> {
     root: &'a Path,
     seen: &'a mut HashSet<PathBuf>,
+    sops: &'a mut Vec<SopsSource>,
 }
 
 impl Walk<'_> {
@@ -258,6 +279,7 @@ impl Walk<'_> {
                 return fail(&field, value, why);
             }
         }
+        self.sops_sources(dir, file, kus);
         // Generators, transformers and validators: plugin configs inline, in files, or built
         // from a directory; their own file references resolve against this kustomization.
         for field in ["generators", "transformers", "validators"] {
@@ -282,6 +304,47 @@ impl Walk<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The files of `kus` that kustomize-controller decrypts before the build (their references
+    /// are confined already).
+    fn sops_sources(&mut self, dir: &Path, file: &Path, kus: &Map<String, Value>) {
+        use crate::decrypt::Format;
+        let mut add = |field: String, value: &str, format: Format| {
+            if let Ok(path) = reference(self.root, dir, value) {
+                self.sops.push(SopsSource {
+                    path,
+                    format,
+                    file: file.to_path_buf(),
+                    field,
+                });
+            }
+        };
+        let array = |k: &str| kus.get(k).and_then(Value::as_array).cloned();
+        for (i, g) in array("secretGenerator").into_iter().flatten().enumerate() {
+            for entry in strings(g.get("files")) {
+                let key = entry.split_once('=').map_or(entry, |(k, _)| k);
+                add(
+                    format!("secretGenerator[{i}].files"),
+                    generator_file(entry),
+                    Format::for_path(key),
+                );
+            }
+            for env in strings(g.get("envs")) {
+                let format = match Format::for_path(env) {
+                    Format::Binary => Format::Dotenv,
+                    f => f,
+                };
+                add(format!("secretGenerator[{i}].envs"), env, format);
+            }
+        }
+        for (i, p) in array("patches").into_iter().flatten().enumerate() {
+            if let Some(path) = p.get("path").and_then(Value::as_str)
+                && !path.contains("://")
+            {
+                add(format!("patches[{i}].path"), path, Format::for_path(path));
+            }
+        }
     }
 
     /// A resource or component: a directory's kustomization is checked in turn.

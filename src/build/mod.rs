@@ -10,6 +10,7 @@ pub mod envsubst;
 pub mod kustomize;
 pub mod overlay;
 pub mod postbuild;
+pub mod sops;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,6 +30,9 @@ pub struct RawBuild {
     pub strip_origin: bool,
     /// Set when the build ran in a batch: how its origin paths map back.
     pub origin_map: Option<postbuild::OriginMap>,
+    /// The plain text of the values of SOPS files decrypted before the build (masked wherever
+    /// output appears).
+    pub decrypted: Vec<String>,
 }
 
 /// One build to run: the source root, the path inside it, and the Kustomization's spec.
@@ -40,10 +44,19 @@ pub struct BuildRequest {
     pub rel: std::path::PathBuf,
     /// The overlay.
     pub spec: KustomizationSpec,
+    /// Its SOPS keys, with `spec.decryption`: SOPS-encrypted files of its secretGenerators and
+    /// patches are decrypted before the build ([`sops`]).
+    pub decrypt: Option<crate::decrypt::Keyring>,
 }
 
 /// Prepared builds of one source, with their request index.
 type Group = (Arc<overlay::ShadowRoot>, Vec<(usize, overlay::Prepared)>);
+
+/// A build ready to run: in a shared shadow, or in a private one holding decrypted files.
+enum Ready {
+    Shared(Arc<overlay::ShadowRoot>, overlay::Prepared),
+    Private(Box<sops::Private>),
+}
 
 /// Most Kustomizations built by one kustomize process.
 const MAX_BATCH: usize = 50;
@@ -60,6 +73,16 @@ pub enum BuildError {
     /// Temp dir creation failed.
     #[error("cannot create a temporary build directory: {0}")]
     Temp(std::io::Error),
+    /// A SOPS-encrypted source of the build could not be decrypted.
+    #[error("decrypting {} ({by}): {source}", .file.display())]
+    Decrypt {
+        /// The file, relative to the source root.
+        file: std::path::PathBuf,
+        /// The field and kustomization file that reference it.
+        by: String,
+        /// Why.
+        source: crate::decrypt::SopsError,
+    },
 }
 
 /// Runs builds, at most `jobs` kustomize processes at once, in shadows of the source roots that
@@ -188,6 +211,7 @@ impl Builder {
                     output,
                     strip_origin: prepared.strip_origin,
                     origin_map: None,
+                    decrypted: Vec::new(),
                 }
             }
         };
@@ -245,6 +269,7 @@ impl Builder {
             output,
             strip_origin: true,
             origin_map: None,
+            decrypted: Vec::new(),
         })
     }
 
@@ -259,7 +284,14 @@ impl Builder {
             (
                 r.root.clone(),
                 r.rel.clone(),
-                serde_json::to_string(&r.spec).unwrap_or_default(),
+                format!(
+                    "{}{}",
+                    serde_json::to_string(&r.spec).unwrap_or_default(),
+                    r.decrypt
+                        .as_ref()
+                        .map(|k| format!(" keys: {}", k.fingerprint()))
+                        .unwrap_or_default()
+                ),
             )
         };
         let mut results: Vec<Option<Result<RawBuild, BuildError>>> = {
@@ -306,13 +338,24 @@ impl Builder {
             shadows.push(self.shadow(&r.root));
         }
         let work: Vec<_> = reqs.into_iter().zip(shadows).enumerate().collect();
-        // Prepare every slot (filesystem work, off the async threads).
+        let base = self.shadows.base.path().to_path_buf();
+        // Prepare every slot (filesystem work, off the async threads); a build whose sources
+        // need decrypting is prepared again, alone, in a private shadow.
         let prepared = tokio::task::spawn_blocking(move || {
             work.into_iter()
                 .map(|(i, (r, sh))| {
                     let sh = sh?;
                     let p = overlay::prepare(&sh, &r.rel, Some(&r.spec), Some(i))?;
-                    Ok::<_, BuildError>((sh, p))
+                    let Some(keys) = &r.decrypt else {
+                        return Ok(Ready::Shared(sh, p));
+                    };
+                    let files = sops::encrypted(&r.root, &p.sops)?;
+                    if files.is_empty() {
+                        return Ok(Ready::Shared(sh, p));
+                    }
+                    let private =
+                        sops::prepare_private(&base, &r.root, &r.rel, &r.spec, &files, keys)?;
+                    Ok::<_, BuildError>(Ready::Private(Box::new(private)))
                 })
                 .collect::<Vec<_>>()
         })
@@ -325,16 +368,18 @@ impl Builder {
         // Group batchable builds (no origin annotations of their own) by source.
         let mut groups: Vec<Group> = Vec::new();
         let mut singles = Vec::new();
+        let mut privates = Vec::new();
         for (i, p) in prepared.into_iter().enumerate() {
             match p {
                 Err(e) => results[i] = Some(Err(e)),
-                Ok((sh, p)) if p.strip_origin && self.batch => {
+                Ok(Ready::Shared(sh, p)) if p.strip_origin && self.batch => {
                     match groups.iter_mut().find(|(s, _)| Arc::ptr_eq(s, &sh)) {
                         Some((_, members)) => members.push((i, p)),
                         None => groups.push((sh, vec![(i, p)])),
                     }
                 }
-                Ok((sh, p)) => singles.push((i, sh, p)),
+                Ok(Ready::Shared(sh, p)) => singles.push((i, sh, p)),
+                Ok(Ready::Private(private)) => privates.push((i, private)),
             }
         }
         let jobs = self.jobs;
@@ -364,11 +409,24 @@ impl Builder {
         let single_runs = singles
             .into_iter()
             .map(|(i, sh, p)| async move { vec![(i, self.run_single(&sh, &p).await)] });
-        let (a, b) = futures::join!(
+        let private_runs = privates.into_iter().map(|(i, private)| async move {
+            let r = self
+                .run_single(&private.shadow, &private.prepared)
+                .await
+                .map(|raw| RawBuild {
+                    decrypted: private.values.clone(),
+                    ..raw
+                });
+            // The decrypted files go now, whatever the outcome.
+            drop(private);
+            vec![(i, r)]
+        });
+        let (a, b, c) = futures::join!(
             futures::future::join_all(batch_runs),
-            futures::future::join_all(single_runs)
+            futures::future::join_all(single_runs),
+            futures::future::join_all(private_runs)
         );
-        for (i, r) in a.into_iter().chain(b).flatten() {
+        for (i, r) in a.into_iter().chain(b).chain(c).flatten() {
             results[i] = Some(r);
         }
         results
@@ -398,6 +456,7 @@ impl Builder {
             output,
             strip_origin: p.strip_origin,
             origin_map: None,
+            decrypted: Vec::new(),
         })
     }
 
@@ -453,6 +512,7 @@ impl Builder {
                             output,
                             strip_origin: p.strip_origin,
                             origin_map: Some(map),
+                            decrypted: Vec::new(),
                         }),
                     )
                 })

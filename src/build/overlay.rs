@@ -100,6 +100,8 @@ pub struct Prepared {
     /// Whether its objects carry [`BUILD_LABEL`]; when not, every object comes from a file inside
     /// the slot and a batched build attributes it by its origin path.
     pub labelled: bool,
+    /// The files kustomize-controller would decrypt before this build, if SOPS-encrypted.
+    pub sops: Vec<super::confine::SopsSource>,
 }
 
 /// A shadow of one source root, shared by every build of a load: it starts as a directory of
@@ -114,13 +116,27 @@ pub struct ShadowRoot {
     dir: PathBuf,
     materialized: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
     slots: std::sync::atomic::AtomicUsize,
+    /// Every directory is a real one (only files are symlinks): see [`ShadowRoot::deep`].
+    deep: bool,
 }
 
 impl ShadowRoot {
     /// Mirrors `source` into the new directory `dir`.
     pub fn new(source: &Path, dir: PathBuf) -> Result<Self, OverlayError> {
+        Self::mirror(source, dir, false)
+    }
+
+    /// Mirrors `source` into the new directory `dir` with real directories all the way down and
+    /// only files as symlinks (`.git` left out), so that every path a build can name, by any
+    /// route, stays inside the shadow: a file can then be replaced for this shadow's builds alone
+    /// (a decrypted SOPS file).
+    pub fn deep(source: &Path, dir: PathBuf) -> Result<Self, OverlayError> {
+        Self::mirror(source, dir, true)
+    }
+
+    fn mirror(source: &Path, dir: PathBuf, deep: bool) -> Result<Self, OverlayError> {
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        link_entries(source, &dir, |_| false)?;
+        link_tree(source, &dir, deep, &|_| false)?;
         let mut done = std::collections::HashSet::new();
         done.insert(PathBuf::new());
         Ok(ShadowRoot {
@@ -128,12 +144,26 @@ impl ShadowRoot {
             dir,
             materialized: std::sync::Mutex::new(done),
             slots: std::sync::atomic::AtomicUsize::new(0),
+            deep,
         })
+    }
+
+    /// Where a build prepared in this shadow reads the source file `rel` (relative to the source
+    /// root): in the shadow, and in the build's slot when it is under the built path.
+    pub fn views(&self, prepared: &Prepared, rel: &Path) -> Vec<PathBuf> {
+        let mut out = vec![self.dir.join(rel)];
+        if let Ok(inside) = rel.strip_prefix(&prepared.source_rel) {
+            out.push(prepared.build_dir.join(inside));
+        }
+        out
     }
 
     /// Turns the shadow of `rel` (a directory of the source) into a real directory of symlinks,
     /// with all its ancestors.
     fn materialize(&self, rel: &Path) -> Result<PathBuf, OverlayError> {
+        if self.deep {
+            return Ok(self.dir.join(rel));
+        }
         let mut done = self.materialized.lock().unwrap_or_else(|e| e.into_inner());
         let mut cur = PathBuf::new();
         for part in rel
@@ -147,7 +177,7 @@ impl ShadowRoot {
             let dst = self.dir.join(&cur);
             fs::remove_file(&dst).map_err(io_err(&dst))?;
             fs::create_dir(&dst).map_err(io_err(&dst))?;
-            link_entries(&self.source.join(&cur), &dst, |_| false)?;
+            link_tree(&self.source.join(&cur), &dst, false, &|_| false)?;
             done.insert(cur.clone());
         }
         Ok(self.dir.join(rel))
@@ -170,17 +200,20 @@ impl ShadowRoot {
             )),
         };
         fs::create_dir(&slot).map_err(io_err(&slot))?;
-        link_entries(&self.source.join(rel), &slot, |n| {
+        link_tree(&self.source.join(rel), &slot, self.deep, &|n| {
             KUSTOMIZATION_FILES.iter().any(|k| n == *k)
         })?;
         Ok(slot)
     }
 }
 
-fn link_entries(
+/// Symlinks every entry of `src` into `dst` (but those `skip` names); `deep`: directories become
+/// real directories mirrored in turn (`.git` left out), and only files are symlinks.
+fn link_tree(
     src: &Path,
     dst: &Path,
-    skip: impl Fn(&std::ffi::OsStr) -> bool,
+    deep: bool,
+    skip: &dyn Fn(&std::ffi::OsStr) -> bool,
 ) -> Result<(), OverlayError> {
     for entry in fs::read_dir(src).map_err(io_err(src))? {
         let entry = entry.map_err(io_err(src))?;
@@ -189,6 +222,15 @@ fn link_entries(
             continue;
         }
         let target = dst.join(&name);
+        // `file_type` does not follow symlinks: the source's own symlinks stay symlinks.
+        if deep && entry.file_type().map_err(io_err(&entry.path()))?.is_dir() {
+            if name == ".git" {
+                continue;
+            }
+            fs::create_dir(&target).map_err(io_err(&target))?;
+            link_tree(&entry.path(), &target, true, &|_| false)?;
+            continue;
+        }
         std::os::unix::fs::symlink(entry.path(), &target).map_err(io_err(&target))?;
     }
     Ok(())
@@ -387,7 +429,7 @@ pub fn prepare(
         Some(f) => rel.join(f.file_name().unwrap_or_default()),
         None => rel.join("(generated kustomization.yaml)"),
     };
-    super::confine::check(root, rel, &kus_file, &kus)?;
+    let sops = super::confine::check(root, rel, &kus_file, &kus)?;
     let has_resources = kus
         .get("resources")
         .and_then(Value::as_array)
@@ -432,6 +474,7 @@ pub fn prepare(
         source_rel: rel.to_path_buf(),
         strip_origin,
         labelled,
+        sops,
     })
 }
 

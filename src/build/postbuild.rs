@@ -79,6 +79,36 @@ pub struct Manifest {
     pub object: Value,
     /// `config.kubernetes.io/origin` path, e.g. `deploy.yaml` or `../base/app.yaml`.
     pub origin: Option<String>,
+    /// JSON pointers of the values that were SOPS-encrypted in the file it came from (masked
+    /// wherever the object prints, whatever its kind).
+    pub decrypted: Vec<String>,
+}
+
+impl Manifest {
+    /// An object with its origin, nothing decrypted.
+    pub fn new(object: Value, origin: Option<String>) -> Manifest {
+        Manifest {
+            object,
+            origin,
+            decrypted: Vec::new(),
+        }
+    }
+
+    /// The plain text of its decrypted values.
+    pub fn decrypted_values(&self) -> Vec<String> {
+        crate::decrypt::values_at(&self.object, &self.decrypted)
+    }
+
+    /// The object with its decrypted values replaced by [`MASK`].
+    pub fn masked(&self) -> Value {
+        let mut o = self.object.clone();
+        for p in &self.decrypted {
+            if let Some(v) = o.pointer_mut(p) {
+                *v = Value::String(MASK.into());
+            }
+        }
+        o
+    }
 }
 
 /// ConfigMaps and Secrets by `(namespace, kind, name)`, with Secret values decoded.
@@ -389,6 +419,7 @@ pub fn post_build(
             )));
         }
         let mut decrypted_doc = None;
+        let mut decrypted = Vec::new();
         if let Some(with) = opts.decrypt {
             let keys = with.keys;
             let subject = crate::model::subject(&obj);
@@ -423,11 +454,14 @@ pub fn post_build(
                         set_meta(&mut obj, field, key, &v);
                     }
                 }
-                result.map_err(fail)?;
+                decrypted = result.map_err(fail)?;
                 changed = true;
             }
             if secret {
-                changed |= crate::decrypt::decrypt_secret_data(&mut obj, keys).map_err(fail)? > 0;
+                changed |= crate::decrypt::decrypt_secret_data(&mut obj, keys)
+                    .map_err(fail)?
+                    .0
+                    > 0;
             }
             if changed {
                 decrypted_doc = Some(
@@ -490,6 +524,12 @@ pub fn post_build(
             out.push(Manifest {
                 object: item,
                 origin,
+                // A List's items are not decrypted objects of their own.
+                decrypted: if is_list {
+                    Vec::new()
+                } else {
+                    std::mem::take(&mut decrypted)
+                },
             });
         }
     }

@@ -103,10 +103,7 @@ async fn with_cluster_vars(
             .map_err(AppError::from)?;
         if let Some(object) = got {
             // The same decoding as for the fleet's own ConfigMaps and Secrets.
-            index.add(&[crate::build::postbuild::Manifest {
-                object,
-                origin: None,
-            }]);
+            index.add(&[crate::build::postbuild::Manifest::new(object, None)]);
         }
     }
     settings.load.cluster_vars = Some(index);
@@ -248,7 +245,10 @@ fn units(loaded: &Loaded, exclusions: &Exclusions) -> Result<Vec<Unit>, AppError
                 .filter(|r| loaded.helm_selection.contains(&r.id)),
         );
         out.push(Unit {
-            secrets: crate::redact::secret_values(&objects, n.vars.secret_values()),
+            secrets: crate::redact::secret_values(
+                &objects,
+                n.vars.secret_values().chain(&loaded.fleet.decrypted),
+            ),
             helm: None,
             gated_by,
             revision,

@@ -60,18 +60,29 @@ pub async fn run(args: &BuildArgs) -> Result<(), AppError> {
         node.objects.iter().map(|m| m.object.clone()).collect();
     objects.extend(node.flux_objects.iter().map(|m| m.object.clone()));
     if !args.show_secrets {
-        if let Some(masked) = node.masked_build() {
-            let (payload, flux) = masked.map_err(anyhow::Error::from)?;
-            objects = payload
-                .into_iter()
-                .chain(flux)
-                .map(|mut m| {
-                    postbuild::unmask_tokens(&mut m.object);
-                    m.object
-                })
-                .collect();
-        }
-        objects = objects.iter().map(postbuild::mask_secret).collect();
+        // Values from Secrets (substituted, in Secret data) and values that were SOPS-encrypted
+        // (in any kind of object) print as `***`.
+        let manifests = match node.masked_build() {
+            Some(masked) => {
+                let (payload, flux) = masked.map_err(anyhow::Error::from)?;
+                payload.into_iter().chain(flux).collect()
+            }
+            None => node
+                .objects
+                .iter()
+                .chain(&node.flux_objects)
+                .cloned()
+                .collect::<Vec<_>>(),
+        };
+        objects = manifests
+            .iter()
+            .map(|m| {
+                let mut o = postbuild::mask_secret(&m.masked());
+                postbuild::unmask_tokens(&mut o);
+                crate::redact::redact_value(&mut o, &loaded.fleet.decrypted);
+                o
+            })
+            .collect();
     }
     print!(
         "{}",

@@ -177,7 +177,7 @@ pub async fn run_with(
         let masks = if show_secrets {
             Masks::default()
         } else {
-            Masks::of(n)
+            Masks::of(n, &loaded.fleet.decrypted)
         };
         for o in &objects {
             match diff_one(
@@ -318,8 +318,10 @@ impl Masks {
         crate::redact::redact(text, &self.secrets)
     }
 
-    fn of(n: &crate::load::Node) -> Masks {
-        let mut fields = std::collections::HashMap::new();
+    /// The masks of `n`'s objects; `decrypted`: every value SOPS-encrypted in the fleet.
+    fn of(n: &crate::load::Node, decrypted: &[String]) -> Masks {
+        let mut fields: std::collections::HashMap<String, Vec<(String, String)>> =
+            std::collections::HashMap::new();
         if let Some(Ok((masked, _))) = n.masked_build() {
             for (real, masked) in n.objects.iter().zip(&masked) {
                 let f = postbuild::secret_fields(&masked.object);
@@ -328,9 +330,17 @@ impl Masks {
                 }
             }
         }
+        // A value that was SOPS-encrypted prints as `***` wherever it is, whatever the kind.
+        for m in n.objects.iter().filter(|m| !m.decrypted.is_empty()) {
+            fields.entry(subject(&m.object)).or_default().extend(
+                m.decrypted
+                    .iter()
+                    .map(|p| (p.clone(), postbuild::MASK.to_string())),
+            );
+        }
         Masks {
             fields,
-            secrets: crate::redact::secret_values(&[], n.vars.secret_values()),
+            secrets: crate::redact::secret_values(&[], n.vars.secret_values().chain(decrypted)),
         }
     }
 

@@ -264,30 +264,51 @@ impl Mac {
     }
 }
 
+/// A JSON pointer segment (`~` and `/` escaped).
+pub fn pointer_segment(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// Where the walk is: the key path sops authenticates (`a:b:`, no array indices) and the JSON
+/// pointer of the value (with them).
+struct At {
+    path: Vec<String>,
+    pointer: String,
+}
+
 fn walk(
     v: &mut Value,
-    path: &mut Vec<String>,
+    at: &mut At,
     key: &[u8; 32],
     mac: &mut Mac,
+    decrypted: &mut Vec<String>,
 ) -> Result<(), SopsError> {
     match v {
         Value::Object(m) => {
             for (k, child) in m.iter_mut() {
-                path.push(k.clone());
-                walk(child, path, key, mac)?;
-                path.pop();
+                let len = at.pointer.len();
+                at.pointer.push('/');
+                at.pointer.push_str(&pointer_segment(k));
+                at.path.push(k.clone());
+                walk(child, at, key, mac, decrypted)?;
+                at.path.pop();
+                at.pointer.truncate(len);
             }
         }
         Value::Array(items) => {
-            for child in items.iter_mut() {
-                walk(child, path, key, mac)?;
+            for (i, child) in items.iter_mut().enumerate() {
+                let len = at.pointer.len();
+                at.pointer.push_str(&format!("/{i}"));
+                walk(child, at, key, mac, decrypted)?;
+                at.pointer.truncate(len);
             }
         }
         Value::String(s) if s.starts_with("ENC[") => {
-            let aad = format!("{}:", path.join(":"));
+            let aad = format!("{}:", at.path.join(":"));
             let (plain, bytes) = typed(decrypt_value(s, key, &aad)?)?;
             mac.add(&bytes, true);
             *v = plain;
+            decrypted.push(at.pointer.clone());
         }
         leaf => mac.add(&to_bytes(leaf), false),
     }
@@ -295,32 +316,65 @@ fn walk(
 }
 
 /// Decrypts every `ENC[…]` value of `tree` (its `sops` stanza already removed) and verifies
-/// the MAC.
-pub fn decrypt_tree(tree: &mut Value, key: &[u8; 32], meta: &Metadata) -> Result<(), SopsError> {
+/// the MAC. Returns the JSON pointers of the values that were encrypted.
+pub fn decrypt_tree(
+    tree: &mut Value,
+    key: &[u8; 32],
+    meta: &Metadata,
+) -> Result<Vec<String>, SopsError> {
     let mut mac = Mac::new(meta.mac_only_encrypted);
-    walk(tree, &mut Vec::new(), key, &mut mac)?;
-    mac.verify(meta, key)
+    let mut decrypted = Vec::new();
+    let mut at = At {
+        path: Vec::new(),
+        pointer: String::new(),
+    };
+    walk(tree, &mut at, key, &mut mac, &mut decrypted)?;
+    mac.verify(meta, key)?;
+    Ok(decrypted)
 }
 
-/// A dotenv SOPS file: `KEY=ENC[…]` lines, the stanza flattened into `sops_…` keys.
-pub fn decrypt_dotenv(text: &str, keys: &Keyring) -> Result<Vec<u8>, SopsError> {
-    let mut items: Vec<(String, String)> = Vec::new();
+/// The text of a decrypted leaf, as sops feeds it to the MAC (what masking looks for).
+pub fn leaf_text(v: &Value) -> String {
+    String::from_utf8_lossy(&to_bytes(v)).into_owned()
+}
+
+/// A decrypted file: its plain bytes, and the values that were encrypted in it (for masking).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlainFile {
+    /// The file, decrypted, in its own format.
+    pub bytes: Vec<u8>,
+    /// The plain text of every value that was encrypted.
+    pub values: Vec<String>,
+}
+
+/// A dotenv SOPS file: `KEY=ENC[…]` lines, the stanza flattened into `sops_…` keys. Read as
+/// sops' dotenv store reads it (lines split on `\n`, blank lines skipped, `#` comments kept and
+/// left out of the MAC, `\n` in a value meaning a newline) and written back as it writes a plain
+/// file (`KEY=value`, newlines as `\n`).
+pub fn decrypt_dotenv(text: &str, keys: &Keyring) -> Result<PlainFile, SopsError> {
+    enum Line {
+        Comment(String),
+        Item(String, String),
+    }
+    let mut lines: Vec<Line> = Vec::new();
     let mut stanza = serde_json::Map::new();
     let mut age: std::collections::BTreeMap<usize, String> = Default::default();
-    for line in text.lines() {
-        let t = line.trim();
-        if t.is_empty() || t.starts_with('#') {
+    for line in text.split('\n') {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(c) = line.strip_prefix('#') {
+            lines.push(Line::Comment(c.to_string()));
             continue;
         }
         let Some((k, v)) = line.split_once('=') else {
-            return Err(SopsError::Format(format!(
-                "dotenv line without '=': {:.40}",
-                line
-            )));
+            return Err(SopsError::Format(
+                "a dotenv line without '=' (a KEY=value line was expected)".into(),
+            ));
         };
+        let v = v.replace("\\n", "\n");
         match k.strip_prefix("sops_") {
             Some(rest) => {
-                let v = v.replace("\\n", "\n");
                 if let Some(i) = rest
                     .strip_prefix("age__list_")
                     .and_then(|r| r.strip_suffix("__map_enc"))
@@ -333,7 +387,7 @@ pub fn decrypt_dotenv(text: &str, keys: &Keyring) -> Result<Vec<u8>, SopsError> 
                     stanza.insert(rest.to_string(), Value::String(v));
                 }
             }
-            None => items.push((k.to_string(), v.to_string())),
+            None => lines.push(Line::Item(k.to_string(), v)),
         }
     }
     stanza.insert(
@@ -348,23 +402,43 @@ pub fn decrypt_dotenv(text: &str, keys: &Keyring) -> Result<Vec<u8>, SopsError> 
     let key = keys.data_key(&meta)?;
     let mut mac = Mac::new(meta.mac_only_encrypted);
     let mut out = String::new();
-    for (k, v) in items {
-        let plain = if v.starts_with("ENC[") {
-            let p = decrypt_value(&v, &key, &format!("{k}:"))?;
-            mac.add(&p.bytes, true);
-            String::from_utf8(p.bytes).map_err(|_| SopsError::Format(format!("{k}: not UTF-8")))?
-        } else {
-            mac.add(v.as_bytes(), false);
-            v
-        };
-        out.push_str(&format!("{k}={plain}\n"));
+    let mut values = Vec::new();
+    for line in lines {
+        match line {
+            Line::Comment(c) => {
+                // sops encrypts comments too (not part of the MAC); one that does not decrypt
+                // was written in clear.
+                let c = decrypt_value(&c, &key, ":")
+                    .ok()
+                    .and_then(|p| String::from_utf8(p.bytes).ok())
+                    .unwrap_or(c);
+                out.push_str(&format!("#{c}\n"));
+            }
+            Line::Item(k, v) => {
+                let plain = if v.starts_with("ENC[") {
+                    let p = decrypt_value(&v, &key, &format!("{k}:"))?;
+                    mac.add(&p.bytes, true);
+                    let s = String::from_utf8(p.bytes)
+                        .map_err(|_| SopsError::Format(format!("{k}: not UTF-8")))?;
+                    values.push(s.clone());
+                    s
+                } else {
+                    mac.add(v.as_bytes(), false);
+                    v
+                };
+                out.push_str(&format!("{k}={}\n", plain.replace('\n', "\\n")));
+            }
+        }
     }
     mac.verify(&meta, &key)?;
-    Ok(out.into_bytes())
+    Ok(PlainFile {
+        bytes: out.into_bytes(),
+        values,
+    })
 }
 
 /// A binary SOPS file (`{"data": ENC[…], "sops": …}`): the raw bytes of `data`.
-pub fn decrypt_binary(file: &Value, keys: &Keyring) -> Result<Vec<u8>, SopsError> {
+pub fn decrypt_binary(file: &Value, keys: &Keyring) -> Result<PlainFile, SopsError> {
     let stanza = file
         .get("sops")
         .ok_or_else(|| SopsError::Format("no sops stanza".into()))?;
@@ -378,5 +452,8 @@ pub fn decrypt_binary(file: &Value, keys: &Keyring) -> Result<Vec<u8>, SopsError
     let mut mac = Mac::new(meta.mac_only_encrypted);
     mac.add(&p.bytes, true);
     mac.verify(&meta, &key)?;
-    Ok(p.bytes)
+    Ok(PlainFile {
+        values: vec![String::from_utf8_lossy(&p.bytes).into_owned()],
+        bytes: p.bytes,
+    })
 }

@@ -1,10 +1,12 @@
-//! SOPS decryption the way kustomize-controller does it: after the kustomize build, before
-//! substitution, every object with a top-level `sops` stanza is decrypted (as a JSON tree), and
-//! every Secret data value that is itself a SOPS file (a dotenv, binary, YAML or JSON file a
-//! `secretGenerator` read) is decrypted in its format. Only age keys are supported: the data key is
+//! SOPS decryption the way kustomize-controller does it: files a build reads (secretGenerator
+//! sources, patches) are decrypted whole in their format before the build (see
+//! `crate::build::sops`); after the kustomize build, before substitution, every object with a
+//! top-level `sops` stanza is decrypted (as a JSON tree), and every Secret data value that is
+//! itself a SOPS file is decrypted in its format. Only age keys are supported: the data key is
 //! age-decrypted, each `ENC[AES256_GCM,…]` value AES-256-GCM-decrypted with its path as
 //! additional data, and the MAC (SHA-512 over the values, encrypted with `lastmodified`) verified.
-//! PGP, KMS and Vault keys are a clear error. Pure: keys come in, values go out.
+//! PGP, KMS and Vault keys are a clear error. What was decrypted is reported (pointers, values) so
+//! that it can be masked. Pure: keys come in, values go out.
 
 mod envelope;
 
@@ -14,8 +16,8 @@ use std::str::FromStr as _;
 use base64::Engine as _;
 use serde_json::Value;
 
-pub use envelope::SopsError;
-use envelope::{Metadata, decrypt_binary, decrypt_tree};
+use envelope::{Metadata, decrypt_binary, decrypt_tree, leaf_text, pointer_segment};
+pub use envelope::{PlainFile, SopsError};
 
 /// Age identities to try, with where each came from (for messages).
 #[derive(Clone, Default)]
@@ -53,6 +55,18 @@ impl Keyring {
             self.sources.push(source.to_string());
         }
         Ok(n)
+    }
+
+    /// The public keys of its identities, sorted: two keyrings with the same fingerprint decrypt
+    /// the same files.
+    pub fn fingerprint(&self) -> String {
+        let mut keys: Vec<String> = self
+            .identities
+            .iter()
+            .map(|i| i.to_public().to_string())
+            .collect();
+        keys.sort();
+        keys.join(",")
     }
 
     fn describe(&self) -> String {
@@ -113,10 +127,13 @@ pub enum Format {
 }
 
 impl Format {
-    /// sops' `FormatForPath`.
+    /// sops' `FormatForPath`, with kustomize-controller's exception: a `.dockerconfigjson`
+    /// key is JSON.
     pub fn for_path(path: &str) -> Format {
         let p = path.to_ascii_lowercase();
-        if p.ends_with(".yaml") || p.ends_with(".yml") {
+        if p.ends_with(".dockerconfigjson") {
+            Format::Json
+        } else if p.ends_with(".yaml") || p.ends_with(".yml") {
             Format::Yaml
         } else if p.ends_with(".json") {
             Format::Json
@@ -147,11 +164,12 @@ pub struct DecryptWith<'a> {
 /// SOPS-encrypted. kustomize prints map keys sorted, while the MAC covers the values in the order
 /// the file has them, so the file's own document is decrypted and verified, and the build's
 /// encrypted values are taken from it by path. Without the file, the object itself is decrypted.
+/// Returns the JSON pointers (in `obj`) of the values that were encrypted.
 pub fn decrypt_built_object(
     obj: &mut Value,
     file: Option<&std::path::Path>,
     keys: &Keyring,
-) -> Result<(), SopsError> {
+) -> Result<Vec<String>, SopsError> {
     let (_, kind, _, name) = crate::model::object_meta(obj);
     let (kind, name) = (kind.to_string(), name.to_string());
     let original = file
@@ -176,22 +194,55 @@ pub fn decrypt_built_object(
     if let Some(m) = obj.as_object_mut() {
         m.remove("sops");
     }
-    fill(obj, &plain, &mut Vec::new())
+    let mut filled = Vec::new();
+    fill(
+        obj,
+        &plain,
+        &mut Vec::new(),
+        &mut String::new(),
+        &mut filled,
+    )?;
+    Ok(filled)
 }
 
-/// Replaces every `ENC[…]` value of `built` by the value at the same path in `plain`.
-fn fill(built: &mut Value, plain: &Value, path: &mut Vec<String>) -> Result<(), SopsError> {
+/// Replaces every `ENC[…]` value of `built` by the value at the same path in `plain`, noting
+/// the pointer of each in `filled`.
+fn fill(
+    built: &mut Value,
+    plain: &Value,
+    path: &mut Vec<String>,
+    pointer: &mut String,
+    filled: &mut Vec<String>,
+) -> Result<(), SopsError> {
+    let len = pointer.len();
     match built {
         Value::Object(m) => {
             for (k, v) in m.iter_mut() {
                 path.push(k.clone());
-                fill(v, plain.get(k.as_str()).unwrap_or(&Value::Null), path)?;
+                pointer.push('/');
+                pointer.push_str(&pointer_segment(k));
+                fill(
+                    v,
+                    plain.get(k.as_str()).unwrap_or(&Value::Null),
+                    path,
+                    pointer,
+                    filled,
+                )?;
+                pointer.truncate(len);
                 path.pop();
             }
         }
         Value::Array(items) => {
             for (i, v) in items.iter_mut().enumerate() {
-                fill(v, plain.get(i).unwrap_or(&Value::Null), path)?;
+                pointer.push_str(&format!("/{i}"));
+                fill(
+                    v,
+                    plain.get(i).unwrap_or(&Value::Null),
+                    path,
+                    pointer,
+                    filled,
+                )?;
+                pointer.truncate(len);
             }
         }
         Value::String(s) if s.starts_with("ENC[") => {
@@ -202,6 +253,7 @@ fn fill(built: &mut Value, plain: &Value, path: &mut Vec<String>) -> Result<(), 
                 )));
             }
             *built = plain.clone();
+            filled.push(pointer.clone());
         }
         _ => {}
     }
@@ -209,26 +261,41 @@ fn fill(built: &mut Value, plain: &Value, path: &mut Vec<String>) -> Result<(), 
 }
 
 /// Decrypts `obj` in place (an object of a build with a `sops` stanza; the stanza is removed).
-pub fn decrypt_object(obj: &mut Value, keys: &Keyring) -> Result<(), SopsError> {
+/// Returns the JSON pointers of the values that were encrypted.
+pub fn decrypt_object(obj: &mut Value, keys: &Keyring) -> Result<Vec<String>, SopsError> {
     let Some(map) = obj.as_object_mut() else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let Some(stanza) = map.remove("sops") else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let meta = Metadata::from_json(&stanza)?;
     let key = keys.data_key(&meta)?;
     decrypt_tree(obj, &key, &meta)
 }
 
+/// The plain text of the values at `pointers` of `obj` (what was decrypted there), for masking.
+pub fn values_at(obj: &Value, pointers: &[String]) -> Vec<String> {
+    pointers
+        .iter()
+        .filter_map(|p| obj.pointer(p))
+        .map(leaf_text)
+        .collect()
+}
+
 /// A Secret's data values that are SOPS files (what a `secretGenerator` read from encrypted
-/// files), decrypted in place, each in the format its key's name says. Returns how many.
-pub fn decrypt_secret_data(obj: &mut Value, keys: &Keyring) -> Result<usize, SopsError> {
+/// files kustomize-controller did not decrypt before the build), decrypted in place, each in the
+/// format its key's name says. Returns how many, and the plain text of every value that was
+/// encrypted in them.
+pub fn decrypt_secret_data(
+    obj: &mut Value,
+    keys: &Keyring,
+) -> Result<(usize, Vec<String>), SopsError> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let Some(Value::Object(data)) = obj.get_mut("data") else {
-        return Ok(0);
+        return Ok((0, Vec::new()));
     };
-    let mut n = 0;
+    let (mut n, mut values) = (0, Vec::new());
     for (name, v) in data.iter_mut() {
         // kustomize wraps long base64 values over several lines.
         let compact = |s: &str| s.split_whitespace().collect::<String>();
@@ -242,18 +309,36 @@ pub fn decrypt_secret_data(obj: &mut Value, keys: &Keyring) -> Result<usize, Sop
             .map_err(|_| SopsError::Format(format!("data.{name}: not UTF-8")))?;
         let plain = decrypt_file(&text, Format::for_path(name), keys)
             .map_err(|e| e.within(&format!("data.{name}")))?;
-        *v = Value::String(b64.encode(plain));
+        *v = Value::String(b64.encode(plain.bytes));
+        values.extend(plain.values);
         n += 1;
     }
-    Ok(n)
+    Ok((n, values))
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Decrypts a whole SOPS file of `format`; returns the plain file.
-pub fn decrypt_file(text: &str, format: Format, keys: &Keyring) -> Result<Vec<u8>, SopsError> {
+impl Format {
+    /// The bytes that mark a file of this format as SOPS-encrypted (kustomize-controller's
+    /// `sopsFormatToMarkerBytes`).
+    pub fn marker(self) -> &'static [u8] {
+        match self {
+            Format::Binary | Format::Json => b"\"mac\": \"ENC[",
+            Format::Dotenv => b"sops_mac=ENC[",
+            Format::Yaml => b"mac: ENC[",
+        }
+    }
+
+    /// Whether `data` is a SOPS file of this format.
+    pub fn is_encrypted(self, data: &[u8]) -> bool {
+        contains(data, self.marker())
+    }
+}
+
+/// Decrypts a whole SOPS file of `format`; returns the plain file in the same format.
+pub fn decrypt_file(text: &str, format: Format, keys: &Keyring) -> Result<PlainFile, SopsError> {
     match format {
         Format::Binary => {
             let file: Value =
@@ -266,8 +351,9 @@ pub fn decrypt_file(text: &str, format: Format, keys: &Keyring) -> Result<Vec<u8
             } else {
                 serde_json::from_str(text).map_err(|e| SopsError::Format(e.to_string()))?
             };
-            decrypt_object(&mut tree, keys)?;
-            Ok(match format {
+            let pointers = decrypt_object(&mut tree, keys)?;
+            let values = values_at(&tree, &pointers);
+            let bytes = match format {
                 Format::Json => {
                     let mut s = serde_json::to_string_pretty(&tree)
                         .map_err(|e| SopsError::Format(e.to_string()))?;
@@ -277,7 +363,8 @@ pub fn decrypt_file(text: &str, format: Format, keys: &Keyring) -> Result<Vec<u8
                 _ => crate::yaml::to_string(&tree)
                     .map_err(|e| SopsError::Format(e.to_string()))?
                     .into_bytes(),
-            })
+            };
+            Ok(PlainFile { bytes, values })
         }
         Format::Dotenv => envelope::decrypt_dotenv(text, keys),
     }
@@ -329,7 +416,8 @@ mod tests {
         let plain: Value = serde_json::from_str(fixture!("plain/secret.json")).unwrap();
         assert_eq!(o, plain);
         let env = decrypt_file(fixture!("app.enc.env"), Format::Dotenv, &keys()).unwrap();
-        assert_eq!(env, fixture!("plain/app.env").as_bytes());
+        assert_eq!(env.bytes, fixture!("plain/app.env").as_bytes());
+        assert_eq!(env.values, ["envuser", "env-pa55word"]);
         let bin = decrypt_file(
             fixture!("blob.enc.bin"),
             Format::for_path("blob.bin"),
@@ -337,8 +425,48 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            bin,
+            bin.bytes,
             include_bytes!("../../tests/fixtures/sops/plain/blob.bin")
+        );
+    }
+
+    #[test]
+    fn a_dotenv_file_keeps_its_order_comments_and_values_and_its_mac_covers_the_order() {
+        let env = decrypt_file(fixture!("gen.enc.env"), Format::Dotenv, &keys()).unwrap();
+        assert_eq!(
+            String::from_utf8(env.bytes).unwrap(),
+            fixture!("plain/gen.env")
+        );
+        assert_eq!(env.values, ["genuser", "gen-pa55=word", "tok-gen-123456"]);
+        // Two lines swapped: every value still decrypts (its key is its path), the MAC does not.
+        let e = decrypt_file(
+            fixture!("gen.tampered-order.enc.env"),
+            Format::Dotenv,
+            &keys(),
+        );
+        assert_eq!(e, Err(SopsError::Mac));
+        let e = decrypt_file(
+            fixture!("gen.tampered-value.enc.env"),
+            Format::Dotenv,
+            &keys(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("'API_TOKEN' does not decrypt"), "{e}");
+        assert!(Format::Dotenv.is_encrypted(fixture!("gen.enc.env").as_bytes()));
+        assert!(!Format::Dotenv.is_encrypted(fixture!("plain/gen.env").as_bytes()));
+        assert!(Format::Yaml.is_encrypted(fixture!("patch.enc.yaml").as_bytes()));
+        assert!(Format::Binary.is_encrypted(fixture!("blob.enc.bin").as_bytes()));
+    }
+
+    #[test]
+    fn the_pointers_of_decrypted_values_are_reported() {
+        let mut o = object(fixture!("configmap.enc.yaml"));
+        let ptrs = decrypt_object(&mut o, &keys()).unwrap();
+        assert_eq!(ptrs, ["/data/endpoint", "/data/mode"]);
+        assert_eq!(
+            values_at(&o, &ptrs),
+            ["https://db.internal.example/cfg-s3cr3t-path", "production"]
         );
     }
 
@@ -348,7 +476,11 @@ mod tests {
         let mut s = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": "gen", "namespace": "app"},
             "data": {"app.env": b64.encode(fixture!("app.enc.env")), "plain": b64.encode("x")}});
-        assert_eq!(decrypt_secret_data(&mut s, &keys()).unwrap(), 1);
+        let (n, values) = decrypt_secret_data(&mut s, &keys()).unwrap();
+        assert_eq!(
+            (n, values),
+            (1, vec!["envuser".into(), "env-pa55word".into()])
+        );
         let got = b64.decode(s["data"]["app.env"].as_str().unwrap()).unwrap();
         assert_eq!(got, fixture!("plain/app.env").as_bytes());
         assert_eq!(s["data"]["plain"], b64.encode("x"));

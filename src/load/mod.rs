@@ -194,6 +194,9 @@ pub struct Fleet {
     /// Every problem found: each failed Kustomization is a node marked `failed`, the rest of the
     /// fleet is loaded as usual.
     pub failures: Vec<LoadError>,
+    /// The plain text of every SOPS-encrypted value the fleet's builds decrypted, whatever the
+    /// kind of object it went into: masked wherever output appears, as Secret data is.
+    pub decrypted: Vec<String>,
     _tmp: crate::interrupt::TempTree,
 }
 
@@ -242,6 +245,20 @@ impl Node {
     /// The directory built.
     pub fn dir(&self) -> PathBuf {
         self.source_dir.join(&self.rel_path)
+    }
+
+    /// The plain text of the SOPS-encrypted values its build decrypted: in source files before
+    /// the build, and in encrypted objects after it.
+    pub fn decrypted_values(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .raw
+            .iter()
+            .flat_map(|r| r.decrypted.iter().cloned())
+            .collect();
+        for m in self.objects.iter().chain(&self.flux_objects) {
+            out.extend(m.decrypted_values());
+        }
+        out
     }
 
     /// Every object of the build (payload, then Flux objects) post-built again with its
@@ -375,6 +392,17 @@ pub async fn load(opts: &LoadOptions, builder: &Builder) -> Result<Fleet, Vec<Lo
             display_path(&path)
         ));
     }
+    let decrypted: Vec<String> = crate::redact::secret_values(
+        &[],
+        &loader
+            .nodes
+            .values()
+            .flat_map(Node::decrypted_values)
+            .collect::<Vec<_>>(),
+    );
+    for w in &mut loader.warnings {
+        *w = crate::redact::redact(w, &decrypted);
+    }
     if !unowned.is_empty() {
         loader.warnings.push(format!(
             "{} object(s) directly under {} belong to no Kustomization (Flux's bootstrap Kustomization would apply them): not applied",
@@ -389,6 +417,7 @@ pub async fn load(opts: &LoadOptions, builder: &Builder) -> Result<Fleet, Vec<Lo
         warnings: loader.warnings,
         fetcher: loader.fetcher,
         failures: loader.errors,
+        decrypted,
         _tmp: tmp,
     })
 }
@@ -783,27 +812,39 @@ impl Loader<'_> {
     async fn discover(&mut self) {
         let mut built_ok = std::mem::take(&mut self.post_built);
         let mut failed: BTreeSet<KsId> = BTreeSet::new();
+        // Builds whose SOPS sources no key decrypts yet, with the keys tried: the Secret of their
+        // `spec.decryption.secretRef` may come with a build of a later round.
+        let mut awaiting_keys: BTreeMap<KsId, (String, LoadError)> = BTreeMap::new();
         loop {
             // 0. Fetch the sources of Kustomizations waiting for one.
             let fetched = self.fetch_deferred(false).await;
             // 1. Build every node not built yet, in parallel.
-            let pending: Vec<KsId> = self
+            let index = self.var_index();
+            let pending: Vec<(KsId, Option<crate::decrypt::Keyring>)> = self
                 .nodes
                 .values()
                 .filter(|n| n.raw.is_none() && !n.failed && !failed.contains(&n.id))
-                .map(|n| n.id.clone())
+                .map(|n| (n.id.clone(), self.keyring(&n.id, &index).ok().flatten()))
+                .filter(|(id, keys)| {
+                    awaiting_keys.get(id).is_none_or(|(tried, _)| {
+                        keys.as_ref().map(crate::decrypt::Keyring::fingerprint)
+                            != Some(tried.clone())
+                    })
+                })
                 .collect();
-            for id in &pending {
+            for (id, _) in &pending {
                 built_ok.remove(id);
+                awaiting_keys.remove(id);
             }
             let requests = pending
                 .iter()
-                .map(|id| {
+                .map(|(id, keys)| {
                     let n = &self.nodes[id];
                     BuildRequest {
                         root: n.source_dir.clone(),
                         rel: n.rel_path.clone(),
                         spec: n.spec.clone(),
+                        decrypt: keys.clone(),
                     }
                 })
                 .collect();
@@ -815,14 +856,19 @@ impl Loader<'_> {
                 results.len(),
                 t.elapsed()
             );
-            for (id, r) in pending.into_iter().zip(results) {
+            for ((id, keys), r) in pending.into_iter().zip(results) {
                 let n = self.nodes.get_mut(&id).expect("pending node exists");
                 match r {
                     Ok(raw) => n.raw = Some(raw),
                     Err(source) => {
-                        failed.insert(id.clone());
-                        n.failed = true;
-                        self.errors.push(LoadError::Build {
+                        let waits = matches!(
+                            &source,
+                            BuildError::Decrypt {
+                                source: crate::decrypt::SopsError::Key(_),
+                                ..
+                            }
+                        );
+                        let error = LoadError::Build {
                             ks: id.to_string(),
                             file: n.file.clone(),
                             path: format!(
@@ -831,7 +877,14 @@ impl Loader<'_> {
                                 n.spec.path.as_deref().unwrap_or("./")
                             ),
                             source,
-                        });
+                        };
+                        if waits && let Some(keys) = keys {
+                            awaiting_keys.insert(id, (keys.fingerprint(), error));
+                            continue;
+                        }
+                        failed.insert(id.clone());
+                        n.failed = true;
+                        self.errors.push(error);
                     }
                 }
             }
@@ -879,6 +932,13 @@ impl Loader<'_> {
             let after: BTreeSet<KsId> = self.nodes.keys().cloned().collect();
             if before == after && !changed && !fetched && built == 0 {
                 if self.deferred.is_empty() {
+                    // No key came for them.
+                    for (id, (_, error)) in std::mem::take(&mut awaiting_keys) {
+                        if let Some(n) = self.nodes.get_mut(&id) {
+                            n.failed = true;
+                        }
+                        self.errors.push(error);
+                    }
                     break;
                 }
                 // Sources nobody defines: report them, then settle what remains.

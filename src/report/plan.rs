@@ -199,7 +199,7 @@ fn names(set: Option<&BTreeSet<KsId>>) -> Vec<String> {
     set.into_iter().flatten().map(|b| b.to_string()).collect()
 }
 
-fn ks_report(n: &Node, blocks: &Blocks) -> KsReport {
+fn ks_report(n: &Node, blocks: &Blocks, decrypted: &[String]) -> KsReport {
     let mut kinds = BTreeMap::new();
     for m in &n.objects {
         *kinds
@@ -223,7 +223,7 @@ fn ks_report(n: &Node, blocks: &Blocks) -> KsReport {
         .map(|k| {
             let v = match n.vars.values.get(&k) {
                 Some(_) if n.vars.secret.contains(&k) => MASK.to_string(),
-                Some(v) => v.clone(),
+                Some(v) => crate::redact::redact(v, decrypted),
                 None => "<unset>".to_string(),
             };
             (k, v)
@@ -277,7 +277,8 @@ fn ks_report(n: &Node, blocks: &Blocks) -> KsReport {
         object_count: n.objects.len(),
         kinds,
         objects: {
-            let secrets = crate::redact::secret_values(&[], n.vars.secret_values());
+            let secrets =
+                crate::redact::secret_values(&[], n.vars.secret_values().chain(decrypted));
             n.objects
                 .iter()
                 .map(|m| crate::redact::redact(&subject(&m.object), &secrets))
@@ -328,7 +329,7 @@ pub fn plan(
             kustomizations: w
                 .iter()
                 .filter(|id| !id.is_helm_release())
-                .map(|id| ks_report(&fleet.nodes[*id], &blocks))
+                .map(|id| ks_report(&fleet.nodes[*id], &blocks, &fleet.decrypted))
                 .collect(),
             helm_releases: w.iter().filter_map(|id| helm.remove(*id)).collect(),
         })

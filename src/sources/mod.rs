@@ -483,10 +483,7 @@ impl Fetcher {
             .ok()
             .flatten()?;
         let mut index = VarIndex::default();
-        index.add(&[crate::build::postbuild::Manifest {
-            object,
-            origin: None,
-        }]);
+        index.add(&[crate::build::postbuild::Manifest::new(object, None)]);
         index.get(namespace, "Secret", name).cloned()
     }
 

@@ -308,3 +308,249 @@ fn a_real_fleet_shape_partly_broken_is_planned_around_its_failures_and_apply_ref
         serde_json::json!([])
     );
 }
+
+/// A fleet where `gen` (with `spec.decryption`) generates a Secret from the dotenv file the real
+/// `sops` encrypted (`envs:`, a comment, a value holding `=`) and a Deployment refers to it by
+/// name; `nodec` builds the same path without `spec.decryption`, in the same run and shadow.
+fn env_fleet(env_fixture: &str, dec: &str) -> Fleet {
+    let deploy = deployment("app", "web", None).replace(
+        "          image: nginx:1.27\n",
+        "          image: nginx:1.27\n          envFrom:\n            - secretRef:\n                name: gen-env\n",
+    );
+    Fleet::new()
+        .file(
+            "clusters/c/gen.yaml",
+            &kustomization("gen", "./apps/gen", dec),
+        )
+        .file(
+            "clusters/c/nodec.yaml",
+            &kustomization("nodec", "./apps/gen", "targetNamespace: other"),
+        )
+        .file(
+            "apps/gen/kustomization.yaml",
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: app\nresources:\n  - deploy.yaml\nsecretGenerator:\n  - name: gen-env\n    envs:\n      - gen.enc.env\n",
+        )
+        .file("apps/gen/deploy.yaml", &deploy)
+        .file("apps/gen/gen.enc.env", &fixture(env_fixture))
+}
+
+/// Runs `flux-order` with its own TMPDIR (returned, to check nothing is left in it).
+fn run_in_tmp(fleet: &Fleet, sub: &str, args: &[&str]) -> (Run, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut cmd = fleet.cmd(sub);
+    cmd.env_remove("SOPS_AGE_KEY_FILE")
+        .env_remove("SOPS_AGE_KEY")
+        .env("TMPDIR", tmp.path());
+    (
+        Run::from_output(&cmd.args(args).output().expect("runs")),
+        tmp,
+    )
+}
+
+/// Every file left under `dir`.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("read_dir").flatten() {
+        let p = e.path();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn secret_generator_envs_encrypted_as_dotenv_are_decrypted_before_the_build() {
+    let kf = key_file();
+    let dec = "decryption:\n  provider: sops";
+    let f = env_fleet("gen.enc.env", dec);
+    let (r, tmp) = run_in_tmp(
+        &f,
+        "build",
+        &[
+            "--name",
+            "flux-system/gen",
+            "--show-secrets",
+            "--age-key-file",
+            &kf,
+        ],
+    );
+    r.expect_code(0);
+    assert!(
+        files_under(tmp.path()).is_empty(),
+        "{:?}",
+        files_under(tmp.path())
+    );
+    let objs = yaml_docs(&r.stdout);
+    let secret = objs
+        .iter()
+        .find(|o| o["kind"] == "Secret")
+        .unwrap_or_else(|| panic!("no Secret: {r}"));
+    // Decrypted before kustomize split it: one key per line, the comment gone, no sops_ keys.
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let data: std::collections::BTreeMap<String, String> = secret["data"]
+        .as_object()
+        .expect("data")
+        .iter()
+        .map(|(k, v)| {
+            let v = b64.decode(v.as_str().expect("str")).expect("base64");
+            (k.clone(), String::from_utf8(v).expect("utf-8"))
+        })
+        .collect();
+    assert_eq!(
+        data,
+        [
+            ("API_TOKEN", "tok-gen-123456"),
+            ("DB_PASS", "gen-pa55=word"),
+            ("DB_USER", "genuser")
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into_iter()
+        .collect()
+    );
+    // The name's hash is the one of the plain file, as when kustomize-controller builds it, and
+    // the Deployment refers to that name.
+    let plain = env_fleet("gen.enc.env", "").file(
+        "apps/gen/gen.enc.env",
+        &std::fs::read_to_string(fixtures("sops/plain/gen.env")).expect("plain"),
+    );
+    let r2 = run(
+        &plain,
+        "build",
+        &["--name", "flux-system/gen", "--show-secrets"],
+        &[],
+    );
+    r2.expect_code(0);
+    let plain_objs = yaml_docs(&r2.stdout);
+    let plain_secret = plain_objs
+        .iter()
+        .find(|o| o["kind"] == "Secret")
+        .expect("Secret");
+    let name = secret["metadata"]["name"].as_str().expect("name");
+    assert_eq!(name, plain_secret["metadata"]["name"], "{r}");
+    assert!(name.starts_with("gen-env-"), "{name}");
+    let web = find(&objs, "Deployment", "web");
+    assert_eq!(
+        web["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]["secretRef"]["name"],
+        name
+    );
+
+    // Built in the same run from the same shadow, the Kustomization without spec.decryption
+    // still reads the encrypted file (kustomize splits it as it is): nothing leaked to it.
+    let r = run(
+        &f,
+        "build",
+        &[
+            "--name",
+            "flux-system/nodec",
+            "--show-secrets",
+            "--age-key-file",
+            &kf,
+        ],
+        &[],
+    );
+    r.expect_code(0);
+    let objs = yaml_docs(&r.stdout);
+    let s = objs.iter().find(|o| o["kind"] == "Secret").expect("Secret");
+    assert!(s["data"].get("sops_mac").is_some(), "{r}");
+    assert!(!r.stdout.contains(&b64.encode("tok-gen-123456")), "{r}");
+
+    // Without --show-secrets no value prints, and plan shows both Kustomizations.
+    let r = run(
+        &f,
+        "build",
+        &["--name", "flux-system/gen", "--age-key-file", &kf],
+        &[],
+    );
+    r.expect_code(0);
+    for v in ["tok-gen-123456", "gen-pa55=word", "genuser"] {
+        assert!(
+            !r.stdout.contains(v) && !r.stdout.contains(&b64.encode(v)),
+            "{r}"
+        );
+    }
+    run(&f, "plan", &["--age-key-file", &kf], &[]).expect_code(0);
+}
+
+#[test]
+fn a_tampered_or_undecryptable_env_file_fails_its_kustomization_naming_the_file() {
+    let kf = key_file();
+    let other = fixtures("sops/other.agekey").display().to_string();
+    let dec = "decryption:\n  provider: sops";
+    for (fixture_name, key, want) in [
+        (
+            "gen.tampered-order.enc.env",
+            kf.as_str(),
+            "SOPS: MAC mismatch",
+        ),
+        (
+            "gen.tampered-value.enc.env",
+            kf.as_str(),
+            "SOPS: the value at 'API_TOKEN' does not decrypt",
+        ),
+        (
+            "gen.enc.env",
+            other.as_str(),
+            "SOPS: cannot decrypt the data key: none of the age keys from --age-key-file",
+        ),
+    ] {
+        let f = env_fleet(fixture_name, dec);
+        let (r, tmp) = run_in_tmp(&f, "plan", &["--age-key-file", key]);
+        r.expect_code(4);
+        let line = format!(
+            "clusters/c/gen.yaml: Kustomization flux-system/gen: building apps/gen (./apps/gen): decrypting apps/gen/gen.enc.env (secretGenerator[0].envs of apps/gen/kustomization.yaml): {want}"
+        );
+        assert!(
+            r.stderr.contains(&line),
+            "{fixture_name}: stderr lacks {line:?}\n{r}"
+        );
+        assert!(r.stdout.contains("flux-system/gen  [FAILED"), "{r}");
+        assert!(!r.stdout.contains("flux-system/nodec  [FAILED"), "{r}");
+        for v in ["tok-gen-123456", "gen-pa55=word"] {
+            assert!(!r.stdout.contains(v) && !r.stderr.contains(v), "{r}");
+        }
+        assert!(
+            files_under(tmp.path()).is_empty(),
+            "{:?}",
+            files_under(tmp.path())
+        );
+    }
+}
+
+/// The age key is a Secret another Kustomization of the fleet applies, found in the same round
+/// of discovery as the one that needs it: the build waits for it instead of failing.
+#[test]
+fn the_key_of_an_env_file_may_come_from_a_secret_of_the_fleet() {
+    let dec = "decryption:\n  provider: sops\n  secretRef:\n    name: sops-age";
+    let key = fixture("test.agekey");
+    let keys_secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: sops-age\n  namespace: flux-system\nstringData:\n  age.agekey: |\n{}",
+        key.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    );
+    let f = env_fleet("gen.enc.env", dec)
+        .file(
+            "clusters/c/keys.yaml",
+            &kustomization("keys", "./apps/keys", ""),
+        )
+        .file("apps/keys/secret.yaml", &keys_secret);
+    let r = run(
+        &f,
+        "build",
+        &["--name", "flux-system/gen", "--show-secrets"],
+        &[],
+    );
+    r.expect_code(0);
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    assert!(r.stdout.contains(&b64.encode("tok-gen-123456")), "{r}");
+    // Without it, the failure says no key was given.
+    let f = env_fleet("gen.enc.env", dec);
+    let r = run(&f, "plan", &[], &[]);
+    r.expect_code(4);
+    assert!(r.stderr.contains("no age key was given"), "{r}");
+}

@@ -276,6 +276,7 @@ both!(
     a_secret_value_echoed_by_the_server_is_masked_in_output_inventory_and_events,
     a_partly_broken_fleet_is_refused_whole_then_applied_around_its_failures,
     a_sops_encrypted_secret_is_applied_decrypted_with_the_key_from_the_cluster,
+    sops_encrypted_values_of_a_config_map_never_print_but_are_applied,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1766,6 +1767,19 @@ fn a_sops_encrypted_secret_is_applied_decrypted_with_the_key_from_the_cluster(t:
     std::fs::create_dir_all(f.root().join("apps/secrets")).expect("mkdir");
     let enc = sops_encrypt(f.root(), &plain);
     std::fs::write(f.root().join("apps/secrets/secret.yaml"), enc).expect("write");
+    // A dotenv file the real sops encrypted, read by a secretGenerator: decrypted before the build.
+    std::fs::copy(
+        fixtures("sops/gen.enc.env"),
+        f.root().join("apps/secrets/gen.enc.env"),
+    )
+    .expect("copy");
+    std::fs::write(
+        f.root().join("apps/secrets/kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - secret.yaml\ngeneratorOptions:\n  disableNameSuffixHash: true\nsecretGenerator:\n  - name: gen-env\n    namespace: {app}\n    envs:\n      - gen.enc.env\n"
+        ),
+    )
+    .expect("write");
     t.mark();
     let run = f.apply(&t, &[]);
     run.expect_code(2);
@@ -1803,13 +1817,130 @@ fn a_sops_encrypted_secret_is_applied_decrypted_with_the_key_from_the_cluster(t:
         pretty(&live)
     );
     assert!(live.get("sops").is_none(), "{}", pretty(&live));
-    assert!(
-        !run.stdout.contains("s3cr3t") && !run.stderr.contains("s3cr3t"),
-        "{run}"
+    let generated = t
+        .get("secret", &app, "gen-env")
+        .expect("the generated Secret");
+    assert_eq!(
+        generated["data"]["API_TOKEN"],
+        "dG9rLWdlbi0xMjM0NTY=",
+        "{}",
+        pretty(&generated)
     );
+    assert!(
+        generated["data"].get("sops_mac").is_none(),
+        "{}",
+        pretty(&generated)
+    );
+    for v in ["s3cr3t", "tok-gen-123456", "gen-pa55=word"] {
+        assert!(!run.stdout.contains(v) && !run.stderr.contains(v), "{run}");
+    }
     let diff = f.diff(&t, &[]);
     diff.expect_code(0);
-    assert!(!diff.stdout.contains("s3cr3t"), "{diff}");
+    for v in ["s3cr3t", "tok-gen-123456", "gen-pa55=word"] {
+        assert!(
+            !diff.stdout.contains(v) && !diff.stderr.contains(v),
+            "{diff}"
+        );
+    }
+}
+
+/// A ConfigMap the real `sops` encrypted, and a patch file it encrypted (decrypted before the
+/// build, as kustomize-controller does): plan, build, apply and diff never print a value that was
+/// encrypted (build and diff show `***` where it goes), while the cluster gets the real values.
+fn sops_encrypted_values_of_a_config_map_never_print_but_are_applied(t: Tier) {
+    let (ks_ns, app) = (t.ns("fleet"), t.ns("cfgapp"));
+    let f = fleet(
+        &ks_ns,
+        &[
+            ("base", ""),
+            (
+                "cfg",
+                &format!("decryption:\n  provider: sops\n{}", depends_on(&["base"])),
+            ),
+        ],
+    )
+    .file("apps/base/ns.yaml", &namespace(&app))
+    .file(
+        "apps/cfg/kustomization.yaml",
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - cm.enc.yaml\n  - settings.yaml\npatches:\n  - path: patch.enc.yaml\n    target:\n      kind: ConfigMap\n      name: app-settings\n",
+    )
+    .file(
+        "apps/cfg/settings.yaml",
+        &config_map(&app, "app-settings", &[("plain", "visible-value")]),
+    );
+    std::fs::copy(
+        fixtures("sops/patch.enc.yaml"),
+        f.root().join("apps/cfg/patch.enc.yaml"),
+    )
+    .expect("copy");
+    let plain = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: enc-cfg\n  namespace: {app}\ndata:\n  endpoint: https://db.internal.example/cfg-s3cr3t-path\n  mode: production-mode\n"
+    );
+    let enc = sops_encrypt(f.root(), &plain);
+    std::fs::write(f.root().join("apps/cfg/cm.enc.yaml"), enc).expect("write");
+    let key = fixtures("sops/test.agekey").display().to_string();
+    let secret_values = ["cfg-s3cr3t", "patch-s3cr3t-value", "production-mode"];
+    let never_printed = |run: &Run| {
+        for v in secret_values {
+            assert!(
+                !run.stdout.contains(v) && !run.stderr.contains(v),
+                "{v} printed:\n{run}"
+            );
+        }
+    };
+    let offline =
+        |sub: &str, args: &[&str]| Run::from_output(&f.cmd(sub).args(args).output().expect("runs"));
+    let plan = offline("plan", &["--age-key-file", &key]);
+    plan.expect_code(0);
+    never_printed(&plan);
+    let build = offline(
+        "build",
+        &["--name", &format!("{ks_ns}/cfg"), "--age-key-file", &key],
+    );
+    build.expect_code(0);
+    never_printed(&build);
+    let objs = yaml_docs(&build.stdout);
+    let cm = find(&objs, "ConfigMap", "enc-cfg");
+    assert_eq!(cm["data"]["endpoint"], "***", "{build}");
+    assert_eq!(cm["data"]["mode"], "***", "{build}");
+    let settings = find(&objs, "ConfigMap", "app-settings");
+    assert_eq!(settings["data"]["token"], "***", "{build}");
+    assert_eq!(settings["data"]["plain"], "visible-value", "{build}");
+
+    let run = f.apply(&t, &["--age-key-file", &key]);
+    run.expect_code(0);
+    never_printed(&run);
+    let live = t.get("configmap", &app, "enc-cfg").expect("enc-cfg");
+    assert_eq!(
+        live["data"]["endpoint"],
+        "https://db.internal.example/cfg-s3cr3t-path"
+    );
+    assert_eq!(live["data"]["mode"], "production-mode");
+    let live = t
+        .get("configmap", &app, "app-settings")
+        .expect("app-settings");
+    assert_eq!(live["data"]["token"], "patch-s3cr3t-value");
+
+    // Changed in the cluster: diff shows the field changed, masked on both sides.
+    t.kubectl(&[
+        "-n",
+        &app,
+        "patch",
+        "configmap",
+        "enc-cfg",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"endpoint":"https://changed.example/live"}}"#,
+    ]);
+    let diff = f.diff(&t, &["--age-key-file", &key]);
+    diff.expect_code(1);
+    never_printed(&diff);
+    assert!(
+        diff.stdout.contains("*** (before)") && diff.stdout.contains("*** (after)"),
+        "{diff}"
+    );
+    assert!(!diff.stdout.contains("changed.example"), "{diff}");
 }
 
 /// `--apply-flux-objects`: Flux's own objects are applied like any other, waited on by their Ready

@@ -1,0 +1,143 @@
+//! SOPS-encrypted files that kustomize-controller decrypts on disk before the kustomize build
+//! (`DecryptSources`): the `files` and `envs` of `secretGenerator`s and `patches` files of the
+//! kustomizations a build reaches. kustomize must read them in clear (it splits a dotenv into keys,
+//! hashes the generated Secret's name from its data), so they are decrypted — MAC verified — into a
+//! private, deep shadow of the source made for that one build (real directories, only files as
+//! symlinks, so no route leads back to the encrypted file), each written `0600` and removed with
+//! the shadow when the build ends, whatever its outcome. Shared shadows, and so other
+//! Kustomizations' builds, never see a decrypted file.
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use super::BuildError;
+use super::confine::SopsSource;
+use super::overlay::{self, Prepared, ShadowRoot};
+use crate::decrypt::Keyring;
+use crate::model::KustomizationSpec;
+
+/// Encrypted files kustomize-controller refuses to read (its `maxEncryptedFileSize`).
+const MAX_FILE_SIZE: u64 = 5 << 20;
+
+/// A source file of a build that is SOPS-encrypted.
+#[derive(Debug)]
+pub struct Encrypted {
+    /// Where a build references it.
+    pub source: SopsSource,
+    /// Its content.
+    pub text: String,
+}
+
+/// The files of `sources` (relative to `root`) that are SOPS-encrypted in their format, each once.
+/// A file that does not exist is left to kustomize to report.
+pub fn encrypted(root: &Path, sources: &[SopsSource]) -> Result<Vec<Encrypted>, BuildError> {
+    let mut out: Vec<Encrypted> = Vec::new();
+    for s in sources {
+        if out.iter().any(|e| e.source.path == s.path) {
+            continue;
+        }
+        let full = root.join(&s.path);
+        let Ok(meta) = std::fs::symlink_metadata(&full) else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        let fail = |message: String| BuildError::Decrypt {
+            file: s.path.clone(),
+            by: by(s),
+            source: crate::decrypt::SopsError::Format(message),
+        };
+        let bytes = std::fs::read(&full).map_err(|e| fail(e.to_string()))?;
+        if !s.format.is_encrypted(&bytes) {
+            continue;
+        }
+        if meta.len() > MAX_FILE_SIZE {
+            return Err(fail(format!(
+                "cannot decrypt a file of {} bytes (kustomize-controller's limit is {MAX_FILE_SIZE})",
+                meta.len()
+            )));
+        }
+        let text = String::from_utf8(bytes).map_err(|_| fail("not UTF-8".into()))?;
+        out.push(Encrypted {
+            source: s.clone(),
+            text,
+        });
+    }
+    Ok(out)
+}
+
+/// `secretGenerator[0].envs of apps/x/kustomization.yaml`.
+fn by(s: &SopsSource) -> String {
+    format!("{} of {}", s.field, s.file.display())
+}
+
+/// A build prepared in a private shadow holding its decrypted files. Dropping it removes them.
+#[derive(Debug)]
+pub struct Private {
+    /// The shadow (for kustomize's messages).
+    pub shadow: ShadowRoot,
+    /// The prepared build.
+    pub prepared: Prepared,
+    /// The plain text of every value that was encrypted (for masking).
+    pub values: Vec<String>,
+    // Last: removed after the shadow is no longer used.
+    _dir: tempfile::TempDir,
+}
+
+/// Prepares the build of `rel` under `spec` in a new private shadow of `root` (in `base`), with
+/// every file of `files` decrypted with `keys` in place of its symlink.
+pub fn prepare_private(
+    base: &Path,
+    root: &Path,
+    rel: &Path,
+    spec: &KustomizationSpec,
+    files: &[Encrypted],
+    keys: &Keyring,
+) -> Result<Private, BuildError> {
+    let dir = tempfile::Builder::new()
+        .prefix("decrypt-")
+        .tempdir_in(base)
+        .map_err(BuildError::Temp)?;
+    let shadow = ShadowRoot::deep(root, dir.path().join("src"))?;
+    let prepared = overlay::prepare(&shadow, rel, Some(spec), None)?;
+    let mut values = Vec::new();
+    for f in files {
+        let fail = |source| BuildError::Decrypt {
+            file: f.source.path.clone(),
+            by: by(&f.source),
+            source,
+        };
+        let plain = crate::decrypt::decrypt_file(&f.text, f.source.format, keys).map_err(fail)?;
+        for view in shadow.views(&prepared, &f.source.path) {
+            write_private(&view, &plain.bytes).map_err(|e| {
+                fail(crate::decrypt::SopsError::Format(format!(
+                    "cannot write the decrypted file for the build: {e}"
+                )))
+            })?;
+        }
+        values.extend(plain.values);
+    }
+    Ok(Private {
+        shadow,
+        prepared,
+        values,
+        _dir: dir,
+    })
+}
+
+/// Replaces the symlink `path` by a regular file only its owner can read.
+fn write_private(path: &PathBuf, bytes: &[u8]) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => std::fs::remove_file(path)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
