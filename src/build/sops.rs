@@ -141,3 +141,88 @@ fn write_private(path: &PathBuf, bytes: &[u8]) -> std::io::Result<()> {
         .open(path)?;
     f.write_all(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sops");
+
+    #[test]
+    fn decrypted_files_are_private_to_the_build_and_go_with_it() {
+        let src = tempfile::tempdir().unwrap();
+        let root = src.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("apps/gen")).unwrap();
+        std::fs::create_dir_all(root.join("apps/base")).unwrap();
+        let enc = std::fs::read_to_string(format!("{FIXTURES}/gen.enc.env")).unwrap();
+        std::fs::write(root.join("apps/base/gen.enc.env"), &enc).unwrap();
+        std::fs::write(root.join("apps/gen/gen.enc.env"), &enc).unwrap();
+        std::fs::write(root.join("apps/gen/plain.env"), "A=b\n").unwrap();
+        std::fs::write(
+            root.join("apps/gen/kustomization.yaml"),
+            "secretGenerator:\n- name: a\n  envs: [gen.enc.env, plain.env]\n- name: b\n  envs: [../base/gen.enc.env]\n",
+        )
+        .unwrap();
+        let spec: KustomizationSpec = serde_json::from_value(serde_json::json!({
+            "interval": "10m", "prune": false, "path": "./apps/gen",
+            "sourceRef": {"kind": "GitRepository", "name": "flux-system"},
+        }))
+        .unwrap();
+        let base = tempfile::tempdir().unwrap();
+        let shared = ShadowRoot::new(&root, base.path().join("shared")).unwrap();
+        let p = overlay::prepare(&shared, Path::new("apps/gen"), Some(&spec), None).unwrap();
+        let files = encrypted(&root, &p.sops).unwrap();
+        let found: Vec<_> = files.iter().map(|f| f.source.path.clone()).collect();
+        assert_eq!(
+            found,
+            [
+                PathBuf::from("apps/gen/gen.enc.env"),
+                PathBuf::from("apps/base/gen.enc.env")
+            ]
+        );
+        let mut keys = Keyring::default();
+        keys.add_text(
+            &std::fs::read_to_string(format!("{FIXTURES}/test.agekey")).unwrap(),
+            "test.agekey",
+        )
+        .unwrap();
+        let private = prepare_private(
+            base.path(),
+            &root,
+            Path::new("apps/gen"),
+            &spec,
+            &files,
+            &keys,
+        )
+        .unwrap();
+        let plain = std::fs::read_to_string(format!("{FIXTURES}/plain/gen.env")).unwrap();
+        let slot_file = private.prepared.build_dir.join("gen.enc.env");
+        let base_file = private.shadow.dir().join("apps/base/gen.enc.env");
+        for f in [&slot_file, &base_file] {
+            let meta = std::fs::symlink_metadata(f).unwrap();
+            assert!(meta.is_file(), "{f:?} is a regular file");
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{f:?}");
+            assert_eq!(std::fs::read_to_string(f).unwrap(), plain);
+        }
+        // The source and the shared shadow still hold the encrypted file.
+        assert_eq!(
+            std::fs::read_to_string(root.join("apps/gen/gen.enc.env")).unwrap(),
+            enc
+        );
+        assert_eq!(
+            std::fs::read_to_string(p.build_dir.join("gen.enc.env")).unwrap(),
+            enc
+        );
+        assert_eq!(
+            private.values,
+            ["genuser", "gen-pa55=word", "tok-gen-123456"].repeat(2)
+        );
+        let dir = private.shadow.dir().parent().unwrap().to_path_buf();
+        drop(private);
+        assert!(
+            !dir.exists(),
+            "the private shadow is removed with the build"
+        );
+    }
+}

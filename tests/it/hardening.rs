@@ -378,13 +378,6 @@ fn tmpdir() -> tempfile::TempDir {
         .expect("temp dir")
 }
 
-fn leftovers(tmp: &std::path::Path) -> Vec<String> {
-    std::fs::read_dir(tmp)
-        .expect("read tmp")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect()
-}
-
 fn spawn_apply(f: &Fleet, cluster: &Cluster, tmp: &std::path::Path) -> std::process::Child {
     f.std_cmd("apply")
         .env("TMPDIR", tmp)

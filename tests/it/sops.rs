@@ -60,12 +60,7 @@ fn without_a_key_only_the_encrypted_kustomization_fails_naming_file_and_object()
 fn age_keys_from_a_flag_the_environment_or_the_fleet_decrypt_and_values_stay_masked() {
     let f = sops_fleet("secret.enc.yaml");
     let key = fixture("test.agekey");
-    let keys_secret = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: sops-age\n  namespace: flux-system\nstringData:\n  age.agekey: |\n{}",
-        key.lines()
-            .map(|l| format!("    {l}\n"))
-            .collect::<String>()
-    );
+    let keys_secret = keys_secret();
     let with_fleet_secret = sops_fleet("secret.enc.yaml")
         .file(
             "clusters/c/keys.yaml",
@@ -337,28 +332,19 @@ fn env_fleet(env_fixture: &str, dec: &str) -> Fleet {
 /// Runs `flux-order` with its own TMPDIR (returned, to check nothing is left in it).
 fn run_in_tmp(fleet: &Fleet, sub: &str, args: &[&str]) -> (Run, tempfile::TempDir) {
     let tmp = tempfile::tempdir().expect("tmp");
-    let mut cmd = fleet.cmd(sub);
-    cmd.env_remove("SOPS_AGE_KEY_FILE")
-        .env_remove("SOPS_AGE_KEY")
-        .env("TMPDIR", tmp.path());
-    (
-        Run::from_output(&cmd.args(args).output().expect("runs")),
-        tmp,
-    )
+    let tmp_dir = tmp.path().display().to_string();
+    (run(fleet, sub, args, &[("TMPDIR", &tmp_dir)]), tmp)
 }
 
-/// Every file left under `dir`.
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).expect("read_dir").flatten() {
-        let p = e.path();
-        if e.file_type().is_ok_and(|t| t.is_dir()) {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
+/// The Secret `flux-system/sops-age` holding the tests' age key, as a fleet would hold it.
+fn keys_secret() -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: sops-age\n  namespace: flux-system\nstringData:\n  age.agekey: |\n{}",
+        fixture("test.agekey")
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    )
 }
 
 #[test]
@@ -379,9 +365,9 @@ fn secret_generator_envs_encrypted_as_dotenv_are_decrypted_before_the_build() {
     );
     r.expect_code(0);
     assert!(
-        files_under(tmp.path()).is_empty(),
+        leftovers(tmp.path()).is_empty(),
         "{:?}",
-        files_under(tmp.path())
+        leftovers(tmp.path())
     );
     let objs = yaml_docs(&r.stdout);
     let secret = objs
@@ -513,9 +499,9 @@ fn a_tampered_or_undecryptable_env_file_fails_its_kustomization_naming_the_file(
             assert!(!r.stdout.contains(v) && !r.stderr.contains(v), "{r}");
         }
         assert!(
-            files_under(tmp.path()).is_empty(),
+            leftovers(tmp.path()).is_empty(),
             "{:?}",
-            files_under(tmp.path())
+            leftovers(tmp.path())
         );
     }
 }
@@ -525,13 +511,7 @@ fn a_tampered_or_undecryptable_env_file_fails_its_kustomization_naming_the_file(
 #[test]
 fn the_key_of_an_env_file_may_come_from_a_secret_of_the_fleet() {
     let dec = "decryption:\n  provider: sops\n  secretRef:\n    name: sops-age";
-    let key = fixture("test.agekey");
-    let keys_secret = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: sops-age\n  namespace: flux-system\nstringData:\n  age.agekey: |\n{}",
-        key.lines()
-            .map(|l| format!("    {l}\n"))
-            .collect::<String>()
-    );
+    let keys_secret = keys_secret();
     let f = env_fleet("gen.enc.env", dec)
         .file(
             "clusters/c/keys.yaml",

@@ -842,3 +842,11 @@ pub fn package_fixture_chart(name: &str, version: &str, dir: &Path) -> PathBuf {
     );
     dir.join(format!("{name}-{version}.tgz"))
 }
+
+/// What a run left in its TMPDIR `tmp` (entry names; empty when it cleaned up).
+pub fn leftovers(tmp: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(tmp)
+        .expect("read tmp")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect()
+}
