@@ -113,6 +113,22 @@ impl Problems {
         Problems { all, failed }
     }
 
+    /// Adds the problems of broken HelmReleases: each fails (and so blocks what waits on it) as
+    /// a failing Kustomization does.
+    pub fn add_helm(&mut self, problems: Vec<crate::helm::HelmProblem>) {
+        for p in problems {
+            if let Some(id) = &p.release {
+                self.failed.insert(id.clone());
+            }
+            self.all.push(Problem {
+                file: p.file,
+                kustomization: p.release,
+                cause: p.cause,
+                message: p.message,
+            });
+        }
+    }
+
     /// The problems that concern `selection` (and those of no Kustomization).
     pub fn within<'a>(
         &'a self,

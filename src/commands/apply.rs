@@ -345,12 +345,13 @@ pub fn helm_env(
     loaded: &Loaded,
     settings: &FleetSettings,
     cluster_args: &ClusterArgs,
+    exclusions: &Exclusions,
 ) -> Result<Option<Arc<crate::helm::install::Env>>, AppError> {
     let active: Vec<&crate::helm::Release> = loaded
         .helm_selection
         .iter()
         .map(|id| &loaded.releases[id])
-        .filter(|r| !r.spec.suspend)
+        .filter(|r| !r.spec.suspend && !exclusions.leaves_out(r))
         .collect();
     if active.is_empty() {
         return Ok(None);
@@ -427,7 +428,7 @@ pub async fn run(args: &ApplyArgs) -> Result<(), AppError> {
     }
     let exclusions = loaded.exclusions(&args.exclude, validate_objects(&loaded, &cluster))?;
     let units = units(&loaded, &exclusions)?;
-    let helm = helm_env(&loaded, &settings, &args.cluster)?;
+    let helm = helm_env(&loaded, &settings, &args.cluster, &exclusions)?;
     let paint = paint(args.no_color);
     for w in loaded.fleet.warnings.iter().chain(&exclusions.notes) {
         eprintln!("{} {w}", paint.warn("warning:"));

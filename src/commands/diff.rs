@@ -214,10 +214,14 @@ pub async fn run_with(
         }
     }
     // HelmReleases: what installing each now would change, object by object.
-    let helm = super::apply::helm_env(&loaded, &settings, cluster_args)?;
+    let helm = super::apply::helm_env(&loaded, &settings, cluster_args, &exclusions)?;
     for id in &loaded.helm_selection {
         let r = &loaded.releases[id];
-        if r.spec.suspend || exclusions.excluded.contains_key(&r.owner) {
+        if let Some((reason, _)) = exclusions.excluded.get(id) {
+            println!("{} {} excluded: {reason}", paint.dim("►"), r.id.label());
+            continue;
+        }
+        if r.spec.suspend || exclusions.leaves_out(r) {
             println!("{} {} skipped", paint.dim("►"), r.id.label());
             continue;
         }

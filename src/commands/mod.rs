@@ -96,12 +96,18 @@ impl Loaded {
         let mut out = Exclusions::default();
         let mut unknown = Vec::new();
         for e in &args.exclude {
-            match KsId::parse(e).filter(|id| self.fleet.nodes.contains_key(id)) {
+            let id = match e.strip_prefix("HelmRelease/") {
+                Some(rest) => KsId::parse(rest)
+                    .map(|k| KsId::helm_release(k.namespace, k.name))
+                    .filter(|id| self.releases.contains_key(id)),
+                None => KsId::parse(e).filter(|id| self.fleet.nodes.contains_key(id)),
+            };
+            match id {
                 Some(id) => {
                     out.excluded.insert(id, ("--exclude".to_string(), false));
                 }
                 None => unknown.push(format!(
-                    "--exclude {e}: no such Kustomization in the fleet (expected NAMESPACE/NAME)"
+                    "--exclude {e}: no such Kustomization or HelmRelease in the fleet (expected NAMESPACE/NAME or HelmRelease/NAMESPACE/NAME)"
                 )),
             }
         }
@@ -117,8 +123,16 @@ impl Loaded {
             .within(&selected)
             .map(|p| (p.kustomization.clone(), p.message.clone()))
             .chain(object_errors.into_iter().map(|(k, m)| (Some(k), m)));
+        // A HelmRelease goes with the Kustomization that applies it.
+        let left_out = |k: &KsId, excluded: &BTreeMap<KsId, (String, bool)>| {
+            excluded.contains_key(k)
+                || self
+                    .releases
+                    .get(k)
+                    .is_some_and(|r| excluded.contains_key(&r.owner))
+        };
         for (ks, message) in problems {
-            if ks.as_ref().is_some_and(|k| out.excluded.contains_key(k))
+            if ks.as_ref().is_some_and(|k| left_out(k, &out.excluded))
                 || !seen.insert(message.clone())
             {
                 continue;
@@ -145,7 +159,7 @@ impl Loaded {
             .graph
             .blocked_by(&roots)
             .into_iter()
-            .filter(|(k, _)| self.selection.contains(k) && !roots.contains(k))
+            .filter(|(k, _)| selected.contains(k) && !roots.contains(k))
             .collect();
         Ok(out)
     }
@@ -154,13 +168,24 @@ impl Loaded {
 /// What `apply` and `diff` leave out of the selection.
 #[derive(Debug, Default)]
 pub struct Exclusions {
-    /// Each left-out Kustomization: why, and whether that is a failure (invalid) rather than
-    /// the user's `--exclude`.
+    /// Each left-out Kustomization or HelmRelease: why, and whether that is a failure (invalid)
+    /// rather than the user's `--exclude`.
     pub excluded: BTreeMap<KsId, (String, bool)>,
-    /// Kustomizations that wait on left-out ones: never started.
+    /// Kustomizations and HelmReleases that wait on left-out ones: never started.
     pub blocked: BTreeMap<KsId, BTreeSet<KsId>>,
     /// Problems of no Kustomization, skipped under `--skip-invalid`.
     pub notes: Vec<String>,
+}
+
+impl Exclusions {
+    /// Whether the HelmRelease `r` is not installed: left out, waiting on something left out,
+    /// or applied by a Kustomization left out.
+    pub fn leaves_out(&self, r: &crate::helm::Release) -> bool {
+        self.excluded.contains_key(&r.id)
+            || self.blocked.contains_key(&r.id)
+            || self.excluded.contains_key(&r.owner)
+            || self.blocked.contains_key(&r.owner)
+    }
 }
 
 /// Load, build, graph and select. A fleet that cannot be read at all (PATH, its own build,
@@ -176,11 +201,12 @@ pub async fn load_fleet(settings: &FleetSettings) -> Result<Loaded, AppError> {
         _ = interrupt.cancelled() => return Err(AppError::Interrupted),
     }
     .map_err(|errs| AppError::Invalid(errs.iter().map(|e| e.to_string()).collect()))?;
-    let (releases, helm_errors, helm_warnings) = crate::helm::discover(&fleet, &settings.helm);
-    fleet.warnings.extend(helm_warnings);
-    if !helm_errors.is_empty() {
-        return Err(AppError::Invalid(helm_errors));
+    let found = crate::helm::discover(&fleet, &settings.helm);
+    fleet.warnings.extend(found.warnings);
+    if !found.errors.is_empty() {
+        return Err(AppError::Invalid(found.errors));
     }
+    let (releases, mut helm_problems) = (found.releases, found.problems);
     // A Kustomization that depends on another waits for that one's readiness, which includes the
     // HelmReleases gating it: edges to those too, so waves and cycles see them.
     let gates: BTreeMap<KsId, Vec<KsId>> = fleet
@@ -238,19 +264,27 @@ pub async fn load_fleet(settings: &FleetSettings) -> Result<Loaded, AppError> {
         all.into_iter().partition(|id| id.is_helm_release());
     let mut releases: BTreeMap<KsId, crate::helm::Release> =
         releases.into_iter().map(|r| (r.id.clone(), r)).collect();
-    crate::helm::fetch_charts(
-        &fleet.fetcher,
-        releases
-            .values_mut()
-            .filter(|r| helm_selection.contains(&r.id)),
-    )
-    .await;
+    let broken: BTreeSet<KsId> = helm_problems
+        .iter()
+        .filter_map(|p| p.release.clone())
+        .collect();
+    helm_problems.extend(
+        crate::helm::fetch_charts(
+            &fleet.fetcher,
+            releases
+                .values_mut()
+                .filter(|r| helm_selection.contains(&r.id)),
+            &broken,
+        )
+        .await,
+    );
     tracing::debug!(
         "loaded {} Kustomizations in {:?}",
         fleet.nodes.len(),
         started.elapsed()
     );
-    let problems = Problems::collect(&fleet, &graph);
+    let mut problems = Problems::collect(&fleet, &graph);
+    problems.add_helm(helm_problems);
     Ok(Loaded {
         fleet,
         graph,
@@ -281,6 +315,12 @@ pub async fn helm_reports(
             let values = &values;
             async move {
                 let r = &loaded.releases[id];
+                // A failing one is listed with its failures, not rendered.
+                let helm = if loaded.problems.failed.contains(id) {
+                    None
+                } else {
+                    Some(helm)
+                };
                 (id.clone(), helm_report(r, helm, values, settings).await)
             }
         })
@@ -293,7 +333,7 @@ pub async fn helm_reports(
 
 async fn helm_report(
     r: &crate::helm::Release,
-    helm: &Result<crate::helm::render::Helm, crate::helm::render::RenderError>,
+    helm: Option<&Result<crate::helm::render::Helm, crate::helm::render::RenderError>>,
     values: &BTreeMap<(String, String, String), serde_json::Value>,
     settings: &FleetSettings,
 ) -> crate::report::plan::HelmReport {
@@ -317,8 +357,9 @@ async fn helm_report(
         ..Default::default()
     };
     match helm {
-        Err(e) => rep.notes.push(format!("not rendered: {e}")),
-        Ok(h) => {
+        None => {}
+        Some(Err(e)) => rep.notes.push(format!("not rendered: {e}")),
+        Some(Ok(h)) => {
             match crate::helm::install::render_offline(h, settings.builder.kustomize(), values, r)
                 .await
             {

@@ -88,15 +88,64 @@ pub struct HelmSettings {
     pub helm_bin: Option<PathBuf>,
 }
 
-/// Finds every HelmRelease in the fleet's builds. Errors (one per bad HelmRelease) and warnings
-/// name the file.
-pub fn discover(
-    fleet: &Fleet,
-    settings: &HelmSettings,
-) -> (Vec<Release>, Vec<String>, Vec<String>) {
+/// A HelmRelease that cannot be installed, found while loading: it fails alone (its dependents
+/// wait on it), as a failing Kustomization does.
+#[derive(Debug, Clone)]
+pub struct HelmProblem {
+    /// `HelmRelease/namespace/name` (None: it has no namespace, so no identity).
+    pub release: Option<KsId>,
+    /// The file that defines it.
+    pub file: String,
+    /// What is wrong.
+    pub cause: String,
+    /// The whole message: `FILE: HelmRelease NS/NAME: CAUSE`.
+    pub message: String,
+}
+
+impl HelmProblem {
+    fn new(release: Option<KsId>, file: &str, shown: &str, cause: String) -> HelmProblem {
+        HelmProblem {
+            release,
+            file: file.to_string(),
+            message: format!("{file}: HelmRelease {shown}: {cause}"),
+            cause,
+        }
+    }
+}
+
+/// What [`discover`] found.
+#[derive(Debug, Default)]
+pub struct Discovered {
+    /// Every HelmRelease with an identity; a broken one with what of its spec decodes
+    /// (`dependsOn`, `suspend`) and its chart unavailable, so that the graph holds it.
+    pub releases: Vec<Release>,
+    /// The broken HelmReleases: why each fails.
+    pub problems: Vec<HelmProblem>,
+    /// Usage errors (a `--chart` naming no HelmRelease).
+    pub errors: Vec<String>,
+    /// Things the user should know.
+    pub warnings: Vec<String>,
+}
+
+/// A stand-in spec for a HelmRelease whose spec does not decode: its `dependsOn` and `suspend`,
+/// when those parts decode.
+fn placeholder_spec(spec: &Value) -> HelmReleaseSpec {
+    let mut v = serde_json::json!({});
+    for k in ["dependsOn", "suspend"] {
+        if let Some(x) = spec.get(k) {
+            v[k] = x.clone();
+            if serde_json::from_value::<HelmReleaseSpec>(v.clone()).is_err() {
+                v.as_object_mut().map(|m| m.remove(k));
+            }
+        }
+    }
+    serde_json::from_value(v).unwrap_or_default()
+}
+
+/// Finds every HelmRelease in the fleet's builds. Problems and warnings name the file.
+pub fn discover(fleet: &Fleet, settings: &HelmSettings) -> Discovered {
+    let mut found = Discovered::default();
     let mut out = Vec::new();
-    let mut errors = Vec::new();
-    let mut warnings = Vec::new();
     for node in fleet.nodes.values() {
         for m in &node.flux_objects {
             if !is_helm_release(&m.object) {
@@ -109,40 +158,68 @@ pub fn discover(
                 .map(|o| crate::load::display_path(&node.dir().join(o)))
                 .unwrap_or_else(|| node.file.clone());
             let shown = format!("{}/{}", if ns.is_empty() { "?" } else { ns }, name);
-            if api != API_VERSION {
-                errors.push(format!(
-                    "{file}: HelmRelease {shown}: unsupported apiVersion {api}; use {API_VERSION}"
-                ));
-                continue;
-            }
             if ns.is_empty() {
-                errors.push(format!(
-                    "{file}: HelmRelease {shown}: metadata.namespace is not set (Flux never defaults a namespace)"
+                found.problems.push(HelmProblem::new(
+                    None,
+                    &file,
+                    &shown,
+                    "metadata.namespace is not set (Flux never defaults a namespace)".into(),
                 ));
                 continue;
             }
-            let spec: HelmReleaseSpec = match serde_path_to_error::deserialize(
-                m.object.get("spec").cloned().unwrap_or(Value::Null),
-            ) {
+            let id = KsId::helm_release(ns, name);
+            let raw_spec = m.object.get("spec").cloned().unwrap_or(Value::Null);
+            let decoded: Result<HelmReleaseSpec, String> = if api != API_VERSION {
+                Err(format!("unsupported apiVersion {api}; use {API_VERSION}"))
+            } else {
+                serde_path_to_error::deserialize(raw_spec.clone()).map_err(|e| format!("spec.{e}"))
+            };
+            let spec = match decoded {
                 Ok(s) => s,
-                Err(e) => {
-                    errors.push(format!("{file}: HelmRelease {shown}: spec.{e}"));
+                Err(cause) => {
+                    found.problems.push(HelmProblem::new(
+                        Some(id.clone()),
+                        &file,
+                        &shown,
+                        cause.clone(),
+                    ));
+                    let spec = placeholder_spec(&raw_spec);
+                    out.push(Release {
+                        release_name: spec.release_name(name),
+                        release_namespace: spec.release_namespace(ns),
+                        storage_namespace: spec.storage_namespace(ns),
+                        id,
+                        object: m.object.clone(),
+                        owner: node.id.clone(),
+                        file,
+                        chart: Chart::Unavailable(cause),
+                        source: String::new(),
+                        version: None,
+                        spec,
+                    });
                     continue;
                 }
             };
-            let id = KsId::helm_release(ns, name);
             if spec.service_account_name.is_some() {
-                warnings.push(format!("{file}: HelmRelease {shown}: spec.serviceAccountName is not impersonated; flux-order installs with your own credentials"));
+                found.warnings.push(format!("{file}: HelmRelease {shown}: spec.serviceAccountName is not impersonated; flux-order installs with your own credentials"));
             }
             if spec
                 .chart
                 .as_ref()
                 .is_some_and(|c| !c.spec.values_files.is_empty())
             {
-                warnings.push(format!("{file}: HelmRelease {shown}: spec.chart.spec.valuesFiles is not supported yet; the chart's own values.yaml is used"));
+                found.warnings.push(format!("{file}: HelmRelease {shown}: spec.chart.spec.valuesFiles is not supported yet; the chart's own values.yaml is used"));
             }
             if spec.storage_namespace.as_deref().is_some_and(|s| s != ns) {
-                warnings.push(format!("{file}: HelmRelease {shown}: spec.storageNamespace differs from the HelmRelease's namespace; renders run as installs (Helm's CLI reads history from the release namespace)"));
+                found.warnings.push(format!("{file}: HelmRelease {shown}: spec.storageNamespace differs from the HelmRelease's namespace; renders run as installs (Helm's CLI reads history from the release namespace)"));
+            }
+            if spec.chart.is_none() && spec.chart_ref.is_none() {
+                found.problems.push(HelmProblem::new(
+                    Some(id.clone()),
+                    &file,
+                    &shown,
+                    "neither spec.chart nor spec.chartRef is set".into(),
+                ));
             }
             let (chart, source, version) = resolve_chart(fleet, &id, &spec, settings);
             out.push(Release {
@@ -164,13 +241,14 @@ pub fn discover(
     out.dedup_by(|a, b| a.id == b.id);
     for id in settings.charts.keys() {
         if !out.iter().any(|r| &r.id == id) {
-            errors.push(format!(
+            found.errors.push(format!(
                 "--chart {}/{}: no such HelmRelease in the fleet",
                 id.namespace, id.name
             ));
         }
     }
-    (out, errors, warnings)
+    found.releases = out;
+    found
 }
 
 /// The chart of a HelmRelease: `--chart` first, else a path in a source the fleet maps (the
@@ -290,13 +368,17 @@ pub fn gates<'a>(
 
 /// Fetches the charts of `selected` HelmReleases that are not local, through the sources stage
 /// (OCIRepository, HelmRepository, GitRepository as source-controller resolves them). A chart
-/// that cannot be had stays unavailable with the fetch error (plan notes it; apply refuses).
+/// that cannot be had stays unavailable with the fetch error (plan notes it; apply refuses); one
+/// whose source the fleet does not define, or whose chart reference is invalid, makes its
+/// HelmRelease fail (returned), as a Kustomization whose source is missing fails.
 pub async fn fetch_charts<'a>(
     fetcher: &crate::sources::Fetcher,
     selected: impl IntoIterator<Item = &'a mut Release>,
-) {
+    failed: &std::collections::BTreeSet<KsId>,
+) -> Vec<HelmProblem> {
+    let mut problems = Vec::new();
     for r in selected {
-        if matches!(r.chart, Chart::Local { .. }) || r.spec.suspend {
+        if matches!(r.chart, Chart::Local { .. }) || r.spec.suspend || failed.contains(&r.id) {
             continue;
         }
         let spec = r.object.get("spec").cloned().unwrap_or(Value::Null);
@@ -307,12 +389,30 @@ pub async fn fetch_charts<'a>(
                 version: c.manifest_digest.is_some().then(|| c.flux_version()),
                 path: c.path,
             },
-            Err(e) => Chart::Unavailable(format!(
-                "{e}; or pass --chart {}/{}=PATH (a chart directory or .tgz)",
-                r.id.namespace, r.id.name
-            )),
+            Err(e) => {
+                use crate::sources::FetchError;
+                let why = format!(
+                    "{e}; or pass --chart {}/{}=PATH (a chart directory or .tgz)",
+                    r.id.namespace, r.id.name
+                );
+                if matches!(
+                    e,
+                    FetchError::NotDefined { .. }
+                        | FetchError::Invalid { .. }
+                        | FetchError::Unsupported { .. }
+                ) {
+                    problems.push(HelmProblem::new(
+                        Some(r.id.clone()),
+                        &r.file,
+                        &hr,
+                        format!("chart: {why}"),
+                    ));
+                }
+                Chart::Unavailable(why)
+            }
         };
     }
+    problems
 }
 
 /// The chart to hand helm: as it is, or — when helm-controller renders it with another version

@@ -114,6 +114,11 @@ pub struct HelmReport {
     pub hooks: Vec<String>,
     /// Why it was not rendered, or what the render left out.
     pub notes: Vec<String>,
+    /// Why it fails (a spec that does not decode, a chart source the fleet lacks, …): not
+    /// installed.
+    pub failures: Vec<String>,
+    /// The failing Kustomizations and HelmReleases it waits on.
+    pub blocked_by_failure: Vec<String>,
 }
 
 /// One Kustomization in the plan.
@@ -314,6 +319,11 @@ pub fn plan(
     };
     let helm_count = helm.len();
     let helm_ids: BTreeSet<KsId> = helm.keys().cloned().collect();
+    for (id, h) in helm.iter_mut() {
+        h.failures = blocks.causes.get(id).cloned().unwrap_or_default();
+        h.blocked_by_failure = names(blocks.failing.get(id));
+    }
+    let reported: BTreeSet<KsId> = selection.union(&helm_ids).cloned().collect();
     let waves: Vec<WaveReport> = graph
         .waves
         .iter()
@@ -354,16 +364,29 @@ pub fn plan(
         critical_path: critical.iter().map(|k| k.to_string()).collect(),
         unowned_objects: fleet.unowned.iter().map(|m| subject(&m.object)).collect(),
         sources: source_reports(fleet, selection),
-        failures: problems.within(selection).cloned().collect(),
+        failures: problems.within(&reported).cloned().collect(),
         warnings: fleet.warnings.clone(),
     }
 }
 
 fn render_helm(s: &mut String, h: &HelmReport) {
-    let flag = if h.suspended {
-        "  [SUSPENDED: not installed]"
+    let mut flags = Vec::new();
+    if !h.failures.is_empty() {
+        flags.push("FAILED: not installed, see below".to_string());
+    }
+    if !h.blocked_by_failure.is_empty() {
+        flags.push(format!(
+            "BLOCKED by failing {}",
+            h.blocked_by_failure.join(", ")
+        ));
+    }
+    if h.suspended {
+        flags.push("SUSPENDED: not installed".to_string());
+    }
+    let flag = if flags.is_empty() {
+        String::new()
     } else {
-        ""
+        format!("  [{}]", flags.join("; "))
     };
     let _ = writeln!(s, "  {}{flag}", h.id);
     let _ = writeln!(s, "      file       {}", h.file);
@@ -624,11 +647,15 @@ pub fn render_text(p: &PlanReport) -> String {
             .iter()
             .filter_map(|f| f.kustomization.as_ref())
             .collect();
+        let releases = failed.iter().filter(|k| k.is_helm_release()).count();
+        let mut whom = plural(failed.len() - releases, "Kustomization");
+        if releases > 0 {
+            whom = format!("{whom} and {}", plural(releases, "HelmRelease"));
+        }
         let _ = writeln!(
             s,
-            "\nFailures ({} in {}; everything else is planned):",
-            p.failures.len(),
-            plural(failed.len(), "Kustomization")
+            "\nFailures ({} in {whom}; everything else is planned):",
+            p.failures.len()
         );
         for f in &p.failures {
             let ks = f

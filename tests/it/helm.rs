@@ -154,11 +154,15 @@ fn a_chart_override_takes_a_packaged_chart() {
     let hr = &helm_entries(&plan)[0];
     assert_eq!(hr["chart"], "plain-1.2.3", "{}", pretty(hr));
     assert_eq!(hr["source"], "OCIRepository/web/remote");
-    // Without it, plan still plans and says what would help.
-    let plan = f.plan(&[]);
+    // Without it, its chart source is missing: it fails (a partial plan, exit 4), and the
+    // message says what would help.
+    let out = f.cmd("plan").args(["-o", "json"]).output().expect("runs");
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    let plan: Value = serde_json::from_str(&stdout).expect("json");
     let hr = &helm_entries(&plan)[0];
     assert!(
-        hr["notes"][0]
+        hr["failures"][0]
             .as_str()
             .unwrap()
             .contains("--chart web/remote=PATH"),
@@ -234,5 +238,111 @@ fn without_helm_plan_still_plans_and_apply_refuses_before_any_write() {
     let run = f.run("apply", &cluster, &["--helm-bin", "/nonexistent/helm"]);
     run.expect_code(2);
     assert!(run.stderr.contains("HelmRelease(s) selected"), "{run}");
+    assert!(cluster.writes().is_empty(), "{}", cluster.log_text());
+}
+
+/// Broken HelmReleases fail alone, as a failing Kustomization does: one whose spec does not
+/// decode and one whose chart source the fleet does not define are listed with file, release and
+/// cause, marked failed (text, JSON, graph), what depends on them blocked, the rest planned, and
+/// plan, graph and build exit 4.
+#[test]
+fn broken_helm_releases_fail_alone_in_a_partial_plan() {
+    let f = fleet(
+        &(release("web", "plain", "")
+            + &release("broken", "plain", "timeout: not-a-duration")
+            + &release("after-broken", "plain", "dependsOn:\n  - name: broken")
+            + "---\napiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: nosrc\n  namespace: web\nspec:\n  interval: 10m\n  chart:\n    spec:\n      chart: podinfo\n      sourceRef:\n        kind: HelmRepository\n        name: missing\n"),
+    );
+    let out = f.cmd("plan").args(["-o", "json"]).output().expect("runs");
+    let (stdout, stderr) = text(&out);
+    assert_no_panic(&stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    for needle in [
+        "apps/releases.yaml: HelmRelease web/broken: spec.timeout",
+        "apps/releases.yaml: HelmRelease web/nosrc: chart: HelmRepository/web/missing is not defined in the fleet",
+    ] {
+        assert!(stderr.contains(needle), "stderr lacks {needle:?}\n{stderr}");
+    }
+    let plan: Value = serde_json::from_str(&stdout).expect("json");
+    let hrs = helm_entries(&plan);
+    let entry = |id: &str| {
+        hrs.iter()
+            .find(|h| h["id"] == id)
+            .unwrap_or_else(|| panic!("no {id} in {}", pretty(&plan)))
+            .clone()
+    };
+    for id in ["HelmRelease/web/broken", "HelmRelease/web/nosrc"] {
+        let e = entry(id);
+        assert!(
+            !e["failures"].as_array().expect("failures").is_empty(),
+            "{}",
+            pretty(&e)
+        );
+    }
+    assert_eq!(
+        entry("HelmRelease/web/after-broken")["blockedByFailure"],
+        serde_json::json!(["HelmRelease/web/broken"])
+    );
+    let web = entry("HelmRelease/web/web");
+    assert_eq!(web["failures"], serde_json::json!([]));
+    assert!(web["objectCount"].as_u64().unwrap() > 0, "{}", pretty(&web));
+    let failures = plan["failures"].as_array().expect("failures");
+    assert!(
+        failures
+            .iter()
+            .any(|p| p["kustomization"] == "HelmRelease/web/broken"
+                && p["file"] == "apps/releases.yaml"),
+        "{}",
+        pretty(&plan)
+    );
+
+    let out = f.cmd("plan").output().expect("runs");
+    let (text_plan, _) = text(&out);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        text_plan.contains("HelmRelease/web/broken  [FAILED"),
+        "{text_plan}"
+    );
+    assert!(
+        text_plan
+            .contains("HelmRelease/web/after-broken  [BLOCKED by failing HelmRelease/web/broken]"),
+        "{text_plan}"
+    );
+    assert!(
+        text_plan.contains("2 HelmReleases; everything else is planned"),
+        "{text_plan}"
+    );
+
+    let out = f.cmd("graph").output().expect("runs");
+    let (dot, _) = text(&out);
+    assert_eq!(out.status.code(), Some(4));
+    let node = dot
+        .lines()
+        .find(|l| l.contains("\"HelmRelease/web/broken\" ["))
+        .unwrap_or_else(|| panic!("{dot}"));
+    assert!(node.contains("failed"), "{node}");
+
+    let out = f
+        .cmd("build")
+        .args(["--name", "flux-system/apps"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out).1);
+    assert!(text(&out).0.contains("kind: Namespace"));
+
+    // apply refuses before any write, listing both; --exclude of both lets the rest go on
+    // (the blocked one is skipped).
+    let cluster = Cluster::start();
+    let run = f.run("apply", &cluster, &[]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("nothing was written"), "{run}");
+    assert!(
+        run.stderr.contains("HelmRelease web/broken")
+            && run.stderr.contains("HelmRelease web/nosrc"),
+        "{run}"
+    );
+    assert!(cluster.writes().is_empty(), "{}", cluster.log_text());
+    let run = f.run("diff", &cluster, &[]);
+    run.expect_code(2);
     assert!(cluster.writes().is_empty(), "{}", cluster.log_text());
 }

@@ -277,6 +277,7 @@ both!(
     a_partly_broken_fleet_is_refused_whole_then_applied_around_its_failures,
     a_sops_encrypted_secret_is_applied_decrypted_with_the_key_from_the_cluster,
     sops_encrypted_values_of_a_config_map_never_print_but_are_applied,
+    a_broken_helm_release_is_refused_then_left_out_with_its_dependents,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1941,6 +1942,70 @@ fn sops_encrypted_values_of_a_config_map_never_print_but_are_applied(t: Tier) {
         "{diff}"
     );
     assert!(!diff.stdout.contains("changed.example"), "{diff}");
+}
+
+/// A HelmRelease whose spec does not decode fails alone: apply refuses the whole selection
+/// (nothing written) until `--skip-invalid` (or `--exclude HelmRelease/NS/NAME`) leaves it out;
+/// then the HelmRelease that depends on it is skipped and the rest is installed.
+fn a_broken_helm_release_is_refused_then_left_out_with_its_dependents(t: Tier) {
+    let (f, ks_ns, app) = helm_fleet(&t, "");
+    let f = f
+        .file(
+            "clusters/c/extras.yaml",
+            &ks(&ks_ns, "extras", &depends_on(&["infra"])),
+        )
+        .file(
+            "apps/extras/broken.yaml",
+            &hr(&app, "broken", "plain", "timeout: not-a-duration"),
+        )
+        .file(
+            "apps/extras/after-broken.yaml",
+            &hr(
+                &app,
+                "after-broken",
+                "plain",
+                "dependsOn:\n  - name: broken",
+            ),
+        );
+    t.mark();
+    let run = f.apply(&t, &[]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("nothing was written"), "{run}");
+    assert!(
+        run.stderr
+            .contains(&format!("HelmRelease {app}/broken: spec.timeout")),
+        "{run}"
+    );
+    assert!(t.writes().is_empty(), "wrote: {:?}", t.writes());
+
+    let hr_id = |n: &str| format!("HelmRelease/{app}/{n}");
+    let (broken, after) = (hr_id("broken"), hr_id("after-broken"));
+    for (args, code, after_outcome) in [
+        // Invalid, left out: a failure; its dependent is skipped.
+        (vec!["--skip-invalid"], 1, "skipped"),
+        // Left out by the user, with its dependent: nothing failed.
+        (
+            vec!["--exclude", &broken, "--exclude", &after],
+            0,
+            "excluded",
+        ),
+    ] {
+        let run = f.apply(&t, &args);
+        run.expect_code(code);
+        assert_eq!(outcome(&run, &broken), "excluded", "{run}");
+        assert_eq!(outcome(&run, &after), after_outcome, "{run}");
+        // Installed by the first run, unchanged in the second.
+        for unit in [hr_id("web"), format!("{ks_ns}/extras")] {
+            let o = outcome(&run, &unit);
+            assert!(
+                matches!(o.as_str(), "ready" | "unchanged"),
+                "{unit}: {o}\n{run}"
+            );
+        }
+        assert!(t.get("configmap", &app, "web-config").is_some());
+        assert!(t.get("configmap", &app, "broken-config").is_none());
+        assert!(t.get("configmap", &app, "after-broken-config").is_none());
+    }
 }
 
 /// `--apply-flux-objects`: Flux's own objects are applied like any other, waited on by their Ready
