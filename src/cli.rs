@@ -337,6 +337,10 @@ pub struct DiffArgs {
     /// Kustomizations left out.
     #[command(flatten)]
     pub exclude: ExcludeArgs,
+    /// Compare Flux's own objects too (sources, HelmReleases — then not rendered —, alerts, …),
+    /// as `apply --apply-flux-objects` would apply them.
+    #[arg(long)]
+    pub apply_flux_objects: bool,
     /// Print Secret values in clear.
     #[arg(long)]
     pub show_secrets: bool,

@@ -399,8 +399,11 @@ pub async fn run(args: &ApplyArgs) -> Result<(), AppError> {
             &args.fleet,
             &args.cluster,
             &args.exclude,
-            false,
-            args.no_color,
+            super::diff::DiffOptions {
+                apply_flux_objects: args.apply_flux_objects,
+                show_secrets: false,
+                no_color: args.no_color,
+            },
         )
         .await;
     }

@@ -23,10 +23,24 @@ pub async fn run(args: &DiffArgs) -> Result<(), AppError> {
         &args.fleet,
         &args.cluster,
         &args.exclude,
-        args.show_secrets,
-        args.no_color,
+        DiffOptions {
+            apply_flux_objects: args.apply_flux_objects,
+            show_secrets: args.show_secrets,
+            no_color: args.no_color,
+        },
     )
     .await
+}
+
+/// How `diff` compares and prints.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DiffOptions {
+    /// Flux's own objects are payload, as under `apply --apply-flux-objects`.
+    pub apply_flux_objects: bool,
+    /// Secret and decrypted values in clear.
+    pub show_secrets: bool,
+    /// No colours.
+    pub no_color: bool,
 }
 
 /// Server-set or bookkeeping fields removed before comparing and printing.
@@ -88,11 +102,18 @@ pub async fn run_with(
     fleet: &FleetArgs,
     cluster_args: &ClusterArgs,
     exclude: &ExcludeArgs,
-    show_secrets: bool,
-    no_color: bool,
+    opts: DiffOptions,
 ) -> Result<(), AppError> {
+    let DiffOptions {
+        show_secrets,
+        no_color,
+        ..
+    } = opts;
     let mut settings = FleetSettings::resolve(fleet)?;
-    let (cluster, loaded) = super::apply::connect_and_load(cluster_args, &mut settings).await?;
+    let (cluster, mut loaded) = super::apply::connect_and_load(cluster_args, &mut settings).await?;
+    if opts.apply_flux_objects {
+        loaded.promote_flux_objects();
+    }
     let exclusions =
         loaded.exclusions(exclude, super::apply::validate_objects(&loaded, &cluster))?;
     let paint = super::apply::paint(no_color);

@@ -2033,6 +2033,9 @@ fn apply_flux_objects_applies_them_and_needs_their_crds(t: Tier) {
     let run = bare.apply(&t, &["--apply-flux-objects"]);
     run.expect_code(2);
     assert!(run.stderr.contains("HelmRepository"), "{run}");
+    let run = bare.diff(&t, &["--apply-flux-objects"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("HelmRepository"), "{run}");
     assert!(t.writes().is_empty(), "wrote: {:?}", t.writes());
     // Without the flag the object is listed, not applied: the same fleet applies.
     bare.apply(&t, &[]).expect_code(0);
@@ -2053,8 +2056,34 @@ fn apply_flux_objects_applies_them_and_needs_their_crds(t: Tier) {
     .file("apps/flux/crd.yaml", &crd)
     .file("apps/apps/ns.yaml", &namespace(&app))
     .file("apps/apps/repo.yaml", &repo);
+    // diff --apply-flux-objects compares what that apply would apply: the HelmRepository too.
+    let subject = format!("HelmRepository/{app}/charts");
+    t.mark();
+    let diff = f.diff(&t, &["--apply-flux-objects"]);
+    diff.expect_code(1);
+    assert!(
+        diff.stdout.contains(&format!(
+            "{subject} created (CRD not yet installed, not validated)"
+        )),
+        "{diff}"
+    );
+    assert!(!f.diff(&t, &[]).stdout.contains(&subject));
+    assert!(t.writes().is_empty(), "diff wrote: {:?}", t.writes());
     let run = f.apply(&t, &["--apply-flux-objects", "--timeout", "20s"]);
     run.expect_code(0);
+    let diff = f.diff(&t, &["--apply-flux-objects"]);
+    diff.expect_code(0);
+    assert!(
+        diff.stdout.contains(&format!("{subject} unchanged")),
+        "{diff}"
+    );
+    // Without the flag, apply would prune it: diff says so.
+    let diff = f.diff(&t, &[]);
+    diff.expect_code(1);
+    assert!(
+        diff.stdout.contains(&format!("{subject} deleted (prune)")),
+        "{diff}"
+    );
     let inv = t
         .get("configmap", &ks_ns, "flux-order-apps")
         .expect("inventory");
