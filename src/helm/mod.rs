@@ -174,8 +174,32 @@ pub fn discover(fleet: &Fleet, settings: &HelmSettings) -> Discovered {
             } else {
                 serde_path_to_error::deserialize(raw_spec.clone()).map_err(|e| format!("spec.{e}"))
             };
-            let spec = match decoded {
-                Ok(s) => s,
+            let (spec, (chart, source, version)) = match decoded {
+                Ok(spec) => {
+                    if spec.service_account_name.is_some() {
+                        found.warnings.push(format!("{file}: HelmRelease {shown}: spec.serviceAccountName is not impersonated; flux-order installs with your own credentials"));
+                    }
+                    if spec
+                        .chart
+                        .as_ref()
+                        .is_some_and(|c| !c.spec.values_files.is_empty())
+                    {
+                        found.warnings.push(format!("{file}: HelmRelease {shown}: spec.chart.spec.valuesFiles is not supported yet; the chart's own values.yaml is used"));
+                    }
+                    if spec.storage_namespace.as_deref().is_some_and(|s| s != ns) {
+                        found.warnings.push(format!("{file}: HelmRelease {shown}: spec.storageNamespace differs from the HelmRelease's namespace; renders run as installs (Helm's CLI reads history from the release namespace)"));
+                    }
+                    if spec.chart.is_none() && spec.chart_ref.is_none() {
+                        found.problems.push(HelmProblem::new(
+                            Some(id.clone()),
+                            &file,
+                            &shown,
+                            "neither spec.chart nor spec.chartRef is set".into(),
+                        ));
+                    }
+                    let chart = resolve_chart(fleet, &id, &spec, settings);
+                    (spec, chart)
+                }
                 Err(cause) => {
                     found.problems.push(HelmProblem::new(
                         Some(id.clone()),
@@ -183,45 +207,11 @@ pub fn discover(fleet: &Fleet, settings: &HelmSettings) -> Discovered {
                         &shown,
                         cause.clone(),
                     ));
-                    let spec = placeholder_spec(&raw_spec);
-                    out.push(Release {
-                        release_name: spec.release_name(name),
-                        release_namespace: spec.release_namespace(ns),
-                        storage_namespace: spec.storage_namespace(ns),
-                        id,
-                        object: m.object.clone(),
-                        owner: node.id.clone(),
-                        file,
-                        chart: Chart::Unavailable(cause),
-                        source: String::new(),
-                        version: None,
-                        spec,
-                    });
-                    continue;
+                    // Kept as a node of the graph, never installed.
+                    let unavailable = (Chart::Unavailable(cause), String::new(), None);
+                    (placeholder_spec(&raw_spec), unavailable)
                 }
             };
-            if spec.service_account_name.is_some() {
-                found.warnings.push(format!("{file}: HelmRelease {shown}: spec.serviceAccountName is not impersonated; flux-order installs with your own credentials"));
-            }
-            if spec
-                .chart
-                .as_ref()
-                .is_some_and(|c| !c.spec.values_files.is_empty())
-            {
-                found.warnings.push(format!("{file}: HelmRelease {shown}: spec.chart.spec.valuesFiles is not supported yet; the chart's own values.yaml is used"));
-            }
-            if spec.storage_namespace.as_deref().is_some_and(|s| s != ns) {
-                found.warnings.push(format!("{file}: HelmRelease {shown}: spec.storageNamespace differs from the HelmRelease's namespace; renders run as installs (Helm's CLI reads history from the release namespace)"));
-            }
-            if spec.chart.is_none() && spec.chart_ref.is_none() {
-                found.problems.push(HelmProblem::new(
-                    Some(id.clone()),
-                    &file,
-                    &shown,
-                    "neither spec.chart nor spec.chartRef is set".into(),
-                ));
-            }
-            let (chart, source, version) = resolve_chart(fleet, &id, &spec, settings);
             out.push(Release {
                 release_name: spec.release_name(name),
                 release_namespace: spec.release_namespace(ns),

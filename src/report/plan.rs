@@ -369,25 +369,43 @@ pub fn plan(
     }
 }
 
-fn render_helm(s: &mut String, h: &HelmReport) {
+/// The state flags of a Kustomization or HelmRelease line (`  [FAILED…; BLOCKED by …]`), or
+/// nothing: failing (`failed`: what is not done then), blocked by a failure, suspended (`held`:
+/// what is not done then), then `more`.
+fn flags(
+    failed: Option<&str>,
+    blocked_by_failure: &[String],
+    held: Option<&str>,
+    more: Vec<String>,
+) -> String {
     let mut flags = Vec::new();
-    if !h.failures.is_empty() {
-        flags.push("FAILED: not installed, see below".to_string());
+    if let Some(what) = failed {
+        flags.push(format!("FAILED: {what}, see below"));
     }
-    if !h.blocked_by_failure.is_empty() {
+    if !blocked_by_failure.is_empty() {
         flags.push(format!(
             "BLOCKED by failing {}",
-            h.blocked_by_failure.join(", ")
+            blocked_by_failure.join(", ")
         ));
     }
-    if h.suspended {
-        flags.push("SUSPENDED: not installed".to_string());
+    if let Some(what) = held {
+        flags.push(format!("SUSPENDED: {what}"));
     }
-    let flag = if flags.is_empty() {
+    flags.extend(more);
+    if flags.is_empty() {
         String::new()
     } else {
         format!("  [{}]", flags.join("; "))
-    };
+    }
+}
+
+fn render_helm(s: &mut String, h: &HelmReport) {
+    let flag = flags(
+        (!h.failures.is_empty()).then_some("not installed"),
+        &h.blocked_by_failure,
+        h.suspended.then_some("not installed"),
+        Vec::new(),
+    );
     let _ = writeln!(s, "  {}{flag}", h.id);
     let _ = writeln!(s, "      file       {}", h.file);
     let _ = writeln!(s, "      after      {} (applies it)", h.kustomization);
@@ -509,30 +527,19 @@ pub fn render_text(p: &PlanReport) -> String {
             render_helm(&mut s, h);
         }
         for k in &w.kustomizations {
-            let mut flags = Vec::new();
-            if !k.failures.is_empty() {
-                flags.push("FAILED: not planned, see below".to_string());
-            }
-            if !k.blocked_by_failure.is_empty() {
-                flags.push(format!(
-                    "BLOCKED by failing {}",
-                    k.blocked_by_failure.join(", ")
-                ));
-            }
-            if k.suspended {
-                flags.push("SUSPENDED: not applied".to_string());
-            }
+            let mut more = Vec::new();
             if !k.blocked_by.is_empty() {
-                flags.push(format!("BLOCKED by suspended {}", k.blocked_by.join(", ")));
+                more.push(format!("BLOCKED by suspended {}", k.blocked_by.join(", ")));
             }
             if k.remote_cluster {
-                flags.push("REMOTE CLUSTER (spec.kubeConfig): apply refuses it".into());
+                more.push("REMOTE CLUSTER (spec.kubeConfig): apply refuses it".into());
             }
-            let flags = if flags.is_empty() {
-                String::new()
-            } else {
-                format!("  [{}]", flags.join("; "))
-            };
+            let flags = flags(
+                (!k.failures.is_empty()).then_some("not planned"),
+                &k.blocked_by_failure,
+                k.suspended.then_some("not applied"),
+                more,
+            );
             let _ = writeln!(s, "  {}{}", k.id, flags);
             let _ = writeln!(s, "      file       {}", k.file);
             let path = if k.path.is_empty() { "./" } else { &k.path };
