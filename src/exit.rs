@@ -40,13 +40,20 @@ pub enum AppError {
     /// SIGINT or SIGTERM.
     #[error("interrupted")]
     Interrupted,
-    /// Planned with failures: every problem, and how many Kustomizations they make fail.
-    #[error("{}\n{failed} Kustomization(s) failed to load, build or validate; the rest is planned", .messages.join("\n"))]
+    /// Planned with failures: every problem, and how many Kustomizations and HelmReleases they
+    /// make fail.
+    #[error(
+        "{}\n{failed} Kustomization(s) failed to load, build or validate{}; the rest is planned",
+        .messages.join("\n"),
+        if *.failed_releases > 0 { format!(", {} HelmRelease(s) failed", .failed_releases) } else { String::new() }
+    )]
     Partial {
         /// Every problem of the selection.
         messages: Vec<String>,
         /// Failed Kustomizations of the selection.
         failed: usize,
+        /// Failed HelmReleases of the selection.
+        failed_releases: usize,
     },
 }
 

@@ -33,6 +33,9 @@ pub struct RawBuild {
     /// The plain text of the values of SOPS files decrypted before the build (masked wherever
     /// output appears).
     pub decrypted: Vec<String>,
+    /// When SOPS files were decrypted before the build: the fingerprint of the keys (a build
+    /// with other keys runs again; one that decrypted nothing serves any keys).
+    pub decrypted_with: Option<String>,
 }
 
 /// One build to run: the source root, the path inside it, and the Kustomization's spec.
@@ -55,7 +58,8 @@ type Group = (Arc<overlay::ShadowRoot>, Vec<(usize, overlay::Prepared)>);
 /// A build ready to run: in a shared shadow, or in a private one holding decrypted files.
 enum Ready {
     Shared(Arc<overlay::ShadowRoot>, overlay::Prepared),
-    Private(Box<sops::Private>),
+    /// With the fingerprint of the keys.
+    Private(Box<sops::Private>, String),
 }
 
 /// Most Kustomizations built by one kustomize process.
@@ -212,6 +216,7 @@ impl Builder {
                     strip_origin: prepared.strip_origin,
                     origin_map: None,
                     decrypted: Vec::new(),
+                    decrypted_with: None,
                 }
             }
         };
@@ -270,6 +275,7 @@ impl Builder {
             strip_origin: true,
             origin_map: None,
             decrypted: Vec::new(),
+            decrypted_with: None,
         })
     }
 
@@ -284,20 +290,19 @@ impl Builder {
             (
                 r.root.clone(),
                 r.rel.clone(),
-                format!(
-                    "{}{}",
-                    serde_json::to_string(&r.spec).unwrap_or_default(),
-                    r.decrypt
-                        .as_ref()
-                        .map(|k| format!(" keys: {}", k.fingerprint()))
-                        .unwrap_or_default()
-                ),
+                serde_json::to_string(&r.spec).unwrap_or_default(),
             )
         };
         let mut results: Vec<Option<Result<RawBuild, BuildError>>> = {
             let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
             reqs.iter()
-                .map(|r| done.get(&key(r)).cloned().map(Ok))
+                .map(|r| {
+                    let keys = r.decrypt.as_ref().map(crate::decrypt::Keyring::fingerprint);
+                    done.get(&key(r))
+                        .filter(|raw| raw.decrypted_with.is_none() || raw.decrypted_with == keys)
+                        .cloned()
+                        .map(Ok)
+                })
                 .collect()
         };
         let (misses, keys): (Vec<_>, Vec<_>) = reqs
@@ -355,7 +360,7 @@ impl Builder {
                     }
                     let private =
                         sops::prepare_private(&base, &r.root, &r.rel, &r.spec, &files, keys)?;
-                    Ok::<_, BuildError>(Ready::Private(Box::new(private)))
+                    Ok::<_, BuildError>(Ready::Private(Box::new(private), keys.fingerprint()))
                 })
                 .collect::<Vec<_>>()
         })
@@ -379,7 +384,7 @@ impl Builder {
                     }
                 }
                 Ok(Ready::Shared(sh, p)) => singles.push((i, sh, p)),
-                Ok(Ready::Private(private)) => privates.push((i, private)),
+                Ok(Ready::Private(private, keys)) => privates.push((i, private, keys)),
             }
         }
         let jobs = self.jobs;
@@ -409,12 +414,13 @@ impl Builder {
         let single_runs = singles
             .into_iter()
             .map(|(i, sh, p)| async move { vec![(i, self.run_single(&sh, &p).await)] });
-        let private_runs = privates.into_iter().map(|(i, private)| async move {
+        let private_runs = privates.into_iter().map(|(i, private, keys)| async move {
             let r = self
                 .run_single(&private.shadow, &private.prepared)
                 .await
                 .map(|raw| RawBuild {
                     decrypted: private.values.clone(),
+                    decrypted_with: Some(keys),
                     ..raw
                 });
             // The decrypted files go now, whatever the outcome.
@@ -457,6 +463,7 @@ impl Builder {
             strip_origin: p.strip_origin,
             origin_map: None,
             decrypted: Vec::new(),
+            decrypted_with: None,
         })
     }
 
@@ -513,6 +520,7 @@ impl Builder {
                             strip_origin: p.strip_origin,
                             origin_map: Some(map),
                             decrypted: Vec::new(),
+                            decrypted_with: None,
                         }),
                     )
                 })

@@ -76,11 +76,15 @@ impl Loaded {
         if messages.is_empty() {
             Ok(())
         } else {
-            let failed = selected
+            let (releases, kustomizations): (Vec<&KsId>, Vec<&KsId>) = selected
                 .iter()
                 .filter(|k| self.problems.failed.contains(*k))
-                .count();
-            Err(AppError::Partial { messages, failed })
+                .partition(|k| k.is_helm_release());
+            Err(AppError::Partial {
+                messages,
+                failed: kustomizations.len(),
+                failed_releases: releases.len(),
+            })
         }
     }
 

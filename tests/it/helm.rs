@@ -312,6 +312,13 @@ fn broken_helm_releases_fail_alone_in_a_partial_plan() {
         text_plan.contains("2 HelmReleases; everything else is planned"),
         "{text_plan}"
     );
+    assert!(
+        text(&out).1.contains(
+            "0 Kustomization(s) failed to load, build or validate, 2 HelmRelease(s) failed; the rest is planned"
+        ),
+        "{}",
+        text(&out).1
+    );
 
     let out = f.cmd("graph").output().expect("runs");
     let (dot, _) = text(&out);
