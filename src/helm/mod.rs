@@ -489,10 +489,16 @@ pub fn fleet_value_sources(fleet: &Fleet) -> Arc<BTreeMap<(String, String, Strin
         for m in &n.objects {
             let (api, kind, ns, name) = object_meta(&m.object);
             if api == "v1" && (kind == "ConfigMap" || kind == "Secret") {
-                out.insert(
-                    (ns.to_string(), kind.to_string(), name.to_string()),
-                    m.object.clone(),
-                );
+                let mut o = m.object.clone();
+                if !m.decrypted.is_empty() {
+                    crate::build::postbuild::set_meta(
+                        &mut o,
+                        "annotations",
+                        values::DECRYPTED_MARK,
+                        "true",
+                    );
+                }
+                out.insert((ns.to_string(), kind.to_string(), name.to_string()), o);
             }
         }
     }

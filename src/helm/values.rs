@@ -62,6 +62,10 @@ pub struct Composed {
     pub secret_strings: Vec<String>,
 }
 
+/// The annotation [`crate::helm::fleet_value_sources`] puts on a ConfigMap of the fleet whose
+/// values were SOPS-encrypted: values read from it are masked as a Secret's are.
+pub const DECRYPTED_MARK: &str = "flux-order.dev/sops-decrypted";
+
 /// Composes the values. `lookup(kind, name)` returns the object (ConfigMap or Secret) in the
 /// HelmRelease's namespace, or None when it does not exist; `where_` says where it was looked for.
 pub fn compose(
@@ -88,6 +92,12 @@ pub fn compose(
                 hint: format!(" ({where_})"),
             });
         };
+        // Values of a Secret, or of a ConfigMap whose values were SOPS-encrypted, never print.
+        let secret = r.kind == "Secret"
+            || obj
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(DECRYPTED_MARK))
+                .is_some();
         let Some(text) = read_key(&obj, &r.kind, &key) else {
             if r.optional {
                 continue;
@@ -115,14 +125,14 @@ pub fn compose(
                 if !v.is_object() && !v.is_null() {
                     return Err(invalid("not a YAML map".into()));
                 }
-                if r.kind == "Secret" {
+                if secret {
                     collect_strings(&v, &mut secret_strings);
                 }
                 merge(&mut result, v);
             }
             Some(path) => {
                 merge(&mut result, inline.clone());
-                if r.kind == "Secret" {
+                if secret {
                     secret_strings.push(text.clone());
                 }
                 set_path(&mut result, path, &text).map_err(invalid)?;

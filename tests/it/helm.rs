@@ -353,3 +353,59 @@ fn broken_helm_releases_fail_alone_in_a_partial_plan() {
     run.expect_code(2);
     assert!(cluster.writes().is_empty(), "{}", cluster.log_text());
 }
+
+/// Values a HelmRelease reads from a ConfigMap the real `sops` encrypted never print: `build` of
+/// the HelmRelease (without `--show-secrets`) and `plan` mask them as values from a Secret.
+#[test]
+fn values_from_a_sops_encrypted_config_map_are_masked() {
+    let f = fleet(&release(
+        "web",
+        "plain",
+        "valuesFrom:\n  - kind: ConfigMap\n    name: web-cm-values",
+    ))
+    .file(
+        "clusters/c/apps.yaml",
+        &kustomization(
+            "apps",
+            "./apps",
+            "wait: true\ndecryption:\n  provider: sops",
+        ),
+    )
+    .file(
+        "apps/cm-values.yaml",
+        &std::fs::read_to_string(fixtures("sops/configmap-values.enc.yaml")).expect("fixture"),
+    );
+    let key = fixtures("sops/test.agekey").display().to_string();
+    for (sub, args) in [
+        (
+            "build",
+            vec!["--name", "HelmRelease/web/web", "--age-key-file", &key],
+        ),
+        (
+            "build",
+            vec!["--name", "flux-system/apps", "--age-key-file", &key],
+        ),
+        ("plan", vec!["-o", "json", "--age-key-file", &key]),
+    ] {
+        let out = f.cmd(sub).args(&args).output().expect("runs");
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{sub} {args:?}: {stderr}");
+        assert!(
+            !stdout.contains("cm-s3cr3t-msg") && !stderr.contains("cm-s3cr3t-msg"),
+            "{sub} {args:?}:\n{stdout}\n{stderr}"
+        );
+    }
+    // Rendered with the real value (masked in print): with --show-secrets it shows.
+    let out = f
+        .cmd("build")
+        .args([
+            "--name",
+            "HelmRelease/web/web",
+            "--show-secrets",
+            "--age-key-file",
+            &key,
+        ])
+        .output()
+        .expect("runs");
+    assert!(text(&out).0.contains("cm-s3cr3t-msg"), "{}", text(&out).1);
+}
