@@ -6,8 +6,6 @@
 //! the list. A malformed token is a 400; a token older than the last [`State::compacted`] is a
 //! 410 Expired carrying a token to go on at the latest state, as after an etcd compaction.
 
-use std::collections::BTreeMap;
-
 use serde_json::{Value, json};
 
 use crate::discovery::ResourceInfo;
@@ -87,22 +85,11 @@ pub(crate) fn list(
             name.to_string()
         }
     };
-    // The snapshot at `rv`: the objects now, with every change after `rv` undone.
-    let mut objects: BTreeMap<String, Value> = st
-        .list(info, req.namespace)
-        .into_iter()
-        .map(|o| {
-            let m = &o["metadata"];
-            let key = key_of(
-                m["namespace"].as_str().unwrap_or(""),
-                m["name"].as_str().unwrap_or(""),
-            );
-            (key, o.clone())
-        })
-        .collect();
+    // The snapshot at `rv`: the objects now, with every change after `rv` undone. Only keys
+    // are made here; objects are cloned only for the page.
+    let mut changed: std::collections::HashMap<String, Option<&Value>> = Default::default();
     if rv < st.rv {
         let first = st.history.partition_point(|e| e.rv <= rv);
-        let mut undone = std::collections::HashSet::new();
         for e in &st.history[first..] {
             if e.group != info.group
                 || e.plural != info.plural
@@ -115,45 +102,50 @@ pub(crate) fn list(
                 e.object["metadata"]["name"].as_str().unwrap_or(""),
             );
             // The first change after the snapshot says what the object was at it.
-            if !undone.insert(key.clone()) {
-                continue;
-            }
-            match (e.kind, &e.prev) {
-                (EventType::Added, _) | (_, None) => {
-                    objects.remove(&key);
-                }
-                (_, Some(prev)) => {
-                    objects.insert(key, (**prev).clone());
-                }
-            }
+            changed.entry(key).or_insert(match e.kind {
+                EventType::Added => None,
+                _ => e.prev.as_deref(),
+            });
         }
     }
+    let mut objects: Vec<(String, &Value)> = st
+        .list(info, req.namespace)
+        .into_iter()
+        .map(|o| {
+            let m = &o["metadata"];
+            let key = key_of(
+                m["namespace"].as_str().unwrap_or(""),
+                m["name"].as_str().unwrap_or(""),
+            );
+            (key, o)
+        })
+        .filter(|(k, _)| !changed.contains_key(k))
+        .collect();
+    objects.extend(changed.into_iter().filter_map(|(k, o)| o.map(|o| (k, o))));
+    // Storage-key order (`namespace/name` sorts apart from (namespace, name) where a namespace
+    // is a prefix of another).
+    objects.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let from = objects.partition_point(|(k, _)| k.as_str() < start.as_str());
     let mut items = Vec::new();
     let mut last = None;
     let mut more = false;
-    let mut seen = 0i64;
-    let from = || {
-        objects.range::<str, _>((
-            std::ops::Bound::Included(start.as_str()),
-            std::ops::Bound::Unbounded,
-        ))
-    };
-    for (key, o) in from() {
+    let mut seen = 0;
+    for (key, o) in &objects[from..] {
         if req.limit > 0 && items.len() as u64 >= req.limit {
             more = true;
             break;
         }
         seen += 1;
-        last = Some(key);
+        last = Some(key.as_str());
         if matches(o) {
-            items.push(o.clone());
+            items.push((*o).clone());
         }
     }
-    let remaining = from().count() as i64 - seen;
+    let remaining = (objects.len() - from - seen) as i64;
     Ok(Page {
         items,
         rv,
-        next: more.then(|| encode(rv as i64, &format!("{}\0", last.map_or("", |k| k)))),
+        next: more.then(|| encode(rv as i64, &format!("{}\0", last.unwrap_or("")))),
         remaining: (more && !req.filtered).then_some(remaining),
     })
 }
