@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::build::postbuild::Manifest;
 use crate::cluster::{Cluster, ClusterError};
 use crate::model::{KsId, api_group, object_meta};
 
@@ -120,9 +121,9 @@ pub fn configmap_name(id: &KsId) -> String {
 }
 
 /// sha256 of the objects as they will be applied (order-independent).
-pub fn digest(objects: &[Value]) -> String {
-    let mut texts: Vec<String> = objects.iter().map(|o| o.to_string()).collect();
-    texts.sort();
+pub fn digest(objects: &[Manifest]) -> String {
+    let mut texts: Vec<&str> = objects.iter().map(Manifest::json).collect();
+    texts.sort_unstable();
     let mut h = Sha256::new();
     for t in texts {
         h.update(t.as_bytes());
@@ -300,8 +301,8 @@ mod tests {
 
     #[test]
     fn digest_ignores_order() {
-        let a = json!({"a": 1});
-        let b = json!({"b": 2});
+        let a = Manifest::new(&json!({"a": 1}), None);
+        let b = Manifest::new(&json!({"b": 2}), None);
         assert_eq!(digest(&[a.clone(), b.clone()]), digest(&[b, a]));
     }
 }

@@ -73,10 +73,17 @@ pub enum PostBuildError {
 
 /// One object of a build, with the file it came from (relative to the Kustomization's path) when
 /// kustomize reported it.
+///
+/// A loaded fleet holds every object of every build at once, so the object is kept as its
+/// compact JSON text, parsed again by [`Manifest::object`] where a stage needs it: a parsed
+/// `Value` takes about seven times the memory (a ConfigMap of a few keys: ~3.4 KB against
+/// ~0.5 KB). Its identity is kept beside it, since most readers need no more than that.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {
-    /// The object.
-    pub object: Value,
+    /// The object as compact JSON (keys in their order).
+    json: Box<str>,
+    /// apiVersion, kind, namespace, name.
+    meta: [Box<str>; 4],
     /// `config.kubernetes.io/origin` path, e.g. `deploy.yaml` or `../base/app.yaml`.
     pub origin: Option<String>,
     /// JSON pointers of the values that were SOPS-encrypted in the file it came from (masked
@@ -85,10 +92,14 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// An object with its origin, nothing decrypted.
-    pub fn new(object: Value, origin: Option<String>) -> Manifest {
+    /// Keeps `object` (compactly) with its origin.
+    pub fn new(object: &Value, origin: Option<String>) -> Manifest {
+        let (api, kind, ns, name) = object_meta(object);
         Manifest {
-            object,
+            json: serde_json::to_string(object)
+                .expect("a JSON value serializes")
+                .into_boxed_str(),
+            meta: [api, kind, ns, name].map(Box::from),
             origin,
             decrypted: Vec::new(),
         }
@@ -96,18 +107,49 @@ impl Manifest {
 
     /// The plain text of its decrypted values.
     pub fn decrypted_values(&self) -> Vec<String> {
-        crate::decrypt::values_at(&self.object, &self.decrypted)
+        if self.decrypted.is_empty() {
+            return Vec::new();
+        }
+        crate::decrypt::values_at(&self.object(), &self.decrypted)
     }
 
     /// The object with its decrypted values replaced by [`MASK`].
     pub fn masked(&self) -> Value {
-        let mut o = self.object.clone();
+        let mut o = self.object();
         for p in &self.decrypted {
             if let Some(v) = o.pointer_mut(p) {
                 *v = Value::String(MASK.into());
             }
         }
         o
+    }
+
+    /// The object, parsed anew.
+    pub fn object(&self) -> Value {
+        serde_json::from_str(&self.json).expect("a Manifest holds valid JSON")
+    }
+
+    /// The object's compact JSON text.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// (apiVersion, kind, namespace, name), as [`object_meta`] gives them.
+    pub fn meta(&self) -> (&str, &str, &str, &str) {
+        let [a, k, ns, n] = &self.meta;
+        (a, k, ns, n)
+    }
+
+    /// Whether it is a Flux Kustomization.
+    pub fn is_flux_kustomization(&self) -> bool {
+        let (api, kind, _, _) = self.meta();
+        is_flux_kustomization_kind(api, kind)
+    }
+
+    /// `Kind/namespace/name` (or `Kind/name`), as [`crate::model::subject`] gives it.
+    pub fn subject(&self) -> String {
+        let (_, kind, ns, name) = self.meta();
+        crate::model::subject_of(kind, ns, name)
     }
 }
 
@@ -118,33 +160,49 @@ pub struct VarIndex {
 }
 
 impl VarIndex {
-    /// Adds every ConfigMap (`data`) and Secret (`data` decoded, `stringData`) in `objects`.
-    pub fn add(&mut self, objects: &[Manifest]) {
+    /// Adds the ConfigMaps (`data`) and Secrets (`data` decoded, `stringData`) of `objects` for which `wanted(namespace, kind, name)`
+    /// holds: a fleet has many ConfigMaps and few are variable sources, so the index need not
+    /// copy the data of every one.
+    pub fn add_wanted(
+        &mut self,
+        objects: &[Manifest],
+        wanted: impl Fn((&str, &str, &str)) -> bool,
+    ) {
         for m in objects {
-            let (api, kind, ns, name) = object_meta(&m.object);
-            if api != "v1" || (kind != "ConfigMap" && kind != "Secret") {
+            let (api, kind, ns, name) = m.meta();
+            if api != "v1" || (kind != "ConfigMap" && kind != "Secret") || !wanted((ns, kind, name))
+            {
                 continue;
             }
-            let mut values = BTreeMap::new();
-            if let Some(Value::Object(data)) = m.object.get("data") {
-                for (k, v) in data {
-                    let s = v.as_str().unwrap_or_default();
-                    let s = if kind == "Secret" {
-                        decode_base64(s).unwrap_or_default()
-                    } else {
-                        s.to_string()
-                    };
-                    values.insert(k.clone(), s);
-                }
-            }
-            if let Some(Value::Object(data)) = m.object.get("stringData") {
-                for (k, v) in data {
-                    values.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
-                }
-            }
-            self.map
-                .insert((ns.to_string(), kind.to_string(), name.to_string()), values);
+            self.add_object(&m.object());
         }
+    }
+
+    /// Adds one ConfigMap or Secret (anything else is ignored).
+    pub fn add_object(&mut self, object: &Value) {
+        let (api, kind, ns, name) = object_meta(object);
+        if api != "v1" || (kind != "ConfigMap" && kind != "Secret") {
+            return;
+        }
+        let mut values = BTreeMap::new();
+        if let Some(Value::Object(data)) = object.get("data") {
+            for (k, v) in data {
+                let s = v.as_str().unwrap_or_default();
+                let s = if kind == "Secret" {
+                    decode_base64(s).unwrap_or_default()
+                } else {
+                    s.to_string()
+                };
+                values.insert(k.clone(), s);
+            }
+        }
+        if let Some(Value::Object(data)) = object.get("stringData") {
+            for (k, v) in data {
+                values.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
+            }
+        }
+        self.map
+            .insert((ns.to_string(), kind.to_string(), name.to_string()), values);
     }
 
     /// Looks one source up.
@@ -521,16 +579,12 @@ pub fn post_build(
                     set_meta(&mut item, "annotations", k, v);
                 }
             }
-            out.push(Manifest {
-                object: item,
-                origin,
-                // A List's items are not decrypted objects of their own.
-                decrypted: if is_list {
-                    Vec::new()
-                } else {
-                    std::mem::take(&mut decrypted)
-                },
-            });
+            let mut m = Manifest::new(&item, origin);
+            // A List's items are not decrypted objects of their own.
+            if !is_list {
+                m.decrypted = std::mem::take(&mut decrypted);
+            }
+            out.push(m);
         }
     }
     Ok(out)
@@ -625,7 +679,12 @@ pub fn set_meta(obj: &mut Value, field: &str, key: &str, value: &str) {
 /// Whether a manifest is a Flux Kustomization (a child node, not payload).
 pub fn is_flux_kustomization(obj: &Value) -> bool {
     let (api, kind, _, _) = object_meta(obj);
-    kind == "Kustomization" && crate::model::api_group(api) == KUSTOMIZE_GROUP
+    is_flux_kustomization_kind(api, kind)
+}
+
+/// Whether (apiVersion, kind) is a Flux Kustomization's.
+pub fn is_flux_kustomization_kind(api_version: &str, kind: &str) -> bool {
+    kind == "Kustomization" && crate::model::api_group(api_version) == KUSTOMIZE_GROUP
 }
 
 /// Masks the values of a Secret object: `data` and `stringData` values become `***`.

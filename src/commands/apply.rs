@@ -20,7 +20,7 @@ use crate::execute::events::Outcome;
 use crate::execute::{self, ExecOptions, Unit};
 use crate::exit::AppError;
 use crate::health::cel_expr::{HealthExprSpec, HealthExprs, ReadyExpr};
-use crate::model::{GoDuration, KsId, object_meta, subject};
+use crate::model::{GoDuration, KsId};
 use crate::options::FleetSettings;
 use crate::report::progress::{self, Mode, Paint};
 use crate::report::summary;
@@ -84,7 +84,7 @@ async fn with_cluster_vars(
         };
         let in_fleet = loaded.fleet.nodes.values().any(|m| {
             m.objects.iter().any(|o| {
-                let (api, kind, ns, nm) = object_meta(&o.object);
+                let (api, kind, ns, nm) = o.meta();
                 api == "v1" && kind == "Secret" && ns == n.id.namespace && nm == name
             })
         });
@@ -103,7 +103,7 @@ async fn with_cluster_vars(
             .map_err(AppError::from)?;
         if let Some(object) = got {
             // The same decoding as for the fleet's own ConfigMaps and Secrets.
-            index.add(&[crate::build::postbuild::Manifest::new(object, None)]);
+            index.add_object(&object);
         }
     }
     settings.load.cluster_vars = Some(index);
@@ -116,8 +116,8 @@ pub fn validate_objects(loaded: &Loaded, cluster: &Cluster) -> Vec<(KsId, String
     let mut crd_kinds: BTreeMap<(String, String), bool> = BTreeMap::new();
     for id in &loaded.selection {
         for m in &loaded.fleet.nodes[id].objects {
-            if object_meta(&m.object).1 == "CustomResourceDefinition" {
-                for (api, kind, namespaced) in crate::model::crd_served_kinds(&m.object) {
+            if m.meta().1 == "CustomResourceDefinition" {
+                for (api, kind, namespaced) in crate::model::crd_served_kinds(&m.object()) {
                     crd_kinds.insert((api, kind), namespaced);
                 }
             }
@@ -130,8 +130,7 @@ pub fn validate_objects(loaded: &Loaded, cluster: &Cluster) -> Vec<(KsId, String
             continue;
         }
         for m in &n.objects {
-            let o = &m.object;
-            let (api, kind, ns, _) = object_meta(o);
+            let (api, kind, ns, _) = m.meta();
             let namespaced = match cluster.kind(api, kind) {
                 Some(k) => k.namespaced,
                 None => match crd_kinds.get(&(api.to_string(), kind.to_string())) {
@@ -140,14 +139,14 @@ pub fn validate_objects(loaded: &Loaded, cluster: &Cluster) -> Vec<(KsId, String
                         errors.push((id.clone(), format!(
                             "{}: Kustomization {id}: {}: kind {kind} ({api}) is not served by the cluster and no CustomResourceDefinition in the selection defines it",
                             n.file,
-                            subject(o)
+                            m.subject()
                         )));
                         continue;
                     }
                 },
             };
             if namespaced && ns.is_empty() {
-                errors.push((id.clone(), format!("{}: Kustomization {id}: {} namespace not specified (Flux never defaults one; set metadata.namespace or spec.targetNamespace)", n.file, subject(o))));
+                errors.push((id.clone(), format!("{}: Kustomization {id}: {} namespace not specified (Flux never defaults one; set metadata.namespace or spec.targetNamespace)", n.file, m.subject())));
             }
         }
     }
@@ -231,7 +230,7 @@ fn units(loaded: &Loaded, exclusions: &Exclusions) -> Result<Vec<Unit>, AppError
         } else {
             None
         };
-        let objects: Vec<Value> = n.objects.iter().map(|m| m.object.clone()).collect();
+        let objects = n.objects.clone();
         let revision = revisions
             .entry(n.source_dir.clone())
             .or_insert_with(|| crate::inventory::git_revision(&n.source_dir))
@@ -244,9 +243,14 @@ fn units(loaded: &Loaded, exclusions: &Exclusions) -> Result<Vec<Unit>, AppError
                 .values()
                 .filter(|r| loaded.helm_selection.contains(&r.id)),
         );
+        let secret_objects: Vec<Value> = objects
+            .iter()
+            .filter(|m| m.meta().1 == "Secret")
+            .map(|m| m.object())
+            .collect();
         out.push(Unit {
             secrets: crate::redact::secret_values(
-                &objects,
+                &secret_objects,
                 n.vars.secret_values().chain(&loaded.fleet.decrypted),
             ),
             helm: None,

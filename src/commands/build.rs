@@ -56,9 +56,8 @@ pub async fn run(args: &BuildArgs) -> Result<(), AppError> {
             loaded.problems.messages(&loaded.selection),
         ));
     }
-    let mut objects: Vec<serde_json::Value> =
-        node.objects.iter().map(|m| m.object.clone()).collect();
-    objects.extend(node.flux_objects.iter().map(|m| m.object.clone()));
+    let mut objects: Vec<serde_json::Value> = node.objects.iter().map(|m| m.object()).collect();
+    objects.extend(node.flux_objects.iter().map(|m| m.object()));
     if !args.show_secrets {
         // Values from Secrets (substituted, in Secret data) and values that were SOPS-encrypted
         // (in any kind of object) print as `***`.

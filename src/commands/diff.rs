@@ -123,7 +123,7 @@ pub async fn run_with(
     let mut namespaces_in_selection = BTreeSet::new();
     for id in &loaded.selection {
         for m in &loaded.fleet.nodes[id].objects {
-            let (api, kind, _, name) = object_meta(&m.object);
+            let (api, kind, _, name) = m.meta();
             if api == "v1" && kind == "Namespace" {
                 namespaces_in_selection.insert(name.to_string());
             }
@@ -193,7 +193,7 @@ pub async fn run_with(
             continue;
         }
         println!("{} Kustomization {id}", paint.dim("►"));
-        let mut objects: Vec<Value> = n.objects.iter().map(|m| m.object.clone()).collect();
+        let mut objects: Vec<Value> = n.objects.iter().map(|m| m.object()).collect();
         sort_for_apply(&mut objects);
         let masks = if show_secrets {
             Masks::default()
@@ -349,15 +349,15 @@ impl Masks {
             std::collections::HashMap::new();
         if let Some(Ok((masked, _))) = n.masked_build() {
             for (real, masked) in n.objects.iter().zip(&masked) {
-                let f = postbuild::secret_fields(&masked.object);
+                let f = postbuild::secret_fields(&masked.object());
                 if !f.is_empty() {
-                    fields.insert(subject(&real.object), f);
+                    fields.insert(real.subject(), f);
                 }
             }
         }
         // A value that was SOPS-encrypted prints as `***` wherever it is, whatever the kind.
         for m in n.objects.iter().filter(|m| !m.decrypted.is_empty()) {
-            fields.entry(subject(&m.object)).or_default().extend(
+            fields.entry(m.subject()).or_default().extend(
                 m.decrypted
                     .iter()
                     .map(|p| (p.clone(), postbuild::MASK.to_string())),

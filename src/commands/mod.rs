@@ -49,7 +49,7 @@ impl Loaded {
             let (keep, apply): (Vec<_>, Vec<_>) = std::mem::take(&mut n.flux_objects)
                 .into_iter()
                 .partition(|m| {
-                    let (api, kind, _, _) = crate::model::object_meta(&m.object);
+                    let (api, kind, _, _) = m.meta();
                     crate::model::api_group(api) == crate::model::KUSTOMIZE_GROUP
                         || kind == "ArtifactGenerator"
                 });

@@ -31,8 +31,7 @@ pub async fn run(args: &PlanArgs) -> Result<(), AppError> {
             if !node.spec.prune || node.failed {
                 continue;
             }
-            let objects: Vec<serde_json::Value> =
-                node.objects.iter().map(|m| m.object.clone()).collect();
+            let objects: Vec<serde_json::Value> = node.objects.iter().map(|m| m.object()).collect();
             k.would_prune = super::diff::stale(&cluster, &id, &objects).await?;
         }
     }

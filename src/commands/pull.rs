@@ -4,7 +4,6 @@
 
 use crate::cli::PullArgs;
 use crate::exit::AppError;
-use crate::model::object_meta;
 use crate::options::FleetSettings;
 
 /// Runs `pull`.
@@ -27,11 +26,11 @@ pub async fn run(args: &PullArgs) -> Result<(), AppError> {
     for id in &loaded.selection {
         let node = &loaded.fleet.nodes[id];
         for m in &node.flux_objects {
-            let (api, kind, ns, name) = object_meta(&m.object);
+            let (api, kind, ns, name) = m.meta();
             if kind != "HelmRelease" || crate::model::api_group(api) != "helm.toolkit.fluxcd.io" {
                 continue;
             }
-            let spec = m.object.get("spec").cloned().unwrap_or_default();
+            let spec = m.object().get("spec").cloned().unwrap_or_default();
             let hr = format!("{ns}/{name}");
             match fetcher.resolve_chart(&hr, ns, &spec).await {
                 Ok(c) => charts.push(format!(

@@ -19,6 +19,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::build::postbuild::Manifest;
 use crate::cluster::Cluster;
 use crate::health::cel_expr::{HealthExprs, ReadyExpr};
 use crate::health::gate::{self, Gate};
@@ -34,8 +35,9 @@ pub struct Unit {
     pub id: KsId,
     /// Its spec.
     pub spec: KustomizationSpec,
-    /// Objects to apply (Flux objects excluded), substituted and labelled.
-    pub objects: Vec<Value>,
+    /// Objects to apply (Flux objects excluded), substituted and labelled; parsed only while
+    /// the unit runs.
+    pub objects: Vec<Manifest>,
     /// Defining file.
     pub file: String,
     /// dependsOn inside the selection.
@@ -669,6 +671,7 @@ async fn run_unit(
         }
     };
     let digest = inventory::digest(&unit.objects);
+    let objects: Vec<Value> = unit.objects.iter().map(Manifest::object).collect();
     let gate_of = |objects: &[Value]| Gate {
         targets: gate::targets(&unit.spec, objects),
         exprs: unit.exprs.clone(),
@@ -691,7 +694,7 @@ async fn run_unit(
                 min_generation: None,
             })
             .collect();
-        if gate::probe(cluster, watchers, &existing, &gate_of(&unit.objects)).await {
+        if gate::probe(cluster, watchers, &existing, &gate_of(&objects)).await {
             counts.unchanged = unit.objects.len();
             let _ = tx.send(Msg::Applied(unit.id.clone()));
             // Same objects; only the bookkeeping (a new commit, prune, parent) may need recording.
@@ -721,7 +724,7 @@ async fn run_unit(
         old.entries.iter().map(|e| e.id.clone()).collect();
     let staged = stages::apply_staged(
         cluster,
-        unit.objects.clone(),
+        objects.clone(),
         &known,
         force,
         opts.object_parallelism,

@@ -23,16 +23,15 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::load::Fleet;
-use crate::model::{KsId, object_meta};
+use crate::model::KsId;
 use spec::HelmReleaseSpec;
 
 /// The API version flux-order renders.
 pub const API_VERSION: &str = "helm.toolkit.fluxcd.io/v2";
 
-/// Whether `obj` is a HelmRelease.
-pub fn is_helm_release(obj: &Value) -> bool {
-    let (api, kind, _, _) = object_meta(obj);
-    kind == "HelmRelease" && api.starts_with("helm.toolkit.fluxcd.io/")
+/// Whether (apiVersion, kind) is a Flux HelmRelease's.
+pub fn is_helm_release_kind(api_version: &str, kind: &str) -> bool {
+    kind == "HelmRelease" && api_version.starts_with("helm.toolkit.fluxcd.io/")
 }
 
 /// Where a chart comes from.
@@ -148,10 +147,10 @@ pub fn discover(fleet: &Fleet, settings: &HelmSettings) -> Discovered {
     let mut out = Vec::new();
     for node in fleet.nodes.values() {
         for m in &node.flux_objects {
-            if !is_helm_release(&m.object) {
+            let (api, kind, ns, name) = m.meta();
+            if !is_helm_release_kind(api, kind) {
                 continue;
             }
-            let (api, _, ns, name) = object_meta(&m.object);
             let file = m
                 .origin
                 .as_ref()
@@ -168,7 +167,7 @@ pub fn discover(fleet: &Fleet, settings: &HelmSettings) -> Discovered {
                 continue;
             }
             let id = KsId::helm_release(ns, name);
-            let raw_spec = m.object.get("spec").cloned().unwrap_or(Value::Null);
+            let raw_spec = m.object().get("spec").cloned().unwrap_or(Value::Null);
             let decoded: Result<HelmReleaseSpec, String> = if api != API_VERSION {
                 Err(format!("unsupported apiVersion {api}; use {API_VERSION}"))
             } else {
@@ -217,7 +216,7 @@ pub fn discover(fleet: &Fleet, settings: &HelmSettings) -> Discovered {
                 release_namespace: spec.release_namespace(ns),
                 storage_namespace: spec.storage_namespace(ns),
                 id,
-                object: m.object.clone(),
+                object: m.object(),
                 owner: node.id.clone(),
                 file,
                 chart,
@@ -487,9 +486,9 @@ pub fn fleet_value_sources(fleet: &Fleet) -> Arc<BTreeMap<(String, String, Strin
     let mut out = BTreeMap::new();
     for n in fleet.nodes.values() {
         for m in &n.objects {
-            let (api, kind, ns, name) = object_meta(&m.object);
+            let (api, kind, ns, name) = m.meta();
             if api == "v1" && (kind == "ConfigMap" || kind == "Secret") {
-                let mut o = m.object.clone();
+                let mut o = m.object();
                 if !m.decrypted.is_empty() {
                     crate::build::postbuild::set_meta(
                         &mut o,

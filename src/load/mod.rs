@@ -8,7 +8,7 @@
 
 pub mod sources;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -284,10 +284,7 @@ impl Node {
                         .map(|keys| crate::decrypt::DecryptWith { keys, dir: &dir }),
                 },
             )
-            .map(|objs| {
-                objs.into_iter()
-                    .partition(|m| !is_flux_api(object_meta(&m.object).0))
-            }),
+            .map(|objs| objs.into_iter().partition(|m| !is_flux_api(m.meta().0))),
         )
     }
 }
@@ -357,9 +354,9 @@ pub async fn load(opts: &LoadOptions, builder: &Builder) -> Result<Fleet, Vec<Lo
         loader.load_root(&path, &git_root).await?;
     }
     loader.discover().await;
-    let mut objects: Vec<&Value> = loader.root_objects.iter().map(|m| &m.object).collect();
+    let mut objects: Vec<&Manifest> = loader.root_objects.iter().collect();
     for n in loader.nodes.values() {
-        objects.extend(n.flux_objects.iter().map(|m| &m.object));
+        objects.extend(n.flux_objects.iter());
     }
     loader.fetcher.add_objects(objects);
     loader.fetcher.set_secrets(loader.fleet_index());
@@ -382,7 +379,7 @@ pub async fn load(opts: &LoadOptions, builder: &Builder) -> Result<Fleet, Vec<Lo
         loader
             .root_objects
             .iter()
-            .filter(|m| !is_flux_api(object_meta(&m.object).0))
+            .filter(|m| !is_flux_api(m.meta().0))
             .cloned()
             .collect()
     };
@@ -488,13 +485,13 @@ impl Loader<'_> {
                 source,
             }]
         })?;
-        self.sources.add_generators(objs.iter().map(|m| &m.object));
+        self.sources.add_generators(objs.iter());
         self.map_sync_sources(path, git_root, &objs);
         let found: Vec<Found> = objs
             .iter()
-            .filter(|m| postbuild::is_flux_kustomization(&m.object))
+            .filter(|m| m.is_flux_kustomization())
             .map(|m| Found {
-                object: m.object.clone(),
+                object: m.object(),
                 file: origin_file(path, m),
                 parent: None,
             })
@@ -559,7 +556,7 @@ impl Loader<'_> {
                         None,
                     );
                 }
-                all.push(d);
+                all.push(Manifest::new(&d, None));
             }
         }
         self.sources.add_generators(all.iter());
@@ -898,7 +895,7 @@ impl Loader<'_> {
             for n in self.nodes.values() {
                 for m in n.objects_with_children() {
                     found.push(Found {
-                        object: m.object.clone(),
+                        object: m.object(),
                         file: origin_file(&n.dir(), m),
                         parent: Some(n.id.clone()),
                     });
@@ -953,10 +950,10 @@ impl Loader<'_> {
         if self.deferred.is_empty() {
             return false;
         }
-        let mut objects: Vec<&Value> = self.root_objects.iter().map(|m| &m.object).collect();
+        let mut objects: Vec<&Manifest> = self.root_objects.iter().collect();
         for n in self.nodes.values() {
-            objects.extend(n.flux_objects.iter().map(|m| &m.object));
-            objects.extend(n.objects.iter().map(|m| &m.object));
+            objects.extend(n.flux_objects.iter());
+            objects.extend(n.objects.iter());
         }
         self.fetcher.add_objects(objects);
         self.fetcher.set_secrets(self.fleet_index());
@@ -1003,9 +1000,10 @@ impl Loader<'_> {
     fn map_sync_sources(&mut self, path: &Path, git_root: &Path, objs: &[Manifest]) {
         let mut found: Vec<(SourceKey, String, String)> = Vec::new();
         for m in objs {
-            let (api, kind, ns, name) = object_meta(&m.object);
+            let (api, kind, ns, name) = m.meta();
             if kind == "FluxInstance" && crate::model::api_group(api) == "fluxcd.controlplane.io" {
-                let Some(sync) = m.object.pointer("/spec/sync") else {
+                let object = m.object();
+                let Some(sync) = object.pointer("/spec/sync") else {
                     continue;
                 };
                 let get = |k: &str| {
@@ -1026,9 +1024,10 @@ impl Loader<'_> {
                     get("path"),
                     format!("FluxInstance {ns}/{name}"),
                 ));
-            } else if postbuild::is_flux_kustomization(&m.object) {
+            } else if m.is_flux_kustomization() {
+                let object = m.object();
                 let get = |p: &str| {
-                    m.object
+                    object
                         .pointer(p)
                         .and_then(Value::as_str)
                         .unwrap_or("")
@@ -1051,7 +1050,7 @@ impl Loader<'_> {
         let defined: BTreeSet<SourceKey> = objs
             .iter()
             .map(|m| {
-                let (_, kind, ns, name) = object_meta(&m.object);
+                let (_, kind, ns, name) = m.meta();
                 SourceKey {
                     kind: kind.into(),
                     namespace: ns.into(),
@@ -1098,22 +1097,45 @@ impl Loader<'_> {
         }
     }
 
-    /// ConfigMaps and Secrets substituteFrom can read: the cluster's (when connected), overridden
-    /// by those the rollout itself applies (before any dependent runs). An object flux-order will
-    /// not apply — in a suspended Kustomization, or directly under PATH with no Kustomization
-    /// applying it — is not read from the fleet: Flux would read the cluster.
-    /// Every ConfigMap and Secret of the fleet (the cluster's under them, when connected): what
-    /// the sources stage reads `secretRef` Secrets from, as it always did.
+    /// Every Secret of the fleet (the cluster's under them, when connected): what the sources
+    /// stage reads `secretRef` Secrets from, as it always did.
     fn fleet_index(&self) -> VarIndex {
         let mut index = self.opts.cluster_vars.clone().unwrap_or_default();
-        index.add(&self.root_objects);
+        let secret = |(_, kind, _): (&str, &str, &str)| kind == "Secret";
+        index.add_wanted(&self.root_objects, secret);
         for n in self.nodes.values() {
-            index.add(&n.objects);
+            index.add_wanted(&n.objects, secret);
         }
         index
     }
 
+    /// ConfigMaps and Secrets substituteFrom can read: the cluster's (when connected), overridden
+    /// by those the rollout itself applies (before any dependent runs). An object flux-order will
+    /// not apply — in a suspended Kustomization, or directly under PATH with no Kustomization
+    /// applying it — is not read from the fleet: Flux would read the cluster. Only those some
+    /// Kustomization reads (`substituteFrom`, `decryption.secretRef`) are indexed.
     fn var_index(&self) -> VarIndex {
+        let mut wanted: HashSet<(String, String, String)> = HashSet::new();
+        for n in self.nodes.values() {
+            let ns = &n.id.namespace;
+            if let Some(pb) = &n.spec.post_build {
+                for r in &pb.substitute_from {
+                    wanted.insert((ns.clone(), r.kind.clone(), r.name.clone()));
+                }
+            }
+            if let Some(name) = n
+                .spec
+                .decryption
+                .as_ref()
+                .and_then(|d| d.pointer("/secretRef/name"))
+                .and_then(Value::as_str)
+            {
+                wanted.insert((ns.clone(), "Secret".into(), name.to_string()));
+            }
+        }
+        let wanted = |(ns, kind, name): (&str, &str, &str)| {
+            wanted.contains(&(ns.to_string(), kind.to_string(), name.to_string()))
+        };
         let mut index = self.opts.cluster_vars.clone().unwrap_or_default();
         // Suspended, or applied by a suspended parent (at any height): never applied.
         let applied = |n: &Node| {
@@ -1128,7 +1150,7 @@ impl Loader<'_> {
             true
         };
         for n in self.nodes.values().filter(|n| applied(n)) {
-            index.add(&n.objects);
+            index.add_wanted(&n.objects, wanted);
         }
         index
     }
@@ -1250,9 +1272,8 @@ impl Loader<'_> {
             match result {
                 Ok(objs) => {
                     let n = self.nodes.get_mut(&id).expect("node exists");
-                    let (flux, payload): (Vec<_>, Vec<_>) = objs
-                        .into_iter()
-                        .partition(|m| is_flux_api(object_meta(&m.object).0));
+                    let (flux, payload): (Vec<_>, Vec<_>) =
+                        objs.into_iter().partition(|m| is_flux_api(m.meta().0));
                     n.objects = payload;
                     n.flux_objects = flux;
                     n.vars = vars;
@@ -1270,12 +1291,8 @@ impl Loader<'_> {
                 }
             }
         }
-        let generators: Vec<Value> = self
-            .nodes
-            .values()
-            .flat_map(|n| n.flux_objects.iter().map(|m| m.object.clone()))
-            .collect();
-        self.sources.add_generators(generators.iter());
+        self.sources
+            .add_generators(self.nodes.values().flat_map(|n| n.flux_objects.iter()));
     }
 
     /// The final, strict-as-requested post-build, and the checks that need the whole fleet.
@@ -1288,11 +1305,11 @@ impl Loader<'_> {
         for id in ids {
             let n = &self.nodes[&id];
             for m in &n.objects {
-                for (path, v) in crate::model::huge_integers(&m.object) {
+                for (path, v) in crate::model::huge_integers(&m.object()) {
                     self.warnings.push(format!(
                         "{}: Kustomization {id}: {} {path}: {v} is an integer beyond 64 bits, which kustomize and the API server keep only as a float (precision lost); quote it to keep it as text",
                         n.file,
-                        crate::model::subject(&m.object)
+                        m.subject()
                     ));
                 }
             }
@@ -1338,7 +1355,7 @@ impl Node {
     fn objects_with_children(&self) -> impl Iterator<Item = &Manifest> {
         self.flux_objects
             .iter()
-            .filter(|m| postbuild::is_flux_kustomization(&m.object))
+            .filter(|m| m.is_flux_kustomization())
     }
 }
 

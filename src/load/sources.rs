@@ -151,14 +151,18 @@ impl Sources {
     }
 
     /// Records the ArtifactGenerators among `objects` (source.extensions.fluxcd.io).
-    pub fn add_generators<'a>(&mut self, objects: impl IntoIterator<Item = &'a Value>) {
-        for obj in objects {
-            let (api, kind, ns, name) = crate::model::object_meta(obj);
+    pub fn add_generators<'a>(
+        &mut self,
+        objects: impl IntoIterator<Item = &'a crate::build::postbuild::Manifest>,
+    ) {
+        for m in objects {
+            let (api, kind, ns, name) = m.meta();
             if kind != "ArtifactGenerator"
                 || crate::model::api_group(api) != "source.extensions.fluxcd.io"
             {
                 continue;
             }
+            let obj = &m.object();
             let mut sources = BTreeMap::new();
             for s in obj
                 .pointer("/spec/sources")

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::build::postbuild::MASK;
 use crate::graph::Graph;
 use crate::load::{Fleet, Node, display_path};
-use crate::model::{KsId, object_meta, subject};
+use crate::model::KsId;
 use crate::problems::{Problem, Problems};
 
 /// The whole plan (`-o json|yaml` prints exactly this).
@@ -207,9 +207,7 @@ fn names(set: Option<&BTreeSet<KsId>>) -> Vec<String> {
 fn ks_report(n: &Node, blocks: &Blocks, decrypted: &[String]) -> KsReport {
     let mut kinds = BTreeMap::new();
     for m in &n.objects {
-        *kinds
-            .entry(object_meta(&m.object).1.to_string())
-            .or_insert(0) += 1;
+        *kinds.entry(m.meta().1.to_string()).or_insert(0) += 1;
     }
     let timeout = n.spec.effective_timeout();
     let timeout_source = match &n.spec.timeout {
@@ -286,17 +284,17 @@ fn ks_report(n: &Node, blocks: &Blocks, decrypted: &[String]) -> KsReport {
                 crate::redact::secret_values(&[], n.vars.secret_values().chain(decrypted));
             n.objects
                 .iter()
-                .map(|m| crate::redact::redact(&subject(&m.object), &secrets))
+                .map(|m| crate::redact::redact(&m.subject(), &secrets))
                 .collect()
         },
         not_applied: n
             .flux_objects
             .iter()
             .filter(|m| {
-                !crate::build::postbuild::is_flux_kustomization(&m.object)
-                    && !crate::helm::is_helm_release(&m.object)
+                let (api, kind, _, _) = m.meta();
+                !m.is_flux_kustomization() && !crate::helm::is_helm_release_kind(api, kind)
             })
-            .map(|m| subject(&m.object))
+            .map(|m| m.subject())
             .collect(),
         variables,
         would_prune: Vec::new(),
@@ -362,7 +360,7 @@ pub fn plan(
         objects,
         waves,
         critical_path: critical.iter().map(|k| k.to_string()).collect(),
-        unowned_objects: fleet.unowned.iter().map(|m| subject(&m.object)).collect(),
+        unowned_objects: fleet.unowned.iter().map(|m| m.subject()).collect(),
         sources: source_reports(fleet, selection),
         failures: problems.within(&reported).cloned().collect(),
         warnings: fleet.warnings.clone(),

@@ -21,8 +21,8 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
-use crate::build::postbuild::VarIndex;
-use crate::model::{SourceKey, api_group, object_meta};
+use crate::build::postbuild::{Manifest, VarIndex};
+use crate::model::{SourceKey, api_group};
 pub use store::{Lock, LockEntry, Resolved, Store};
 
 /// Where an artifact came from in this run.
@@ -416,10 +416,10 @@ impl Fetcher {
     }
 
     /// Records the Flux source objects (source.toolkit.fluxcd.io) among `objects`.
-    pub fn add_objects<'a>(&self, objects: impl IntoIterator<Item = &'a Value>) {
+    pub fn add_objects<'a>(&self, objects: impl IntoIterator<Item = &'a Manifest>) {
         let mut known = self.objects.lock().expect("objects lock");
         for o in objects {
-            let (api, kind, ns, name) = object_meta(o);
+            let (api, kind, ns, name) = o.meta();
             if api_group(api) == "source.toolkit.fluxcd.io" && !ns.is_empty() {
                 known.insert(
                     SourceKey {
@@ -427,7 +427,7 @@ impl Fetcher {
                         namespace: ns.into(),
                         name: name.into(),
                     },
-                    o.clone(),
+                    o.object(),
                 );
             }
         }
@@ -483,7 +483,7 @@ impl Fetcher {
             .ok()
             .flatten()?;
         let mut index = VarIndex::default();
-        index.add(&[crate::build::postbuild::Manifest::new(object, None)]);
+        index.add_object(&object);
         index.get(namespace, "Secret", name).cloned()
     }
 
