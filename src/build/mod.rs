@@ -25,7 +25,7 @@ pub use overlay::OverlayError;
 #[derive(Debug, Clone)]
 pub struct RawBuild {
     /// kustomize's stdout.
-    pub output: String,
+    pub output: std::sync::Arc<str>,
     /// Origin annotations were added by flux-order and must be stripped.
     pub strip_origin: bool,
     /// Set when the build ran in a batch: how its origin paths map back.
@@ -212,7 +212,7 @@ impl Builder {
                     .await
                     .map_err(|e| unshadow(&shadow_for_msgs, e))?;
                 RawBuild {
-                    output,
+                    output: output.into(),
                     strip_origin: prepared.strip_origin,
                     origin_map: None,
                     decrypted: Vec::new(),
@@ -271,7 +271,7 @@ impl Builder {
             }
         }
         Some(RawBuild {
-            output,
+            output: output.into(),
             strip_origin: true,
             origin_map: None,
             decrypted: Vec::new(),
@@ -459,7 +459,7 @@ impl Builder {
             .await
             .map_err(|e| unshadow(sh, e))?;
         Ok(RawBuild {
-            output,
+            output: output.into(),
             strip_origin: p.strip_origin,
             origin_map: None,
             decrypted: Vec::new(),
@@ -516,7 +516,7 @@ impl Builder {
                     (
                         *i,
                         Ok(RawBuild {
-                            output,
+                            output: output.into(),
                             strip_origin: p.strip_origin,
                             origin_map: Some(map),
                             decrypted: Vec::new(),

@@ -307,7 +307,7 @@ fn units(loaded: &Loaded, exclusions: &Exclusions) -> Result<Vec<Unit>, AppError
         }
         out.push(Unit {
             secrets: Vec::new(),
-            object: r.object.clone(),
+            object: crate::build::postbuild::Manifest::new(&r.object, None),
             ready_exprs,
             helm: Some(Arc::new(r.clone())),
             gated_by: Vec::new(),

@@ -56,7 +56,7 @@ pub struct Unit {
     pub revision: String,
     /// The Kustomization object (`self` of its dependencies' `readyExpr`, `dep` of its
     /// dependents').
-    pub object: Value,
+    pub object: Manifest,
     /// `dependsOn[].readyExpr` by dependency: replaces the Ready check for that dependency.
     pub ready_exprs: BTreeMap<KsId, Arc<ReadyExpr>>,
     /// Secret values of its build and substitutions, masked in every reported message.
@@ -84,7 +84,7 @@ enum DepState {
 /// The dependency as a Flux Kustomization object with the status kustomize-controller would
 /// have written for `outcome`: what `dep` holds in a `readyExpr`.
 fn dep_object(unit: &Unit, outcome: &Outcome) -> Value {
-    let mut obj = unit.object.clone();
+    let mut obj = unit.object.object();
     let generation = obj
         .pointer("/metadata/generation")
         .and_then(Value::as_i64)
@@ -138,7 +138,7 @@ fn dep_state(
         return DepState::Waiting;
     };
     match (unit.ready_exprs.get(dep), by_id.get(dep)) {
-        (Some(expr), Some(d)) => match expr.eval(&unit.object, &dep_object(d, outcome)) {
+        (Some(expr), Some(d)) => match expr.eval(&unit.object.object(), &dep_object(d, outcome)) {
             Ok(true) => DepState::Satisfied,
             Ok(false) => DepState::Blocked(format!("{dep} (readyExpr is false)")),
             Err(e) => DepState::Blocked(format!("{dep} (readyExpr: {e})")),

@@ -20,8 +20,9 @@ use crate::cluster::{Kind, typed_value};
 /// The latest objects of one (kind, namespace).
 #[derive(Debug, Default)]
 pub struct Entry {
-    /// name → (change number, object).
-    objects: RwLock<HashMap<String, (u64, Value)>>,
+    /// name → (change number, object as compact JSON without `managedFields`): a namespace may
+    /// hold tens of thousands of watched objects, and a parsed one costs ~7x its text.
+    objects: RwLock<HashMap<String, (u64, Box<str>)>>,
     changes: AtomicU64,
     synced: AtomicBool,
     errors: AtomicU64,
@@ -44,7 +45,7 @@ impl Entry {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
-            .map(|(_, v)| v.clone())
+            .and_then(|(_, v)| serde_json::from_str(v).ok())
     }
 
     /// A number that changes whenever `name` changes (None while it does not exist), so readers
@@ -129,7 +130,7 @@ impl Watchers {
     ) {
         let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
         futures::pin_mut!(stream);
-        let mut init: Option<HashMap<String, (u64, Value)>> = None;
+        let mut init: Option<HashMap<String, (u64, Box<str>)>> = None;
         loop {
             let ev = tokio::select! {
                 _ = self.cancel.cancelled() => return,
@@ -143,7 +144,7 @@ impl Watchers {
                     // Items of the initial list carry no kind or apiVersion: the resource does.
                     let name = name_of(&o);
                     if let (Some(m), Some(v)) = (init.as_mut(), typed_value(&resource, o)) {
-                        m.insert(name, (entry.stamp(), v));
+                        m.insert(name, (entry.stamp(), compact(v)));
                     }
                 }
                 Ok(Event::InitDone) => {
@@ -159,7 +160,7 @@ impl Watchers {
                             .objects
                             .write()
                             .unwrap_or_else(|e| e.into_inner())
-                            .insert(name, (entry.stamp(), v));
+                            .insert(name, (entry.stamp(), compact(v)));
                     }
                 }
                 Ok(Event::Delete(o)) => {
@@ -177,4 +178,13 @@ impl Watchers {
             self.tick.send_modify(|t| *t += 1);
         }
     }
+}
+
+/// What the readiness rules may read of a watched object, as compact JSON: all of it but
+/// `metadata.managedFields` (often the largest part, and never read).
+fn compact(mut v: Value) -> Box<str> {
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.shift_remove("managedFields");
+    }
+    v.to_string().into_boxed_str()
 }

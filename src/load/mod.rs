@@ -212,7 +212,7 @@ pub struct Node {
     pub spec: KustomizationSpec,
     /// The Kustomization object itself, as its parent's build (or the file) gives it: what
     /// `readyExpr` sees as `self` and `dep`.
-    pub object: Value,
+    pub object: Manifest,
     /// The file that defines it (for messages).
     pub file: String,
     /// The Kustomization whose build contains it.
@@ -652,7 +652,7 @@ impl Loader<'_> {
             if existing.parent.is_none() && f.parent.is_some() && f.parent.as_ref() != Some(&id) {
                 // The bootstrap Kustomization claims what PATH holds; its version is the one applied.
                 existing.parent = f.parent.clone();
-                existing.object = f.object.clone();
+                existing.object = Manifest::new(&f.object, None);
                 if existing.spec != spec {
                     existing.spec = spec;
                     existing.raw = None;
@@ -750,7 +750,7 @@ impl Loader<'_> {
             Node {
                 id,
                 spec,
-                object: f.object,
+                object: Manifest::new(&f.object, None),
                 file: f.file,
                 parent: f.parent,
                 source,
@@ -787,7 +787,7 @@ impl Loader<'_> {
             Node {
                 id: id.clone(),
                 spec,
-                object: f.object.clone(),
+                object: Manifest::new(&f.object, None),
                 file: f.file.clone(),
                 parent: f.parent.clone(),
                 source,
