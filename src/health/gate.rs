@@ -139,6 +139,72 @@ struct Cache {
     statuses: BTreeMap<Target, (Option<u64>, StatusResult)>,
 }
 
+impl Cache {
+    /// Resolves the watch entry of every target up front, so that changes can be subscribed to
+    /// before the first look.
+    fn prime<'a>(
+        &mut self,
+        cluster: &Cluster,
+        watchers: &Arc<Watchers>,
+        targets: impl IntoIterator<Item = &'a Target>,
+    ) {
+        for t in targets {
+            if self.entries.contains_key(t) {
+                continue;
+            }
+            if let Some(kind) = cluster.kind(&t.api_version, &t.kind) {
+                self.entries
+                    .insert(t.clone(), watchers.entry(&kind, &t.namespace));
+            }
+        }
+    }
+
+    /// One receiver per distinct watch entry of the targets.
+    fn receivers(&self) -> Vec<tokio::sync::watch::Receiver<u64>> {
+        let mut seen = std::collections::HashSet::new();
+        self.entries
+            .values()
+            .filter(|e| seen.insert(Arc::as_ptr(e)))
+            .map(|e| e.subscribe())
+            .collect()
+    }
+}
+
+/// Subscribes to entries found since the last subscription (a kind served only later).
+fn resubscribe(
+    cache: &Cache,
+    rxs: &mut Vec<tokio::sync::watch::Receiver<u64>>,
+    subscribed: &mut usize,
+) {
+    if cache.entries.len() != *subscribed {
+        *rxs = cache.receivers();
+        *subscribed = cache.entries.len();
+    }
+}
+
+/// Marks every receiver's current value seen.
+fn mark_seen(rxs: &mut [tokio::sync::watch::Receiver<u64>]) {
+    for r in rxs {
+        r.borrow_and_update();
+    }
+}
+
+/// Resolves when any of `rxs` changes (never when there are none).
+async fn any_changed(rxs: &mut [tokio::sync::watch::Receiver<u64>]) {
+    if rxs.is_empty() {
+        return std::future::pending().await;
+    }
+    let changes = rxs.iter_mut().map(|r| {
+        Box::pin(async move {
+            // A watcher never goes away before the gates; if it did, wait for the timer.
+            if r.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })
+    });
+    futures::future::select_all(changes).await;
+}
+
 fn status_of(
     cluster: &Cluster,
     watchers: &Arc<Watchers>,
@@ -235,14 +301,16 @@ pub async fn wait(
         return Ok(());
     }
     let start = Instant::now();
-    let mut rx = watchers.subscribe();
     let mut last: Option<Progress> = None;
     let mut seen_ready = std::collections::BTreeSet::new();
     let mut polled: BTreeMap<Target, Option<Value>> = BTreeMap::new();
     let mut cache = Cache::default();
+    cache.prime(cluster, watchers, &gate.targets);
+    let mut rxs = cache.receivers();
+    let mut subscribed = cache.entries.len();
     let mut last_poll = Instant::now();
     loop {
-        rx.borrow_and_update();
+        mark_seen(&mut rxs);
         let statuses: Vec<(&Target, StatusResult)> = gate
             .targets
             .iter()
@@ -278,6 +346,7 @@ pub async fn wait(
             total: statuses.len(),
             pending: pending.clone(),
         };
+        resubscribe(&cache, &mut rxs, &mut subscribed);
         if last.as_ref() != Some(&progress) {
             on_progress(&progress);
             last = Some(progress);
@@ -343,7 +412,7 @@ pub async fn wait(
             .min(Duration::from_secs(2));
         tokio::select! {
             _ = cancel.cancelled() => return Err("interrupted while waiting for health checks".into()),
-            _ = rx.changed() => {}
+            _ = any_changed(&mut rxs) => {}
             _ = tokio::time::sleep(remaining) => {}
         }
     }
@@ -358,16 +427,19 @@ pub async fn probe(
     gate: &Gate,
 ) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut rx = watchers.subscribe();
     let none = BTreeMap::new();
     let mut cache = Cache::default();
+    cache.prime(cluster, watchers, existing.iter().chain(&gate.targets));
+    let mut rxs = cache.receivers();
+    let mut subscribed = cache.entries.len();
     loop {
-        rx.borrow_and_update();
+        mark_seen(&mut rxs);
         let all: Vec<StatusResult> = existing
             .iter()
             .chain(gate.targets.iter())
             .map(|t| status_of(cluster, watchers, gate, t, &none, &mut cache))
             .collect();
+        resubscribe(&cache, &mut rxs, &mut subscribed);
         if all.iter().all(|s| s.status != Status::Unknown) {
             let exist = all[..existing.len()]
                 .iter()
@@ -381,7 +453,7 @@ pub async fn probe(
             return false;
         }
         tokio::select! {
-            _ = rx.changed() => {}
+            _ = any_changed(&mut rxs) => {}
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }

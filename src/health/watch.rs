@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cluster::{Kind, typed_value};
 
 /// The latest objects of one (kind, namespace).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Entry {
     /// name → (change number, object as compact JSON without `managedFields`): a namespace may
     /// hold tens of thousands of watched objects, and a parsed one costs ~7x its text.
@@ -26,6 +26,22 @@ pub struct Entry {
     changes: AtomicU64,
     synced: AtomicBool,
     errors: AtomicU64,
+    /// Changes whenever an object of this entry changes, the list arrives or the watch fails:
+    /// a gate wakes only for the entries of its own targets (with thousands of gates waiting,
+    /// a wake-up for every change anywhere costs more than the applies).
+    tick: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Entry {
+    fn default() -> Self {
+        Entry {
+            objects: Default::default(),
+            changes: Default::default(),
+            synced: Default::default(),
+            errors: Default::default(),
+            tick: tokio::sync::watch::channel(0).0,
+        }
+    }
 }
 
 impl Entry {
@@ -58,6 +74,11 @@ impl Entry {
             .map(|(n, _)| *n)
     }
 
+    /// A receiver that changes whenever this entry changes.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.tick.subscribe()
+    }
+
     fn stamp(&self) -> u64 {
         self.changes.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -69,7 +90,6 @@ type Key = (String, String, String);
 pub struct Watchers {
     client: Client,
     entries: Mutex<HashMap<Key, Arc<Entry>>>,
-    tick: tokio::sync::watch::Sender<u64>,
     cancel: CancellationToken,
 }
 
@@ -82,18 +102,11 @@ impl std::fmt::Debug for Watchers {
 impl Watchers {
     /// No watchers yet; they start on first use and stop with `cancel`.
     pub fn new(client: Client, cancel: CancellationToken) -> Arc<Self> {
-        let (tick, _) = tokio::sync::watch::channel(0);
         Arc::new(Watchers {
             client,
             entries: Mutex::new(HashMap::new()),
-            tick,
             cancel,
         })
-    }
-
-    /// A receiver that changes whenever any watched object changes.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.tick.subscribe()
     }
 
     /// The entry of (kind, namespace), starting its watcher if needed.
@@ -146,6 +159,8 @@ impl Watchers {
                     if let (Some(m), Some(v)) = (init.as_mut(), typed_value(&resource, o)) {
                         m.insert(name, (entry.stamp(), compact(v)));
                     }
+                    // Nothing to see until the whole list is in.
+                    continue;
                 }
                 Ok(Event::InitDone) => {
                     if let Some(m) = init.take() {
@@ -164,6 +179,7 @@ impl Watchers {
                     }
                 }
                 Ok(Event::Delete(o)) => {
+                    entry.stamp();
                     entry
                         .objects
                         .write()
@@ -175,7 +191,7 @@ impl Watchers {
                     tracing::debug!("watch error: {err}");
                 }
             }
-            self.tick.send_modify(|t| *t += 1);
+            entry.tick.send_modify(|t| *t += 1);
         }
     }
 }
