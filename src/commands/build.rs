@@ -101,7 +101,7 @@ async fn build_release(
 ) -> Result<(), AppError> {
     let helm = crate::helm::render::Helm::detect(settings.helm.helm_bin.as_deref())
         .map_err(|e| AppError::Invalid(vec![format!("{}: {}: {e}", rel.file, rel.id.label())]))?;
-    let values = crate::helm::fleet_value_sources(&loaded.fleet);
+    let values = crate::helm::fleet_value_sources(&loaded.fleet, [rel]);
     let (rendered, notes, secrets) =
         crate::helm::install::render_offline(&helm, settings.builder.kustomize(), &values, rel)
             .await

@@ -310,7 +310,10 @@ pub async fn helm_reports(
         return out;
     }
     let helm = crate::helm::render::Helm::detect(settings.helm.helm_bin.as_deref());
-    let values = crate::helm::fleet_value_sources(&loaded.fleet);
+    let values = crate::helm::fleet_value_sources(
+        &loaded.fleet,
+        loaded.helm_selection.iter().map(|id| &loaded.releases[id]),
+    );
     // Renders run in parallel (a helm process each), as many at once as kustomize builds.
     let jobs = crate::build::Builder::default_jobs().max(1);
     let reports = futures::stream::iter(loaded.helm_selection.iter())

@@ -482,12 +482,31 @@ pub fn parse_chart_flags(flags: &[String]) -> Result<BTreeMap<KsId, PathBuf>, St
 
 /// Values sources a HelmRelease can read from the fleet: ConfigMaps and Secrets of every build,
 /// by (namespace, kind, name).
-pub fn fleet_value_sources(fleet: &Fleet) -> Arc<BTreeMap<(String, String, String), Value>> {
+pub fn fleet_value_sources<'a>(
+    fleet: &Fleet,
+    releases: impl IntoIterator<Item = &'a Release>,
+) -> Arc<BTreeMap<(String, String, String), Value>> {
+    // Only those some release reads: a fleet may hold tens of thousands of ConfigMaps.
+    let wanted: std::collections::HashSet<(&str, &str, &str)> = releases
+        .into_iter()
+        .flat_map(|r| {
+            r.spec
+                .values_from
+                .iter()
+                .map(|v| (r.id.namespace.as_str(), v.kind.as_str(), v.name.as_str()))
+        })
+        .collect();
     let mut out = BTreeMap::new();
+    if wanted.is_empty() {
+        return Arc::new(out);
+    }
     for n in fleet.nodes.values() {
         for m in &n.objects {
             let (api, kind, ns, name) = m.meta();
-            if api == "v1" && (kind == "ConfigMap" || kind == "Secret") {
+            if api == "v1"
+                && (kind == "ConfigMap" || kind == "Secret")
+                && wanted.contains(&(ns, kind, name))
+            {
                 let mut o = m.object();
                 if !m.decrypted.is_empty() {
                     crate::build::postbuild::set_meta(
