@@ -318,141 +318,149 @@ pub async fn run(
     let mut failed_any = false;
     let mut interrupted = false;
     loop {
-        // Skip whatever a finished non-Ready dependency or parent blocks.
-        loop {
-            let mut newly = Vec::new();
+        // Messages already queued are taken first: a pass over the units costs O(units), and one
+        // pass after a batch of messages decides what one pass after each would (with thousands
+        // of Kustomizations, a pass per message made the rollout quadratic).
+        if rx.is_empty() {
+            // Skip whatever a finished non-Ready dependency or parent blocks.
+            loop {
+                let mut newly = Vec::new();
+                for u in &order {
+                    if !matches!(states.get(&u.id), Some(State::Pending)) {
+                        continue;
+                    }
+                    let mut blockers: Vec<String> = u
+                        .deps
+                        .iter()
+                        .filter_map(|d| match dep_state(u, d, &states, &by_id) {
+                            DepState::Blocked(why) => Some(why),
+                            _ => None,
+                        })
+                        .collect();
+                    if let Some(p) = &u.parent
+                        && !applied.contains(p)
+                        && matches!(states.get(p), Some(State::Done(_)))
+                    {
+                        blockers.push(format!("{p} (parent)"));
+                    }
+                    if !blockers.is_empty() {
+                        newly.push((u.id.clone(), blockers));
+                    }
+                }
+                if newly.is_empty() {
+                    break;
+                }
+                for (id, blocked_by) in newly {
+                    settle(
+                        &id,
+                        Outcome::Skipped { blocked_by },
+                        &events,
+                        &mut results,
+                        &mut states,
+                    );
+                }
+            }
+            // Start whatever is ready.
+            let stop_starting = interrupted || (opts.fail_fast && failed_any);
             for u in &order {
                 if !matches!(states.get(&u.id), Some(State::Pending)) {
                     continue;
                 }
-                let mut blockers: Vec<String> = u
+                let mut waiting_on: Vec<String> = u
                     .deps
                     .iter()
-                    .filter_map(|d| match dep_state(u, d, &states, &by_id) {
-                        DepState::Blocked(why) => Some(why),
-                        _ => None,
-                    })
+                    .filter(|d| dep_state(u, d, &states, &by_id) != DepState::Satisfied)
+                    .map(|d| d.to_string())
                     .collect();
-                if let Some(p) = &u.parent
-                    && !applied.contains(p)
-                    && matches!(states.get(p), Some(State::Done(_)))
-                {
-                    blockers.push(format!("{p} (parent)"));
+                if let Some(p) = u.parent.as_ref().filter(|p| !applied.contains(*p)) {
+                    waiting_on.push(format!("{p} (parent)"));
                 }
-                if !blockers.is_empty() {
-                    newly.push((u.id.clone(), blockers));
+                if opts.wave_barrier {
+                    let earlier_busy = order.iter().any(|o| {
+                        o.wave < u.wave && !matches!(states.get(&o.id), Some(State::Done(_)))
+                    });
+                    if earlier_busy && waiting_on.is_empty() {
+                        waiting_on.push(format!("wave {}", u.wave.saturating_sub(1)));
+                    }
                 }
+                if !waiting_on.is_empty() {
+                    if blocked_shown.get(&u.id) != Some(&waiting_on) {
+                        blocked_shown.insert(u.id.clone(), waiting_on.clone());
+                        emit(Event::Blocked {
+                            id: u.id.clone(),
+                            waiting_on,
+                        });
+                    }
+                    continue;
+                }
+                if stop_starting || running >= opts.concurrency.max(1) {
+                    continue;
+                }
+                states.insert(u.id.clone(), State::Running);
+                running += 1;
+                let unit = (*u).clone();
+                let t = tries.entry(u.id.clone()).or_default();
+                t.made += 1;
+                t.first_start.get_or_insert_with(Instant::now);
+                let attempt = t.made;
+                // A retry reads the inventory its failed attempt wrote.
+                let known = inventories
+                    .as_ref()
+                    .filter(|_| attempt == 1)
+                    .map(|m| m.get(&u.id).cloned());
+                let ctx = Ctx {
+                    cluster: cluster.clone(),
+                    watchers: watchers.clone(),
+                    opts: opts.clone(),
+                    events: events.clone(),
+                    tx: tx.clone(),
+                    cancel: cancel.clone(),
+                };
+                tasks.spawn(async move {
+                    let r = run_unit(&ctx, &unit, known, attempt).await;
+                    let _ = ctx.tx.send(Msg::Done(r));
+                });
             }
-            if newly.is_empty() {
+            // Release held Kustomizations whose HelmReleases are all done.
+            let releasable: Vec<KsId> = held
+                .keys()
+                .filter(|id| {
+                    gates[*id].iter().all(|g| {
+                        matches!(states.get(g), Some(State::Done(_))) || !states.contains_key(g)
+                    })
+                })
+                .cloned()
+                .collect();
+            if !releasable.is_empty() {
+                for id in releasable {
+                    let Some(mut r) = held.remove(&id) else {
+                        continue;
+                    };
+                    let not_ready: Vec<String> = gates[&id]
+                        .iter()
+                        .filter(|g| !matches!(states.get(*g), Some(State::Done(o)) if o.is_ready()))
+                        .map(|g| g.label())
+                        .collect();
+                    if !not_ready.is_empty() {
+                        r.outcome = Outcome::Failed {
+                            reason: format!(
+                                "health check failed: {} not ready",
+                                not_ready.join(", ")
+                            ),
+                            flux_reason: FailReason::HealthCheckFailed,
+                        };
+                        failed_any = true;
+                    }
+                    emit(Event::Finished(r.clone()));
+                    states.insert(r.id.clone(), State::Done(r.outcome.clone()));
+                    results.insert(r.id.clone(), r);
+                }
+                continue;
+            }
+            let waiting = states.values().any(|s| matches!(s, State::Waiting(_)));
+            if running == 0 && !waiting {
                 break;
             }
-            for (id, blocked_by) in newly {
-                settle(
-                    &id,
-                    Outcome::Skipped { blocked_by },
-                    &events,
-                    &mut results,
-                    &mut states,
-                );
-            }
-        }
-        // Start whatever is ready.
-        let stop_starting = interrupted || (opts.fail_fast && failed_any);
-        for u in &order {
-            if !matches!(states.get(&u.id), Some(State::Pending)) {
-                continue;
-            }
-            let mut waiting_on: Vec<String> = u
-                .deps
-                .iter()
-                .filter(|d| dep_state(u, d, &states, &by_id) != DepState::Satisfied)
-                .map(|d| d.to_string())
-                .collect();
-            if let Some(p) = u.parent.as_ref().filter(|p| !applied.contains(*p)) {
-                waiting_on.push(format!("{p} (parent)"));
-            }
-            if opts.wave_barrier {
-                let earlier_busy = order
-                    .iter()
-                    .any(|o| o.wave < u.wave && !matches!(states.get(&o.id), Some(State::Done(_))));
-                if earlier_busy && waiting_on.is_empty() {
-                    waiting_on.push(format!("wave {}", u.wave.saturating_sub(1)));
-                }
-            }
-            if !waiting_on.is_empty() {
-                if blocked_shown.get(&u.id) != Some(&waiting_on) {
-                    blocked_shown.insert(u.id.clone(), waiting_on.clone());
-                    emit(Event::Blocked {
-                        id: u.id.clone(),
-                        waiting_on,
-                    });
-                }
-                continue;
-            }
-            if stop_starting || running >= opts.concurrency.max(1) {
-                continue;
-            }
-            states.insert(u.id.clone(), State::Running);
-            running += 1;
-            let unit = (*u).clone();
-            let t = tries.entry(u.id.clone()).or_default();
-            t.made += 1;
-            t.first_start.get_or_insert_with(Instant::now);
-            let attempt = t.made;
-            // A retry reads the inventory its failed attempt wrote.
-            let known = inventories
-                .as_ref()
-                .filter(|_| attempt == 1)
-                .map(|m| m.get(&u.id).cloned());
-            let ctx = Ctx {
-                cluster: cluster.clone(),
-                watchers: watchers.clone(),
-                opts: opts.clone(),
-                events: events.clone(),
-                tx: tx.clone(),
-                cancel: cancel.clone(),
-            };
-            tasks.spawn(async move {
-                let r = run_unit(&ctx, &unit, known, attempt).await;
-                let _ = ctx.tx.send(Msg::Done(r));
-            });
-        }
-        // Release held Kustomizations whose HelmReleases are all done.
-        let releasable: Vec<KsId> = held
-            .keys()
-            .filter(|id| {
-                gates[*id].iter().all(|g| {
-                    matches!(states.get(g), Some(State::Done(_))) || !states.contains_key(g)
-                })
-            })
-            .cloned()
-            .collect();
-        if !releasable.is_empty() {
-            for id in releasable {
-                let Some(mut r) = held.remove(&id) else {
-                    continue;
-                };
-                let not_ready: Vec<String> = gates[&id]
-                    .iter()
-                    .filter(|g| !matches!(states.get(*g), Some(State::Done(o)) if o.is_ready()))
-                    .map(|g| g.label())
-                    .collect();
-                if !not_ready.is_empty() {
-                    r.outcome = Outcome::Failed {
-                        reason: format!("health check failed: {} not ready", not_ready.join(", ")),
-                        flux_reason: FailReason::HealthCheckFailed,
-                    };
-                    failed_any = true;
-                }
-                emit(Event::Finished(r.clone()));
-                states.insert(r.id.clone(), State::Done(r.outcome.clone()));
-                results.insert(r.id.clone(), r);
-            }
-            continue;
-        }
-        let waiting = states.values().any(|s| matches!(s, State::Waiting(_)));
-        if running == 0 && !waiting {
-            break;
         }
         tokio::select! {
             msg = rx.recv() => match msg {
