@@ -148,6 +148,12 @@ impl Builder {
         })
     }
 
+    /// Lets go of the outputs kept for a second load of the same fleet (apply's reload with the
+    /// cluster's variables): called once no load follows.
+    pub fn forget_outputs(&self) {
+        self.done.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     /// The kustomize binary builds run with (also used for HelmRelease post-renderers).
     pub fn kustomize(&self) -> &Kustomize {
         &self.kustomize

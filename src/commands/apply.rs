@@ -55,6 +55,7 @@ pub async fn connect_and_load(
     let loaded = super::load_fleet(settings).await?;
     super::refuse_empty(&loaded, &settings.load.path)?;
     let loaded = with_cluster_vars(settings, &cluster, loaded).await?;
+    settings.builder.forget_outputs();
     Ok((cluster, loaded))
 }
 

@@ -21,6 +21,7 @@ pub async fn run(args: &DeleteArgs) -> Result<(), AppError> {
     let only = std::mem::take(&mut settings.only);
     let cluster = super::apply::connect(&args.cluster).await?;
     let loaded = super::load_fleet(&settings).await?;
+    settings.builder.forget_outputs();
     super::refuse_empty(&loaded, &settings.load.path)?;
     // `--only` means exactly those Kustomizations (never their dependencies), plus the children
     // they apply, as deleting a parent Kustomization does in Flux. A Kustomization that left the
@@ -117,6 +118,7 @@ pub async fn run(args: &DeleteArgs) -> Result<(), AppError> {
     let watchers = crate::health::watch::Watchers::new(
         cluster.client().clone(),
         tokio_util::sync::CancellationToken::new(),
+        false,
     );
     let cancel = tokio_util::sync::CancellationToken::new();
     for (id, policy, del, inv) in plan {

@@ -274,7 +274,12 @@ pub async fn run(
         let _ = events.send(e);
     };
     let watch_cancel = CancellationToken::new();
-    let watchers = Watchers::new(cluster.client().clone(), watch_cancel.clone());
+    let keep_data = units.iter().any(|u| {
+        u.exprs
+            .as_ref()
+            .is_some_and(|e| e.matches("v1", "ConfigMap") || e.matches("v1", "Secret"))
+    });
+    let watchers = Watchers::new(cluster.client().clone(), watch_cancel.clone(), keep_data);
     let inventories = inventories.map(Arc::new);
     let mut order: Vec<&Unit> = units.iter().collect();
     order.sort_by(|a, b| (a.wave, &a.id).cmp(&(b.wave, &b.id)));

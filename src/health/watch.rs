@@ -91,6 +91,8 @@ pub struct Watchers {
     client: Client,
     entries: Mutex<HashMap<Key, Arc<Entry>>>,
     cancel: CancellationToken,
+    /// Keep the data of ConfigMaps and Secrets (a health expression reads them).
+    keep_data: bool,
 }
 
 impl std::fmt::Debug for Watchers {
@@ -100,12 +102,15 @@ impl std::fmt::Debug for Watchers {
 }
 
 impl Watchers {
-    /// No watchers yet; they start on first use and stop with `cancel`.
-    pub fn new(client: Client, cancel: CancellationToken) -> Arc<Self> {
+    /// No watchers yet; they start on first use and stop with `cancel`. Unless `keep_data`,
+    /// the data of ConfigMaps and Secrets is not kept: no built-in readiness rule reads it, and
+    /// it is most of what a fleet of them weighs.
+    pub fn new(client: Client, cancel: CancellationToken, keep_data: bool) -> Arc<Self> {
         Arc::new(Watchers {
             client,
             entries: Mutex::new(HashMap::new()),
             cancel,
+            keep_data,
         })
     }
 
@@ -157,7 +162,7 @@ impl Watchers {
                     // Items of the initial list carry no kind or apiVersion: the resource does.
                     let name = name_of(&o);
                     if let (Some(m), Some(v)) = (init.as_mut(), typed_value(&resource, o)) {
-                        m.insert(name, (entry.stamp(), compact(v)));
+                        m.insert(name, (entry.stamp(), compact(v, self.keep_data)));
                     }
                     // Nothing to see until the whole list is in.
                     continue;
@@ -175,7 +180,7 @@ impl Watchers {
                             .objects
                             .write()
                             .unwrap_or_else(|e| e.into_inner())
-                            .insert(name, (entry.stamp(), compact(v)));
+                            .insert(name, (entry.stamp(), compact(v, self.keep_data)));
                     }
                 }
                 Ok(Event::Delete(o)) => {
@@ -197,10 +202,23 @@ impl Watchers {
 }
 
 /// What the readiness rules may read of a watched object, as compact JSON: all of it but
-/// `metadata.managedFields` (often the largest part, and never read).
-fn compact(mut v: Value) -> Box<str> {
-    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.shift_remove("managedFields");
+/// `metadata.managedFields` (often the largest part, and never read), and but the data of a
+/// ConfigMap or Secret unless `keep_data`.
+fn compact(mut v: Value, keep_data: bool) -> Box<str> {
+    let data_kind = v.get("apiVersion").and_then(Value::as_str) == Some("v1")
+        && matches!(
+            v.get("kind").and_then(Value::as_str),
+            Some("ConfigMap" | "Secret")
+        );
+    if let Some(o) = v.as_object_mut() {
+        if data_kind && !keep_data {
+            for field in ["data", "binaryData", "stringData"] {
+                o.shift_remove(field);
+            }
+        }
+        if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.shift_remove("managedFields");
+        }
     }
     v.to_string().into_boxed_str()
 }

@@ -225,7 +225,7 @@ pub struct Node {
     pub mapping: Option<Mapping>,
     /// spec.path inside the source (normalised, relative).
     pub rel_path: PathBuf,
-    /// kustomize output.
+    /// kustomize output (its text emptied once loaded, unless the Kustomization has `postBuild`).
     pub raw: Option<RawBuild>,
     /// Variables used.
     pub vars: Vars,
@@ -364,6 +364,13 @@ pub async fn load(opts: &LoadOptions, builder: &Builder) -> Result<Fleet, Vec<Lo
         loader.fetcher.map_local(&k, &d);
     }
     loader.finish(&path);
+    // Post-built for good: kustomize's output is read again only where `postBuild` can change
+    // the objects (substitution; what plan lists as variables), so it is let go elsewhere.
+    for n in loader.nodes.values_mut() {
+        if let Some(raw) = n.raw.as_mut().filter(|_| n.spec.post_build.is_none()) {
+            raw.output = Arc::from("");
+        }
+    }
     // A Kustomization that fails is found again by every later pass of its parent's build.
     let mut seen = BTreeSet::new();
     loader.errors.retain(|e| seen.insert(e.to_string()));
