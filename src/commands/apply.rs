@@ -347,6 +347,8 @@ fn units(loaded: &mut Loaded, exclusions: &Exclusions) -> Result<Vec<Unit>, AppE
         });
     }
     if errors.is_empty() {
+        // Held for the whole rollout: no spare capacity.
+        out.shrink_to_fit();
         Ok(out)
     } else {
         Err(AppError::Invalid(errors))

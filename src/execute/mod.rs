@@ -323,6 +323,9 @@ pub async fn run(
     let mut failed_any = false;
     let mut interrupted = false;
     loop {
+        // A finished task keeps its memory until it is joined: reap them as they end (at 5,000
+        // Kustomizations they held ~46 MB by the end of the rollout).
+        while tasks.try_join_next().is_some() {}
         // Messages already queued are taken first: a pass over the units costs O(units), and one
         // pass after a batch of messages decides what one pass after each would (with thousands
         // of Kustomizations, a pass per message made the rollout quadratic).

@@ -91,9 +91,19 @@ pub struct Watchers {
     client: Client,
     entries: Mutex<HashMap<Key, Arc<Entry>>>,
     cancel: CancellationToken,
-    /// Keep the data of ConfigMaps and Secrets (a health expression reads them).
+    /// Keep ConfigMaps and Secrets whole (a health expression reads them).
     keep_data: bool,
+    /// Initial lists in flight at once: each holds a page of objects and a connection buffer,
+    /// and a fleet spread over 50 namespaces starts 50 watchers at the same moment.
+    listing: Arc<tokio::sync::Semaphore>,
 }
+
+/// Initial lists in flight at once.
+const LISTS_AT_ONCE: usize = 4;
+
+/// Objects per page of a watcher's list: a connection's read buffer grows to the largest
+/// response it carries and keeps that size, and a watch connection lives for the whole run.
+pub const WATCH_PAGE: u32 = 100;
 
 impl std::fmt::Debug for Watchers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -103,14 +113,15 @@ impl std::fmt::Debug for Watchers {
 
 impl Watchers {
     /// No watchers yet; they start on first use and stop with `cancel`. Unless `keep_data`,
-    /// the data of ConfigMaps and Secrets is not kept: no built-in readiness rule reads it, and
-    /// it is most of what a fleet of them weighs.
+    /// only the identity and deletion state of ConfigMaps and Secrets is kept: no built-in
+    /// readiness rule reads more of them, and a fleet may hold tens of thousands.
     pub fn new(client: Client, cancel: CancellationToken, keep_data: bool) -> Arc<Self> {
         Arc::new(Watchers {
             client,
             entries: Mutex::new(HashMap::new()),
             cancel,
             keep_data,
+            listing: Arc::new(tokio::sync::Semaphore::new(LISTS_AT_ONCE)),
         })
     }
 
@@ -146,7 +157,13 @@ impl Watchers {
         resource: ApiResource,
         entry: Arc<Entry>,
     ) {
-        let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+        // The first list waits for its turn; a later re-list (after a failed watch) does not.
+        let mut turn = tokio::select! {
+            _ = self.cancel.cancelled() => return,
+            p = self.listing.clone().acquire_owned() => p.ok(),
+        };
+        let config = watcher::Config::default().page_size(WATCH_PAGE);
+        let stream = watcher::watcher(api, config).default_backoff();
         futures::pin_mut!(stream);
         let mut init: Option<HashMap<String, (u64, Box<str>)>> = None;
         loop {
@@ -172,6 +189,7 @@ impl Watchers {
                         *entry.objects.write().unwrap_or_else(|e| e.into_inner()) = m;
                     }
                     entry.synced.store(true, Ordering::Release);
+                    let _ = turn.take();
                 }
                 Ok(Event::Apply(o)) => {
                     let name = name_of(&o);
@@ -192,6 +210,8 @@ impl Watchers {
                         .remove(&name_of(&o));
                 }
                 Err(err) => {
+                    // Failing (forbidden, not served…): not a reason to hold others up.
+                    let _ = turn.take();
                     entry.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!("watch error: {err}");
                 }
@@ -202,8 +222,8 @@ impl Watchers {
 }
 
 /// What the readiness rules may read of a watched object, as compact JSON: all of it but
-/// `metadata.managedFields` (often the largest part, and never read), and but the data of a
-/// ConfigMap or Secret unless `keep_data`.
+/// `metadata.managedFields` (often the largest part, and never read); of a ConfigMap or Secret,
+/// unless `keep_data`, only its identity and deletion state.
 fn compact(mut v: Value, keep_data: bool) -> Box<str> {
     let data_kind = v.get("apiVersion").and_then(Value::as_str) == Some("v1")
         && matches!(
@@ -212,8 +232,15 @@ fn compact(mut v: Value, keep_data: bool) -> Box<str> {
         );
     if let Some(o) = v.as_object_mut() {
         if data_kind && !keep_data {
-            for field in ["data", "binaryData", "stringData"] {
-                o.shift_remove(field);
+            // Nothing but existence and deletion decides such an object's health.
+            o.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata"));
+            if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.retain(|k, _| {
+                    matches!(
+                        k.as_str(),
+                        "name" | "namespace" | "generation" | "deletionTimestamp" | "finalizers"
+                    )
+                });
             }
         }
         if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {

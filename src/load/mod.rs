@@ -1279,8 +1279,11 @@ impl Loader<'_> {
             match result {
                 Ok(objs) => {
                     let n = self.nodes.get_mut(&id).expect("node exists");
-                    let (flux, payload): (Vec<_>, Vec<_>) =
+                    let (mut flux, mut payload): (Vec<_>, Vec<_>) =
                         objs.into_iter().partition(|m| is_flux_api(m.meta().0));
+                    // Kept for the whole run: no spare capacity.
+                    payload.shrink_to_fit();
+                    flux.shrink_to_fit();
                     n.objects = payload;
                     n.flux_objects = flux;
                     n.vars = vars;

@@ -722,7 +722,7 @@ fn status_and_an_unchanged_apply_read_objects_by_list_never_one_by_one(t: Tier) 
     };
     let show = |reads: &[Read]| reads.iter().map(|r| format!("{r}\n")).collect::<String>();
 
-    // An unchanged apply: no object read one by one; the watchers list in pages of 500.
+    // An unchanged apply: no object read one by one; the watchers list in pages of 100.
     t.mark();
     let run = f.apply(&t, &[]);
     run.expect_code(0);
@@ -743,8 +743,8 @@ fn status_and_an_unchanged_apply_read_objects_by_list_never_one_by_one(t: Tier) 
         reads
             .iter()
             .filter(|r| r.verb == "list" && r.namespace != ks_ns)
-            .all(|r| r.query.contains("limit=500")),
-        "a watcher listed without a page size:\n{}",
+            .all(|r| r.query.contains("limit=100")),
+        "a watcher listed without its page size (100):\n{}",
         show(&reads)
     );
 
