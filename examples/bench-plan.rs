@@ -32,7 +32,7 @@ use anyhow::{Context, bail};
 
 #[path = "bench_common/mod.rs"]
 mod bench_common;
-use bench_common::{detect_kustomize, git_init, release_binary, write};
+use bench_common::{detect_kustomize, git_init, release_binary, write, write_grouped};
 
 /// Flux Kustomizations generated.
 const APPS: usize = 500;
@@ -159,16 +159,12 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn generate(root: &Path) -> anyhow::Result<()> {
-    for file in 0..APPS.div_ceil(PER_FILE) {
-        let mut y = String::new();
-        for i in file * PER_FILE..((file + 1) * PER_FILE).min(APPS) {
-            y.push_str(&flux_kustomization(i));
-        }
-        write(
-            &root.join(format!("clusters/bench/apps-{file:02}.yaml")),
-            &y,
-        )?;
-    }
+    write_grouped(
+        APPS,
+        PER_FILE,
+        |file| root.join(format!("clusters/bench/apps-{file:02}.yaml")),
+        flux_kustomization,
+    )?;
     for i in 0..APPS {
         write_app(&root.join(format!("apps/app{i:03}")), i)?;
     }

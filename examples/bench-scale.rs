@@ -45,7 +45,7 @@ use serde_json::{Value, json};
 
 #[path = "bench_common/mod.rs"]
 mod bench_common;
-use bench_common::{detect_kustomize, git_init, release_binary, write};
+use bench_common::{detect_kustomize, git_init, release_binary, write, write_grouped};
 
 /// ConfigMaps per Kustomization.
 const OBJECTS: usize = 10;
@@ -401,13 +401,12 @@ fn substituted(i: usize) -> bool {
 }
 
 fn generate(root: &Path, n: usize) -> anyhow::Result<()> {
-    for file in 0..n.div_ceil(PER_FILE) {
-        let mut y = String::new();
-        for i in file * PER_FILE..((file + 1) * PER_FILE).min(n) {
-            y.push_str(&flux_kustomization(i));
-        }
-        write(&root.join(format!("clusters/scale/ks-{file:03}.yaml")), &y)?;
-    }
+    write_grouped(
+        n,
+        PER_FILE,
+        |file| root.join(format!("clusters/scale/ks-{file:03}.yaml")),
+        flux_kustomization,
+    )?;
     for i in 0..n {
         write_app(&root.join(format!("apps/k{i:04}")), i)?;
     }

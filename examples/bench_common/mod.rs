@@ -43,6 +43,23 @@ pub fn git_init(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes the documents `doc(0..n)` into files of `per_file` documents each, file `k` at
+/// `path(k)` (a generated fleet's Kustomizations).
+pub fn write_grouped(
+    n: usize,
+    per_file: usize,
+    path: impl Fn(usize) -> PathBuf,
+    doc: impl Fn(usize) -> String,
+) -> anyhow::Result<()> {
+    for file in 0..n.div_ceil(per_file) {
+        let text: String = (file * per_file..((file + 1) * per_file).min(n))
+            .map(&doc)
+            .collect();
+        write(&path(file), &text)?;
+    }
+    Ok(())
+}
+
 /// Writes `text` to `path`, creating its directory.
 pub fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     if let Some(d) = path.parent() {
