@@ -39,8 +39,6 @@ pub async fn connect(args: &ClusterArgs) -> Result<Arc<Cluster>, AppError> {
         .map_err(AppError::from)
 }
 
-/// Loads the fleet strictly, reading substituteFrom sources the fleet does not define from the
-/// cluster.
 /// Connects (a clear error before anything is built when the cluster is unreachable), loads the
 /// fleet strictly, then reads from the cluster any substituteFrom source the fleet lacks and
 /// loads again with it.
@@ -52,9 +50,10 @@ pub async fn connect_and_load(
     settings.load.strict = true;
     // Credentials of sources (secretRef) the fleet does not hold are read from the cluster.
     settings.load.fetch.cluster = Some(crate::sources::SecretSource(cluster.clone()));
-    let loaded = super::load_fleet(settings).await?;
+    let loaded = super::load_fleet_keeping_builds(settings).await?;
     super::refuse_empty(&loaded, &settings.load.path)?;
     let loaded = with_cluster_vars(settings, &cluster, loaded).await?;
+    // When nothing had to be read from the cluster, no second load followed.
     settings.builder.forget_outputs();
     Ok((cluster, loaded))
 }

@@ -24,7 +24,6 @@ pub async fn run(args: &BuildArgs) -> Result<(), AppError> {
     })?;
     let settings = FleetSettings::resolve(&args.fleet)?;
     let loaded = super::load_fleet(&settings).await?;
-    settings.builder.forget_outputs();
     super::print_warnings(&loaded.fleet);
     let hr = KsId::helm_release(&id.namespace, &id.name);
     if wants_helm || (!loaded.fleet.nodes.contains_key(&id) && loaded.releases.contains_key(&hr)) {

@@ -21,7 +21,6 @@ pub async fn run(args: &DeleteArgs) -> Result<(), AppError> {
     let only = std::mem::take(&mut settings.only);
     let cluster = super::apply::connect(&args.cluster).await?;
     let loaded = super::load_fleet(&settings).await?;
-    settings.builder.forget_outputs();
     super::refuse_empty(&loaded, &settings.load.path)?;
     // `--only` means exactly those Kustomizations (never their dependencies), plus the children
     // they apply, as deleting a parent Kustomization does in Flux. A Kustomization that left the

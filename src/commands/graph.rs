@@ -9,7 +9,6 @@ use crate::report::graph;
 pub async fn run(args: &GraphArgs) -> Result<(), AppError> {
     let settings = FleetSettings::resolve(&args.fleet)?;
     let loaded = super::load_fleet(&settings).await?;
-    settings.builder.forget_outputs();
     super::print_warnings(&loaded.fleet);
     let helm: std::collections::BTreeMap<_, _> = loaded
         .releases

@@ -194,8 +194,17 @@ impl Exclusions {
 
 /// Load, build, graph and select. A fleet that cannot be read at all (PATH, its own build,
 /// `--only` naming nothing) is exit code 2; problems of single Kustomizations are collected in
-/// [`Loaded::problems`] and the rest is loaded.
+/// [`Loaded::problems`] and the rest is loaded. kustomize's outputs are let go afterwards: only a
+/// second load of the same fleet would reuse them ([`load_fleet_keeping_builds`]).
 pub async fn load_fleet(settings: &FleetSettings) -> Result<Loaded, AppError> {
+    let loaded = load_fleet_keeping_builds(settings).await;
+    settings.builder.forget_outputs();
+    loaded
+}
+
+/// [`load_fleet`], keeping kustomize's outputs for a second load of the same fleet that follows
+/// (apply's reload with the cluster's variables runs no kustomize again).
+pub async fn load_fleet_keeping_builds(settings: &FleetSettings) -> Result<Loaded, AppError> {
     let started = std::time::Instant::now();
     // A signal abandons the load: running kustomize processes are killed with their groups and
     // the temporary trees removed as the builds are dropped.

@@ -9,7 +9,6 @@ use crate::report::plan;
 pub async fn run(args: &PlanArgs) -> Result<(), AppError> {
     let settings = FleetSettings::resolve(&args.fleet)?;
     let loaded = super::load_fleet(&settings).await?;
-    settings.builder.forget_outputs();
     let helm = super::helm_reports(&loaded, &settings).await;
     let mut report = plan::plan(
         &loaded.fleet,

@@ -20,7 +20,6 @@ pub async fn run(args: &PullArgs) -> Result<(), AppError> {
         return Err(anyhow::anyhow!("--from and --to name the same directory").into());
     }
     let loaded = super::load_fleet(&settings).await?;
-    settings.builder.forget_outputs();
     let fetcher = loaded.fleet.fetcher.clone();
     let mut errors = Vec::new();
     let mut charts = Vec::new();
