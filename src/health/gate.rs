@@ -158,51 +158,59 @@ impl Cache {
             }
         }
     }
+}
 
-    /// One receiver per distinct watch entry of the targets.
-    fn receivers(&self) -> Vec<tokio::sync::watch::Receiver<u64>> {
+/// What wakes a wait: one receiver per distinct watch entry of its targets, so that a change
+/// elsewhere wakes nobody here.
+struct Wakeups {
+    rxs: Vec<tokio::sync::watch::Receiver<u64>>,
+    /// How many targets had an entry when subscribed.
+    subscribed: usize,
+}
+
+impl Wakeups {
+    fn new(cache: &Cache) -> Wakeups {
         let mut seen = std::collections::HashSet::new();
-        self.entries
-            .values()
-            .filter(|e| seen.insert(Arc::as_ptr(e)))
-            .map(|e| e.subscribe())
-            .collect()
+        Wakeups {
+            rxs: cache
+                .entries
+                .values()
+                .filter(|e| seen.insert(Arc::as_ptr(e)))
+                .map(|e| e.subscribe())
+                .collect(),
+            subscribed: cache.entries.len(),
+        }
     }
-}
 
-/// Subscribes to entries found since the last subscription (a kind served only later).
-fn resubscribe(
-    cache: &Cache,
-    rxs: &mut Vec<tokio::sync::watch::Receiver<u64>>,
-    subscribed: &mut usize,
-) {
-    if cache.entries.len() != *subscribed {
-        *rxs = cache.receivers();
-        *subscribed = cache.entries.len();
+    /// Subscribes again when targets gained an entry since (a kind served only later).
+    fn refresh(&mut self, cache: &Cache) {
+        if cache.entries.len() != self.subscribed {
+            *self = Wakeups::new(cache);
+        }
     }
-}
 
-/// Marks every receiver's current value seen.
-fn mark_seen(rxs: &mut [tokio::sync::watch::Receiver<u64>]) {
-    for r in rxs {
-        r.borrow_and_update();
+    /// Marks every current value seen.
+    fn seen(&mut self) {
+        for r in &mut self.rxs {
+            r.borrow_and_update();
+        }
     }
-}
 
-/// Resolves when any of `rxs` changes (never when there are none).
-async fn any_changed(rxs: &mut [tokio::sync::watch::Receiver<u64>]) {
-    if rxs.is_empty() {
-        return std::future::pending().await;
+    /// Resolves when any entry changes (never when there is none).
+    async fn changed(&mut self) {
+        if self.rxs.is_empty() {
+            return std::future::pending().await;
+        }
+        let changes = self.rxs.iter_mut().map(|r| {
+            Box::pin(async move {
+                // A watcher never goes away before the gates; if it did, wait for the timer.
+                if r.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            })
+        });
+        futures::future::select_all(changes).await;
     }
-    let changes = rxs.iter_mut().map(|r| {
-        Box::pin(async move {
-            // A watcher never goes away before the gates; if it did, wait for the timer.
-            if r.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        })
-    });
-    futures::future::select_all(changes).await;
 }
 
 fn status_of(
@@ -306,11 +314,10 @@ pub async fn wait(
     let mut polled: BTreeMap<Target, Option<Value>> = BTreeMap::new();
     let mut cache = Cache::default();
     cache.prime(cluster, watchers, &gate.targets);
-    let mut rxs = cache.receivers();
-    let mut subscribed = cache.entries.len();
+    let mut wakeups = Wakeups::new(&cache);
     let mut last_poll = Instant::now();
     loop {
-        mark_seen(&mut rxs);
+        wakeups.seen();
         let statuses: Vec<(&Target, StatusResult)> = gate
             .targets
             .iter()
@@ -346,7 +353,7 @@ pub async fn wait(
             total: statuses.len(),
             pending: pending.clone(),
         };
-        resubscribe(&cache, &mut rxs, &mut subscribed);
+        wakeups.refresh(&cache);
         if last.as_ref() != Some(&progress) {
             on_progress(&progress);
             last = Some(progress);
@@ -412,7 +419,7 @@ pub async fn wait(
             .min(Duration::from_secs(2));
         tokio::select! {
             _ = cancel.cancelled() => return Err("interrupted while waiting for health checks".into()),
-            _ = any_changed(&mut rxs) => {}
+            _ = wakeups.changed() => {}
             _ = tokio::time::sleep(remaining) => {}
         }
     }
@@ -430,16 +437,15 @@ pub async fn probe(
     let none = BTreeMap::new();
     let mut cache = Cache::default();
     cache.prime(cluster, watchers, existing.iter().chain(&gate.targets));
-    let mut rxs = cache.receivers();
-    let mut subscribed = cache.entries.len();
+    let mut wakeups = Wakeups::new(&cache);
     loop {
-        mark_seen(&mut rxs);
+        wakeups.seen();
         let all: Vec<StatusResult> = existing
             .iter()
             .chain(gate.targets.iter())
             .map(|t| status_of(cluster, watchers, gate, t, &none, &mut cache))
             .collect();
-        resubscribe(&cache, &mut rxs, &mut subscribed);
+        wakeups.refresh(&cache);
         if all.iter().all(|s| s.status != Status::Unknown) {
             let exist = all[..existing.len()]
                 .iter()
@@ -453,7 +459,7 @@ pub async fn probe(
             return false;
         }
         tokio::select! {
-            _ = any_changed(&mut rxs) => {}
+            _ = wakeups.changed() => {}
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }

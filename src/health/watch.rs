@@ -162,6 +162,9 @@ impl Watchers {
             _ = self.cancel.cancelled() => return,
             p = self.listing.clone().acquire_owned() => p.ok(),
         };
+        let slim = !self.keep_data
+            && resource.api_version == "v1"
+            && matches!(resource.kind.as_str(), "ConfigMap" | "Secret");
         let config = watcher::Config::default().page_size(WATCH_PAGE);
         let stream = watcher::watcher(api, config).default_backoff();
         futures::pin_mut!(stream);
@@ -179,7 +182,7 @@ impl Watchers {
                     // Items of the initial list carry no kind or apiVersion: the resource does.
                     let name = name_of(&o);
                     if let (Some(m), Some(v)) = (init.as_mut(), typed_value(&resource, o)) {
-                        m.insert(name, (entry.stamp(), compact(v, self.keep_data)));
+                        m.insert(name, (entry.stamp(), compact(v, slim)));
                     }
                     // Nothing to see until the whole list is in.
                     continue;
@@ -198,11 +201,10 @@ impl Watchers {
                             .objects
                             .write()
                             .unwrap_or_else(|e| e.into_inner())
-                            .insert(name, (entry.stamp(), compact(v, self.keep_data)));
+                            .insert(name, (entry.stamp(), compact(v, slim)));
                     }
                 }
                 Ok(Event::Delete(o)) => {
-                    entry.stamp();
                     entry
                         .objects
                         .write()
@@ -222,29 +224,25 @@ impl Watchers {
 }
 
 /// What the readiness rules may read of a watched object, as compact JSON: all of it but
-/// `metadata.managedFields` (often the largest part, and never read); of a ConfigMap or Secret,
-/// unless `keep_data`, only its identity and deletion state.
-fn compact(mut v: Value, keep_data: bool) -> Box<str> {
-    let data_kind = v.get("apiVersion").and_then(Value::as_str) == Some("v1")
-        && matches!(
-            v.get("kind").and_then(Value::as_str),
-            Some("ConfigMap" | "Secret")
-        );
+/// `metadata.managedFields` (often the largest part, and never read); when `slim` (a ConfigMap or
+/// Secret no health expression reads), only its identity and deletion state, since nothing else
+/// decides such an object's health.
+fn compact(mut v: Value, slim: bool) -> Box<str> {
     if let Some(o) = v.as_object_mut() {
-        if data_kind && !keep_data {
-            // Nothing but existence and deletion decides such an object's health.
+        if slim {
             o.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata"));
-            if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+        }
+        if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+            if slim {
                 meta.retain(|k, _| {
                     matches!(
                         k.as_str(),
                         "name" | "namespace" | "generation" | "deletionTimestamp" | "finalizers"
                     )
                 });
+            } else {
+                meta.shift_remove("managedFields");
             }
-        }
-        if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.shift_remove("managedFields");
         }
     }
     v.to_string().into_boxed_str()
