@@ -160,9 +160,9 @@ pub struct VarIndex {
 }
 
 impl VarIndex {
-    /// Adds the ConfigMaps (`data`) and Secrets (`data` decoded, `stringData`) of `objects` for which `wanted(namespace, kind, name)`
-    /// holds: a fleet has many ConfigMaps and few are variable sources, so the index need not
-    /// copy the data of every one.
+    /// Adds the ConfigMaps (`data`) and Secrets (`data` decoded, `stringData`) of `objects` for
+    /// which `wanted(namespace, kind, name)` holds: a fleet has many ConfigMaps and few are
+    /// variable sources, so the index need not copy the data of every one.
     pub fn add_wanted(
         &mut self,
         objects: &[Manifest],

@@ -1122,12 +1122,12 @@ impl Loader<'_> {
     /// applying it — is not read from the fleet: Flux would read the cluster. Only those some
     /// Kustomization reads (`substituteFrom`, `decryption.secretRef`) are indexed.
     fn var_index(&self) -> VarIndex {
-        let mut wanted: HashSet<(String, String, String)> = HashSet::new();
+        let mut wanted: HashSet<(&str, &str, &str)> = HashSet::new();
         for n in self.nodes.values() {
-            let ns = &n.id.namespace;
+            let ns = n.id.namespace.as_str();
             if let Some(pb) = &n.spec.post_build {
                 for r in &pb.substitute_from {
-                    wanted.insert((ns.clone(), r.kind.clone(), r.name.clone()));
+                    wanted.insert((ns, &r.kind, &r.name));
                 }
             }
             if let Some(name) = n
@@ -1137,12 +1137,10 @@ impl Loader<'_> {
                 .and_then(|d| d.pointer("/secretRef/name"))
                 .and_then(Value::as_str)
             {
-                wanted.insert((ns.clone(), "Secret".into(), name.to_string()));
+                wanted.insert((ns, "Secret", name));
             }
         }
-        let wanted = |(ns, kind, name): (&str, &str, &str)| {
-            wanted.contains(&(ns.to_string(), kind.to_string(), name.to_string()))
-        };
+        let wanted = |key: (&str, &str, &str)| wanted.contains(&key);
         let mut index = self.opts.cluster_vars.clone().unwrap_or_default();
         // Suspended, or applied by a suspended parent (at any height): never applied.
         let applied = |n: &Node| {
